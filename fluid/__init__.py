@@ -1,0 +1,65 @@
+"""fluid: an asyncio-native worker framework.
+
+One small core, the [`Worker`][fluid.Worker] lifecycle state machine, and a
+library built by composing it: functions in a loop, queue consumers, fan-out
+consumers and trees that start in order and stop in reverse.
+
+Example:
+    ```python
+    import asyncio
+    import fluid
+
+    async def tick() -> None:
+        print("tick")
+
+    async def main() -> None:
+        async with fluid.Workers(fluid.WorkerFunction(tick, heartbeat=1)):
+            await asyncio.sleep(3)
+
+    asyncio.run(main())
+    ```
+"""
+
+from __future__ import annotations
+
+from ._consumer import AsyncConsumer
+from ._dispatcher import AsyncDispatcher, BaseDispatcher, Dispatcher, Event
+from ._errors import DuplicateWorkerName, FluidError, WorkerStartError, WorkerStateError
+from ._function import WorkerFunction
+from ._queue import (
+    ErrorCallback,
+    MessageProducer,
+    OnError,
+    QueueConsumer,
+    QueueConsumerWorker,
+)
+from ._state import WorkerState
+from ._status import QueueStatus, WorkerStatus
+from ._tree import Workers
+from ._worker import STOPPING_GRACE_PERIOD, Worker
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "STOPPING_GRACE_PERIOD",
+    "AsyncConsumer",
+    "AsyncDispatcher",
+    "BaseDispatcher",
+    "Dispatcher",
+    "DuplicateWorkerName",
+    "ErrorCallback",
+    "Event",
+    "FluidError",
+    "MessageProducer",
+    "OnError",
+    "QueueConsumer",
+    "QueueConsumerWorker",
+    "QueueStatus",
+    "Worker",
+    "WorkerFunction",
+    "WorkerStartError",
+    "WorkerState",
+    "WorkerStateError",
+    "WorkerStatus",
+    "Workers",
+]

@@ -1,0 +1,86 @@
+"""Every error fluid raises, under one base class.
+
+The hierarchy::
+
+    FluidError                      base of everything fluid raises
+    ├── WorkerStateError            an operation is illegal in the worker's state
+    │   │                           (also a RuntimeError)
+    │   └── WorkerStartError        startup() of a worker that is running or stopping
+    └── DuplicateWorkerName         a tree already holds a child of that name
+                                    (also a ValueError)
+
+Bad arguments raise the builtin that fits (``TypeError`` or ``ValueError``) at the
+call that made them, with a message that names the offending value.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "DuplicateWorkerName",
+    "FluidError",
+    "WorkerStartError",
+    "WorkerStateError",
+]
+
+
+class FluidError(Exception):
+    """Base class of every error raised by fluid.
+
+    Example:
+        ```python
+        try:
+            await worker.startup()
+        except fluid.FluidError as exc:
+            print(f"fluid refused: {exc}")
+        ```
+    """
+
+
+class WorkerStateError(FluidError, RuntimeError):
+    """An operation is not allowed in the worker's current state.
+
+    The message names the worker and its state, for example
+    ``worker 'poller' cannot go from stopped to stopping``.
+
+    Example:
+        ```python
+        try:
+            await worker.startup()
+        except fluid.WorkerStateError as exc:
+            print(exc)
+        ```
+    """
+
+
+class WorkerStartError(WorkerStateError):
+    """`startup()` was called on a worker that is running or stopping.
+
+    A worker in ``INIT``, ``STOPPED`` or ``FORCE_STOPPED`` can be started; a
+    worker that is already running cannot be started twice.
+
+    Example:
+        ```python
+        await worker.startup()
+        try:
+            await worker.startup()
+        except fluid.WorkerStartError as exc:
+            print(exc)  # worker 'poller' cannot start: it is running
+        ```
+    """
+
+
+class DuplicateWorkerName(FluidError, ValueError):
+    """A tree already holds a child with this name.
+
+    Names are unique within one tree so that children can be found, stopped
+    and removed by name.
+
+    Example:
+        ```python
+        tree = fluid.Workers(fluid.WorkerFunction(poll, name="poll"))
+        try:
+            tree.add_workers(fluid.WorkerFunction(poll, name="poll"))
+        except fluid.DuplicateWorkerName as exc:
+            print(exc)
+        ```
+    """

@@ -1,0 +1,49 @@
+"""The typed, JSON-serialisable shapes returned by ``status()``."""
+
+from __future__ import annotations
+
+from typing import NotRequired, TypedDict
+
+from ._state import WorkerState
+
+__all__ = ["QueueStatus", "WorkerStatus"]
+
+
+class QueueStatus(TypedDict):
+    """Figures of a queue consumer, under the ``queue`` key of its status.
+
+    Attributes:
+        size: messages queued and not yet taken by the consumer.
+        handled: messages whose handler returned without error.
+        failed: messages whose handler raised (reported to ``on_error``).
+        in_flight: messages taken from the queue whose handler is running.
+    """
+
+    size: int
+    handled: int
+    failed: int
+    in_flight: int
+
+
+class WorkerStatus(TypedDict):
+    """What ``await worker.status()`` returns: plain data, ready for ``json.dumps``.
+
+    Attributes:
+        name: the worker's name.
+        state: its lifecycle state (a string enum).
+        error: the error it ended with, as ``"Type: message"``, or ``None``.
+        queue: for queue consumers, their figures.
+        workers: for trees, the status of each child, in start order.
+
+    Example:
+        ```python
+        status = await tree.status()
+        print(json.dumps(status, indent=2))
+        ```
+    """
+
+    name: str
+    state: WorkerState
+    error: str | None
+    queue: NotRequired[QueueStatus]
+    workers: NotRequired[list[WorkerStatus]]

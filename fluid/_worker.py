@@ -1,0 +1,525 @@
+"""Worker: the lifecycle state machine everything in fluid is built on.
+
+Why it is shaped this way:
+
+* ``startup()`` runs ``on_startup()`` in the caller's task and only then
+  creates the worker's task. An error in ``on_startup()`` reaches the caller
+  as is, and starting ten thousand workers costs no event-loop turn each.
+* The worker's task never lets an exception escape. It keeps the error and
+  ``shutdown()`` / ``wait_for_shutdown()`` raise it to every caller, even
+  long after the worker stopped: an error is never lost, and asyncio never
+  logs "Task exception was never retrieved".
+* All waiting is on futures resolved by the event itself (stop requested,
+  worker exited), with ``loop.call_later`` for deadlines. Nothing polls, so a
+  grace period running out costs no CPU and a stop is seen at once.
+* A forced stop cancels the task. If the worker swallows that, or hangs in
+  ``on_shutdown()``, it is cancelled again after each further grace period:
+  ``shutdown()`` never returns while the task still runs, and it never hangs
+  on a worker that honours cancellation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from types import TracebackType
+from typing import TYPE_CHECKING, Self
+
+from ._errors import WorkerStartError, WorkerStateError
+from ._state import WorkerState
+from ._status import WorkerStatus
+from ._validate import check_name, check_seconds, default_name
+
+if TYPE_CHECKING:
+    from ._tree import Workers
+
+__all__ = ["STOPPING_GRACE_PERIOD", "Worker"]
+
+STOPPING_GRACE_PERIOD: float = 10.0
+"""Default seconds a worker is given to stop before it is cancelled."""
+
+logger = logging.getLogger("fluid")
+
+_INIT = WorkerState.INIT
+_RUNNING = WorkerState.RUNNING
+_STOPPING = WorkerState.STOPPING
+_STOPPED = WorkerState.STOPPED
+_FORCE_STOPPED = WorkerState.FORCE_STOPPED
+
+
+def _release(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+class Worker(ABC):
+    """A long-running async job with a managed lifecycle.
+
+    Subclasses implement [`run`][fluid.Worker.run], which should return soon
+    after [`is_running`][fluid.Worker.is_running] turns false. The lifecycle is
+    ``INIT → RUNNING → STOPPING → STOPPED | FORCE_STOPPED`` (see
+    [`WorkerState`][fluid.WorkerState]); a stopped worker can be started again.
+
+    Override [`on_startup`][fluid.Worker.on_startup] and
+    [`on_shutdown`][fluid.Worker.on_shutdown] to open and close the resources
+    the worker owns: ``on_shutdown`` runs whenever ``on_startup`` completed.
+
+    Args:
+        name: the worker's name; by default derived from the class name
+            (``MyPoller`` → ``my_poller``).
+        stopping_grace_period: seconds [`shutdown`][fluid.Worker.shutdown]
+            waits for a graceful stop before cancelling the worker.
+
+    Raises:
+        TypeError: ``name`` is not a string or the grace period not a number.
+        ValueError: the grace period is negative or not finite.
+
+    Example:
+        ```python
+        class Ticker(fluid.Worker):
+            async def run(self) -> None:
+                while self.is_running():
+                    print("tick")
+                    await self.sleep(1)  # wakes at once on stop
+
+        async with Ticker() as ticker:
+            await asyncio.sleep(3)
+        ```
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_auto_name",
+        "_error",
+        "_exit_waiters",
+        "_grace",
+        "_loop",
+        "_name",
+        "_parent",
+        "_sleepers",
+        "_state",
+        "_task",
+        "_thread_id",
+        "_traceback",
+    )
+
+    def __init__(
+        self,
+        name: str = "",
+        stopping_grace_period: float = STOPPING_GRACE_PERIOD,
+    ) -> None:
+        self._name = check_name(name) or default_name(self)
+        self._auto_name = not name
+        self._grace = check_seconds("stopping_grace_period", stopping_grace_period)
+        self._state = _INIT
+        self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread_id = 0
+        self._error: BaseException | None = None
+        self._traceback: TracebackType | None = None
+        self._exit_waiters: list[asyncio.Future[None]] | None = None
+        self._sleepers: set[asyncio.Future[None]] | None = None
+        self._parent: Workers | None = None
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self._name!r} {self._state.value}>"
+
+    # ------------------------------------------------------------ properties
+
+    @property
+    def worker_name(self) -> str:
+        """The worker's name, unique within its tree."""
+        return self._name
+
+    @property
+    def worker_state(self) -> WorkerState:
+        """The current [`WorkerState`][fluid.WorkerState]."""
+        return self._state
+
+    @property
+    def stopping_grace_period(self) -> float:
+        """Seconds given to a graceful stop before the worker is cancelled."""
+        return self._grace
+
+    @property
+    def num_workers(self) -> int:
+        """How many workers this is: 1, or the number of leaves of a tree."""
+        return 1
+
+    def workers(self) -> Iterator[Worker]:
+        """Iterate over the leaf workers: the worker itself, or a tree's leaves.
+
+        Example:
+            ```python
+            names = [w.worker_name for w in tree.workers()]
+            ```
+        """
+        yield self
+
+    # ----------------------------------------------------------------- state
+
+    def has_started(self) -> bool:
+        """True once [`startup`][fluid.Worker.startup] was called."""
+        return self._state is not _INIT
+
+    def is_running(self) -> bool:
+        """True while running and no stop was requested: the loop condition of ``run``."""
+        return self._state is _RUNNING
+
+    def is_stopping(self) -> bool:
+        """True between a stop request and the end of ``run``."""
+        return self._state is _STOPPING
+
+    def is_stopped(self) -> bool:
+        """True once the worker ended, gracefully or forced."""
+        return self._state.is_final
+
+    def _set_state(self, new: WorkerState) -> None:
+        if not self._state.can_become(new):
+            raise WorkerStateError(f"worker {self._name!r} cannot go from {self._state} to {new}")
+        self._state = new
+
+    # -------------------------------------------------------- hooks to override
+
+    @abstractmethod
+    async def run(self) -> None:
+        """The worker's job; the one method a subclass must implement.
+
+        It runs in the worker's own task once ``on_startup`` completed and
+        should return soon after ``is_running()`` turns false. An exception it
+        raises ends the worker ``STOPPED`` and is raised again by
+        ``shutdown()`` and ``wait_for_shutdown()``. If it does not return within
+        the grace period it is cancelled (``asyncio.CancelledError``).
+        """
+
+    async def on_startup(self) -> None:
+        """Called by ``startup()`` before ``run``: open the worker's resources.
+
+        If it raises, ``startup()`` raises the same error and the worker ends
+        ``STOPPED`` without calling ``on_shutdown``.
+        """
+
+    async def on_shutdown(self) -> None:
+        """Called after ``run`` ended, also after an error or a forced cancel.
+
+        It runs whenever ``on_startup`` completed: close the resources here.
+        """
+
+    def after_shutdown(self, reason: str, code: int = 0) -> None:
+        """Called once the worker reached its final state; does nothing by default.
+
+        Args:
+            reason: ``"stopped"``, ``"force stopped"`` or ``"failed: <error>"``.
+            code: 0 after a clean stop, 1 after an error or a forced stop, a
+                value a process could exit with.
+
+        Example:
+            ```python
+            class Main(fluid.Workers):
+                def after_shutdown(self, reason: str, code: int = 0) -> None:
+                    print(f"bye ({reason})")
+            ```
+        """
+
+    # ------------------------------------------------------------- lifecycle
+
+    async def startup(self) -> None:
+        """Start the worker and return once it runs and ``on_startup`` completed.
+
+        A worker in ``INIT``, ``STOPPED`` or ``FORCE_STOPPED`` can be started;
+        starting clears the error of a previous run.
+
+        Raises:
+            WorkerStartError: the worker is running or stopping.
+            Exception: whatever ``on_startup`` raised; the worker is then
+                ``STOPPED``.
+
+        If the call is cancelled during ``on_startup`` the worker ends
+        ``STOPPED`` and the cancellation propagates.
+        """
+        if self._state is _RUNNING or self._state is _STOPPING:
+            raise WorkerStartError(f"worker {self._name!r} cannot start: it is {self._state}")
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self._thread_id = threading.get_ident()
+        self._error = self._traceback = None
+        self._set_state(_RUNNING)
+        try:
+            await self.on_startup()
+        except BaseException:
+            self._finish(_STOPPED, None)
+            raise
+        try:
+            await self._before_run()
+        except BaseException:
+            await self._call_on_shutdown(None)
+            self._finish(_STOPPED, None)
+            raise
+        self._task = loop.create_task(self._main(), name=f"fluid:{self._name}")
+
+    def gracefully_stop(self) -> None:
+        """Ask the worker to stop; returns at once and never raises.
+
+        Idempotent, and safe to call from any thread. ``is_running()`` turns
+        false and anything waiting in ``sleep()`` (or a consumer waiting for
+        messages) wakes immediately.
+
+        Example:
+            ```python
+            loop.add_signal_handler(signal.SIGTERM, worker.gracefully_stop)
+            ```
+        """
+        if self._state is not _RUNNING:
+            return
+        if self._thread_id != threading.get_ident() and self._loop is not None:
+            self._loop.call_soon_threadsafe(self.gracefully_stop)
+            return
+        self._state = _STOPPING
+        self._stop_requested()
+
+    async def shutdown(self) -> None:
+        """Stop the worker gracefully, cancel it after the grace period, wait for it.
+
+        When it returns the worker is ``STOPPED`` or ``FORCE_STOPPED`` and owns
+        no running task. A forced stop is not an error: check
+        ``worker_state``.
+
+        Raises:
+            Exception: the error ``run`` (or ``on_shutdown``) ended with, also
+                when the worker had already stopped.
+
+        If the call itself is cancelled, the worker is cancelled at once and
+        waited for before the cancellation propagates: no orphan task.
+        """
+        self.gracefully_stop()
+        if self._state is not _INIT and not self._state.is_final:
+            try:
+                await self._wait_or_force()
+            except asyncio.CancelledError:
+                self._cancel(f"shutdown() of worker {self._name!r} was cancelled")
+                await self._wait_exit_uninterrupted()
+                raise
+        self._raise_error()
+
+    async def wait_for_shutdown(self) -> None:
+        """Wait for the worker to end, without asking it to stop.
+
+        Returns at once for a worker never started.
+
+        Raises:
+            Exception: the error ``run`` ended with, as ``shutdown`` does.
+        """
+        while self._state is not _INIT and not self._state.is_final:
+            await self._wait_exit(None)
+        self._raise_error()
+
+    async def sleep(self, seconds: float) -> None:
+        """Sleep up to ``seconds``, waking at once when a stop is requested.
+
+        Use it in ``run`` instead of ``asyncio.sleep`` so that a stop is prompt.
+        Returns immediately if the worker is not running.
+
+        Example:
+            ```python
+            async def run(self) -> None:
+                while self.is_running():
+                    await self.poll()
+                    await self.sleep(5)
+            ```
+        """
+        if self._state is not _RUNNING:
+            return
+        if seconds <= 0:
+            await asyncio.sleep(0)
+            return
+        loop = asyncio.get_running_loop()
+        waiter = loop.create_future()
+        sleepers = self._sleepers
+        if sleepers is None:
+            sleepers = self._sleepers = set()
+        sleepers.add(waiter)
+        handle = loop.call_later(seconds, _release, waiter)
+        try:
+            await waiter
+        finally:
+            handle.cancel()
+            sleepers.discard(waiter)
+
+    async def status(self) -> WorkerStatus:
+        """A JSON-serialisable snapshot: name, state and error.
+
+        Subclasses add their own figures (queues add ``queue``, trees add
+        ``workers``).
+
+        Example:
+            ```python
+            status = await worker.status()
+            assert status["state"] == "running"
+            ```
+        """
+        error = self._error
+        return {
+            "name": self._name,
+            "state": self._state,
+            "error": None if error is None else f"{type(error).__name__}: {error}",
+        }
+
+    async def __aenter__(self) -> Self:
+        await self.startup()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.shutdown()
+
+    # ------------------------------------------------- internals for subclasses
+
+    async def _before_run(self) -> None:
+        """Runs after ``on_startup`` and before the task starts (trees start children)."""
+
+    def _stop_requested(self) -> None:
+        """A graceful stop was just requested: wake whatever waits for it."""
+        sleepers = self._sleepers
+        if sleepers:
+            for waiter in sleepers:
+                _release(waiter)
+
+    def _after_run(self) -> None:
+        """``run`` just ended (queues report undelivered messages here)."""
+
+    def _fail(self, error: BaseException) -> None:
+        """Record ``error`` as the worker's outcome unless it already has one."""
+        if self._error is None:
+            self._error = error
+            self._traceback = error.__traceback__
+
+    # ------------------------------------------------------------ the task
+
+    async def _main(self) -> None:
+        forced = False
+        try:
+            await self.run()
+        except asyncio.CancelledError:
+            forced = True
+            self._uncancel()
+        except Exception as exc:
+            logger.error("worker %r failed", self._name, exc_info=exc)
+            self._fail(exc)
+        except BaseException as exc:  # KeyboardInterrupt, SystemExit
+            self._fail(exc)
+            self._after_run()
+            await self._call_on_shutdown(exc)
+            self._finish(_STOPPED, exc)
+            raise
+        self._after_run()
+        forced = await self._call_on_shutdown(None) or forced
+        self._finish(_FORCE_STOPPED if forced else _STOPPED, self._error)
+
+    async def _call_on_shutdown(self, error: BaseException | None) -> bool:
+        """Run ``on_shutdown``; return True if it was cancelled (a forced stop)."""
+        try:
+            await self.on_shutdown()
+        except asyncio.CancelledError:
+            logger.warning("on_shutdown of worker %r was cancelled", self._name)
+            self._uncancel()
+            return True
+        except Exception as exc:
+            if self._error is None and error is None:
+                self._fail(exc)
+            else:
+                logger.error("on_shutdown of worker %r failed", self._name, exc_info=exc)
+        return False
+
+    def _uncancel(self) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()
+
+    def _finish(self, state: WorkerState, error: BaseException | None) -> None:
+        task, self._task = self._task, None
+        self._set_state(state)
+        if error is not None:
+            self._fail(error)
+        waiters, self._exit_waiters = self._exit_waiters, None
+        if waiters:
+            for waiter in waiters:
+                _release(waiter)
+        self._notify_after_shutdown()
+        parent = self._parent
+        if parent is not None and task is not None:
+            parent._child_exited(self)
+
+    def _notify_after_shutdown(self) -> None:
+        error = self._error
+        if error is not None:
+            reason, code = f"failed: {type(error).__name__}: {error}", 1
+        elif self._state is _FORCE_STOPPED:
+            reason, code = "force stopped", 1
+        else:
+            reason, code = "stopped", 0
+        try:
+            self.after_shutdown(reason, code=code)
+        except Exception:
+            logger.exception("after_shutdown of worker %r failed", self._name)
+
+    def _raise_error(self) -> None:
+        error = self._error
+        if error is not None:
+            raise error.with_traceback(self._traceback)
+
+    def _cancel(self, reason: str) -> None:
+        task = self._task
+        if task is not None and not task.done():
+            task.cancel(reason)
+
+    async def _wait_exit(self, timeout: float | None) -> bool:
+        """Wait until the worker ends or ``timeout`` passes; True if it ended."""
+        if self._state.is_final:
+            return True
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        waiters = self._exit_waiters
+        if waiters is None:
+            waiters = self._exit_waiters = []
+        waiters.append(waiter)
+        handle = None if timeout is None else loop.call_later(timeout, _release, waiter)
+        try:
+            await waiter
+        finally:
+            if handle is not None:
+                handle.cancel()
+            if not waiter.done() or not self._state.is_final:
+                with contextlib.suppress(ValueError):
+                    waiters.remove(waiter)
+        return self._state.is_final
+
+    async def _wait_or_force(self) -> None:
+        if await self._wait_exit(self._grace):
+            return
+        logger.warning(
+            "worker %r did not stop within its grace period of %ss: cancelling it",
+            self._name,
+            self._grace,
+        )
+        reason = f"worker {self._name!r} did not stop within {self._grace}s"
+        while True:
+            self._cancel(reason)
+            if await self._wait_exit(max(self._grace, 1.0)):
+                return
+            logger.error("worker %r is still running after cancel", self._name)
+
+    async def _wait_exit_uninterrupted(self) -> None:
+        """Wait for the end of a cancelled worker, even if cancelled again."""
+        while not self._state.is_final:
+            try:
+                await self._wait_exit(None)
+            except asyncio.CancelledError:
+                self._cancel(f"worker {self._name!r} is being cancelled")
