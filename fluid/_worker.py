@@ -259,7 +259,8 @@ class Worker(ABC):
             await self._call_on_shutdown(None)
             self._finish(_STOPPED, None)
             raise
-        self._task = loop.create_task(self._main(), name=f"fluid:{self._name}")
+        self._task = task = loop.create_task(self._main(), name=f"fluid:{self._name}")
+        task.add_done_callback(self._task_done)
 
     def gracefully_stop(self) -> None:
         """Ask the worker to stop; returns at once and never raises.
@@ -422,6 +423,19 @@ class Worker(ABC):
         self._after_run()
         forced = await self._call_on_shutdown(None) or forced
         self._finish(_FORCE_STOPPED if forced else _STOPPED, self._error)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        # A task cancelled before its first step never runs _main(): finish the
+        # lifecycle in a new task so that on_shutdown() still runs.
+        if task is self._task and not self._state.is_final:
+            self._task = asyncio.get_running_loop().create_task(
+                self._cancelled_before_start(), name=task.get_name()
+            )
+
+    async def _cancelled_before_start(self) -> None:
+        self._after_run()
+        await self._call_on_shutdown(None)
+        self._finish(_FORCE_STOPPED, None)
 
     async def _call_on_shutdown(self, error: BaseException | None) -> bool:
         """Run ``on_shutdown``; return True if it was cancelled (a forced stop)."""

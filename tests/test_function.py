@@ -1,0 +1,93 @@
+"""WorkerFunction: a coroutine function in a loop with a heartbeat."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+
+import pytest
+
+import fluid
+from fluid import WorkerState
+
+from .helpers import wait_until
+
+
+async def test_the_function_runs_repeatedly_until_stopped() -> None:
+    calls = 0
+
+    async def tick() -> None:
+        nonlocal calls
+        calls += 1
+
+    worker = fluid.WorkerFunction(tick, heartbeat=0.001)
+    async with worker:
+        await wait_until(lambda: calls >= 3)
+    assert worker.worker_state is WorkerState.STOPPED
+    stopped_at = calls
+    await asyncio.sleep(0.01)
+    assert calls == stopped_at
+
+
+async def test_a_long_heartbeat_does_not_delay_the_stop() -> None:
+    async def tick() -> None:
+        pass
+
+    worker = fluid.WorkerFunction(tick, heartbeat=60)
+    await worker.startup()
+    await asyncio.sleep(0)
+    async with asyncio.timeout(1):
+        await worker.shutdown()
+
+
+async def test_an_error_in_the_function_ends_the_worker_with_it() -> None:
+    async def fail() -> None:
+        raise LookupError("gone")
+
+    worker = fluid.WorkerFunction(fail)
+    await worker.startup()
+    with pytest.raises(LookupError, match="gone"):
+        await worker.wait_for_shutdown()
+    assert worker.worker_state is WorkerState.STOPPED
+
+
+def test_name_defaults_to_the_function_name() -> None:
+    async def fetch_prices() -> None:
+        pass
+
+    assert fluid.WorkerFunction(fetch_prices).worker_name == "fetch_prices"
+    assert fluid.WorkerFunction(fetch_prices, name="prices").worker_name == "prices"
+    lam = fluid.WorkerFunction(functools.partial(fetch_prices))
+    assert lam.worker_name == "worker_function"
+
+
+def test_heartbeat_is_exposed() -> None:
+    async def noop() -> None:
+        pass
+
+    assert fluid.WorkerFunction(noop, heartbeat=2).heartbeat == 2.0
+
+
+def test_a_sync_function_is_rejected() -> None:
+    def not_async() -> None:
+        pass
+
+    with pytest.raises(TypeError, match="run_function must be a coroutine function"):
+        fluid.WorkerFunction(not_async)  # type: ignore[arg-type]
+
+
+def test_an_async_callable_object_is_accepted() -> None:
+    class Job:
+        async def __call__(self) -> None:
+            pass
+
+    assert fluid.WorkerFunction(Job()).worker_name == "worker_function"
+
+
+@pytest.mark.parametrize("heartbeat", [-0.5, float("nan")])
+def test_a_bad_heartbeat_is_rejected(heartbeat: float) -> None:
+    async def noop() -> None:
+        pass
+
+    with pytest.raises(ValueError, match="heartbeat"):
+        fluid.WorkerFunction(noop, heartbeat=heartbeat)

@@ -1,0 +1,292 @@
+"""Queue consumers: contract items 8, 10 and 11 of DESIGN.md."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+
+import pytest
+
+import fluid
+from fluid import WorkerState
+
+from .helpers import Recorder, wait_until
+
+
+class Gate:
+    """A handler that blocks each message until released, to hold messages in flight."""
+
+    def __init__(self) -> None:
+        self.entered: list[object] = []
+        self.release = asyncio.Event()
+
+    async def __call__(self, message: object) -> None:
+        self.entered.append(message)
+        await self.release.wait()
+
+
+# ------------------------------------------------------------------ 8. send
+
+
+async def test_send_from_the_loop_wakes_a_waiting_consumer() -> None:
+    recorder = Recorder()
+    async with fluid.QueueConsumerWorker(recorder) as consumer:
+        await asyncio.sleep(0)  # the consumer is now waiting
+        consumer.send("a")
+        await recorder.wait_for(1)
+    assert recorder.messages == ["a"]
+
+
+async def test_send_from_a_thread_wakes_a_waiting_consumer_at_once() -> None:
+    recorder = Recorder()
+    async with fluid.QueueConsumerWorker(recorder) as consumer:
+        await asyncio.sleep(0)
+        thread = threading.Thread(target=consumer.send, args=("from thread",))
+        thread.start()
+        await recorder.wait_for(1, timeout=1)  # nothing polls: only the wake-up delivers it
+        thread.join()
+    assert recorder.messages == ["from thread"]
+
+
+async def test_sends_from_many_threads_all_arrive_in_order_per_thread() -> None:
+    recorder = Recorder()
+    per_thread = 2000
+
+    def produce(consumer: fluid.QueueConsumerWorker[object], tag: int) -> None:
+        for i in range(per_thread):
+            consumer.send((tag, i))
+
+    async with fluid.QueueConsumerWorker(recorder) as consumer:
+        threads = [threading.Thread(target=produce, args=(consumer, t)) for t in range(4)]
+        for thread in threads:
+            thread.start()
+        await recorder.wait_for(4 * per_thread, timeout=5)
+        for thread in threads:
+            thread.join()
+    for tag in range(4):
+        pairs = [m for m in recorder.messages if isinstance(m, tuple)]
+        seen = [i for t, i in pairs if t == tag]
+        assert seen == list(range(per_thread))
+
+
+async def test_messages_sent_before_startup_are_handled_after_it() -> None:
+    recorder = Recorder()
+    consumer = fluid.QueueConsumerWorker(recorder)
+    consumer.send(1)
+    consumer.send(2)
+    assert consumer.queue_size() == 2
+    async with consumer:
+        await recorder.wait_for(2)
+    assert recorder.messages == [1, 2]
+
+
+async def test_none_is_a_message_like_any_other() -> None:
+    recorder = Recorder()
+    async with fluid.QueueConsumerWorker(recorder) as consumer:
+        consumer.send(None)
+        await recorder.wait_for(1)
+    assert recorder.messages == [None]
+
+
+# ------------------------------------------------------------- 10. drain
+
+
+async def test_graceful_stop_drains_the_queue() -> None:
+    recorder = Recorder()
+    consumer = fluid.QueueConsumerWorker(recorder)
+    async with consumer:
+        for i in range(100):
+            consumer.send(i)
+        consumer.gracefully_stop()
+        consumer.send(100)  # still accepted while stopping: it is drained too
+    assert recorder.messages == list(range(101))
+    assert consumer.queue_size() == 0
+
+
+async def test_without_drain_queued_messages_are_kept_and_retrievable(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    gate = Gate()
+    consumer = fluid.QueueConsumerWorker(gate, drain=False, name="nodrain")
+    await consumer.startup()
+    for i in range(5):
+        consumer.send(i)
+    await wait_until(lambda: gate.entered == [0])
+    consumer.gracefully_stop()
+    gate.release.set()
+    await consumer.wait_for_shutdown()
+    assert consumer.queue_size() == 4
+    assert "worker 'nodrain' stopped with 4 undelivered messages" in caplog.text
+    assert consumer.take_undelivered() == [1, 2, 3, 4]
+    assert consumer.queue_size() == 0
+
+
+async def test_a_forced_stop_puts_the_interrupted_message_back(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    gate = Gate()  # never released: the handler ignores the stop
+    consumer = fluid.QueueConsumerWorker(gate, stopping_grace_period=0.05, name="stuck")
+    await consumer.startup()
+    for i in range(3):
+        consumer.send(i)
+    await wait_until(lambda: gate.entered == [0])
+    status = await consumer.status()
+    assert status["queue"] == {"size": 2, "handled": 0, "failed": 0, "in_flight": 1}
+    await consumer.shutdown()
+    assert consumer.worker_state is WorkerState.FORCE_STOPPED
+    assert "3 undelivered messages" in caplog.text
+    assert consumer.take_undelivered() == [0, 1, 2]
+
+
+async def test_a_restarted_consumer_handles_what_was_left() -> None:
+    gate = Gate()
+    consumer = fluid.QueueConsumerWorker(gate, stopping_grace_period=0.05)
+    await consumer.startup()
+    consumer.send("x")
+    await wait_until(lambda: gate.entered == ["x"])
+    await consumer.shutdown()
+    gate.release.set()
+    async with consumer:
+        await wait_until(lambda: consumer.queue_size() == 0)
+    assert gate.entered == ["x", "x"]
+
+
+# --------------------------------------------------------- 11. on_error
+
+
+async def test_default_policy_logs_and_goes_on(caplog: pytest.LogCaptureFixture) -> None:
+    handled: list[int] = []
+
+    async def handle(message: int) -> None:
+        if message == 13:
+            raise ValueError("unlucky")
+        handled.append(message)
+
+    consumer = fluid.QueueConsumerWorker(handle, name="c")
+    with caplog.at_level(logging.ERROR, logger="fluid"):
+        async with consumer:
+            for message in (12, 13, 14):
+                consumer.send(message)
+            await wait_until(lambda: handled == [12, 14])
+    assert "worker 'c' failed to handle 13" in caplog.text
+    status = await consumer.status()
+    assert status["queue"]["handled"] == 2
+    assert status["queue"]["failed"] == 1
+
+
+async def test_stop_policy_ends_the_worker_with_the_error() -> None:
+    async def handle(message: int) -> None:
+        raise ValueError(f"poison {message}")
+
+    consumer = fluid.QueueConsumerWorker(handle, on_error="stop")
+    await consumer.startup()
+    consumer.send(1)
+    consumer.send(2)
+    with pytest.raises(ValueError, match="poison 1"):
+        await consumer.wait_for_shutdown()
+    assert consumer.take_undelivered() == [2]
+
+
+@pytest.mark.parametrize("is_async", [False, True])
+async def test_callback_policy_gets_the_message_and_the_error(is_async: bool) -> None:
+    dead: list[tuple[object, str]] = []
+
+    async def handle(message: int) -> None:
+        if message % 2:
+            raise ValueError(str(message))
+
+    def sync_dead_letter(message: object, error: Exception) -> None:
+        dead.append((message, str(error)))
+
+    async def async_dead_letter(message: object, error: Exception) -> None:
+        dead.append((message, str(error)))
+
+    on_error = async_dead_letter if is_async else sync_dead_letter
+    consumer = fluid.QueueConsumerWorker(handle, on_error=on_error)
+    async with consumer:
+        for i in range(5):
+            consumer.send(i)
+        await wait_until(lambda: len(dead) == 2)
+    assert dead == [(1, "1"), (3, "3")]
+
+
+async def test_an_error_in_the_callback_stops_the_worker() -> None:
+    async def handle(message: int) -> None:
+        raise ValueError("handler")
+
+    def broken(message: object, error: Exception) -> None:
+        raise RuntimeError("dead-letter store down")
+
+    consumer = fluid.QueueConsumerWorker(handle, on_error=broken)
+    await consumer.startup()
+    consumer.send(1)
+    with pytest.raises(RuntimeError, match="dead-letter store down"):
+        await consumer.wait_for_shutdown()
+
+
+def test_bad_on_error_and_handler_are_rejected() -> None:
+    async def handle(message: int) -> None:
+        pass
+
+    with pytest.raises(ValueError, match="on_error must be 'log', 'stop' or a callable"):
+        fluid.QueueConsumerWorker(handle, on_error="ignore")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="on_message must be a coroutine function"):
+        fluid.QueueConsumerWorker(print)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------- QueueConsumer for subclasses
+
+
+class Collector(fluid.QueueConsumer[int]):
+    def __init__(self) -> None:
+        super().__init__(name="collector")
+        self.got: list[int] = []
+
+    async def run(self) -> None:
+        async for message in self.messages():
+            self.got.append(message)
+
+
+async def test_messages_iterator_ends_after_stop_and_drain() -> None:
+    collector = Collector()
+    async with collector:
+        collector.send(1)
+        collector.send(2)
+    assert collector.got == [1, 2]
+
+
+async def test_get_message_times_out_with_none() -> None:
+    collector = Collector()
+    assert await collector.get_message(timeout=0.01) is None  # not running: no wait
+
+
+async def test_get_message_returns_messages_and_none_on_stop() -> None:
+    class Manual(fluid.QueueConsumer[str]):
+        async def run(self) -> None:
+            while self.is_running():
+                await self.sleep(60)
+
+    consumer = Manual()
+    async with consumer:
+        assert await consumer.get_message(timeout=0.01) is None
+        consumer.send("m")
+        assert await consumer.get_message() == "m"
+        waiting = asyncio.create_task(consumer.get_message(timeout=60))
+        await asyncio.sleep(0)
+        consumer.gracefully_stop()
+        async with asyncio.timeout(1):
+            assert await waiting is None
+
+
+async def test_queue_status_is_json_serialisable() -> None:
+    collector = Collector()
+    collector.send(5)
+    status = await collector.status()
+    assert json.loads(json.dumps(status))["queue"] == {
+        "size": 1,
+        "handled": 0,
+        "failed": 0,
+        "in_flight": 0,
+    }

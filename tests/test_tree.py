@@ -1,0 +1,349 @@
+"""Workers trees: contract items 12-15 of DESIGN.md (without restart policies)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+import fluid
+from fluid import WorkerState
+
+from .helpers import Deaf, Idle, wait_until
+
+
+class Logged(Idle):
+    """An idle worker that writes its hook calls to a shared log."""
+
+    def __init__(self, name: str, log: list[str], stopping_grace_period: float = 1.0) -> None:
+        super().__init__(name, stopping_grace_period)
+        self.log = log
+
+    async def on_startup(self) -> None:
+        await asyncio.sleep(0)
+        self.log.append(f"start:{self.worker_name}")
+
+    async def on_shutdown(self) -> None:
+        self.log.append(f"stop:{self.worker_name}")
+
+
+class Crash(fluid.Worker):
+    """Runs until told to crash (or to exit cleanly)."""
+
+    def __init__(self, name: str = "crash") -> None:
+        super().__init__(name, 1.0)
+        self.go = asyncio.Event()
+        self.error: Exception | None = None
+
+    async def run(self) -> None:
+        await self.go.wait()
+        if self.error is not None:
+            raise self.error
+
+
+def fluid_tasks() -> list[asyncio.Task[object]]:
+    return [t for t in asyncio.all_tasks() if t.get_name().startswith("fluid:") and not t.done()]
+
+
+# ----------------------------------------------------------- 12. start order
+
+
+async def test_children_start_in_order_and_startup_waits_for_all() -> None:
+    log: list[str] = []
+    tree = fluid.Workers(*(Logged(n, log) for n in "abc"), name="tree")
+    await tree.startup()
+    assert log == ["start:a", "start:b", "start:c"]
+    assert all(child.is_running() for child in tree.children)
+    await tree.shutdown()
+
+
+async def test_a_child_failing_to_start_undoes_the_others_and_raises() -> None:
+    log: list[str] = []
+
+    class Broken(Logged):
+        async def on_startup(self) -> None:
+            raise ConnectionError("no broker")
+
+    tree = fluid.Workers(Logged("a", log), Logged("b", log), Broken("c", log), Logged("d", log))
+    with pytest.raises(ConnectionError, match="no broker") as info:
+        await tree.startup()
+    assert "while starting worker 'c' of tree 'workers'" in info.value.__notes__
+    assert log == ["start:a", "start:b", "stop:b", "stop:a"]
+    assert tree.worker_state is WorkerState.STOPPED
+    assert all(not child.is_running() for child in tree.children)
+    assert not fluid_tasks()
+
+
+async def test_children_added_while_running_are_started() -> None:
+    log: list[str] = []
+    tree = fluid.Workers(Logged("a", log))
+    async with tree:
+        late = Logged("late", log)
+        tree.add_workers(late)
+        await wait_until(late.is_running)
+        assert [c.worker_name for c in tree.children] == ["a", "late"]
+    assert log[-2:] == ["stop:late", "stop:a"]
+
+
+async def test_children_removed_while_running_are_stopped_and_the_tree_goes_on() -> None:
+    log: list[str] = []
+    tree = fluid.Workers(*(Logged(n, log) for n in ("consumer-1", "consumer-2", "api")))
+    async with tree:
+        removed = await tree.remove_workers("consumer-*")
+        assert [w.worker_name for w in removed] == ["consumer-1", "consumer-2"]
+        assert all(w.is_stopped() for w in removed)
+        assert [c.worker_name for c in tree.children] == ["api"]
+        assert tree.is_running()
+        assert log[-2:] == ["stop:consumer-2", "stop:consumer-1"]
+    assert await tree.remove_workers("nothing*") == []
+
+
+async def test_removing_a_child_raises_the_error_it_ends_with() -> None:
+    class BadClose(Idle):
+        async def on_shutdown(self) -> None:
+            raise OSError("close failed")
+
+    tree = fluid.Workers(Idle(name="a"), BadClose(name="b"))
+    async with tree:
+        with pytest.raises(OSError, match="close failed"):
+            await tree.remove_workers("b")
+        assert [c.worker_name for c in tree.children] == ["a"]
+        assert tree.is_running()
+
+
+async def test_find_matches_glob_patterns_across_nested_trees() -> None:
+    inner = fluid.Workers(Idle(name="consumer-2"), Idle(name="db"), name="inner")
+    tree = fluid.Workers(Idle(name="consumer-1"), inner, Idle(name="api"), name="root")
+    assert [w.worker_name for w in tree.find("consumer-*")] == ["consumer-1", "consumer-2"]
+    assert [w.worker_name for w in tree.find("inner")] == ["inner"]
+    assert [w.worker_name for w in tree.find("?pi")] == ["api"]
+    assert tree.find("none") == []
+    assert tree.num_workers == 4
+    assert [w.worker_name for w in tree.workers()] == ["consumer-1", "consumer-2", "db", "api"]
+
+
+def test_duplicate_explicit_names_are_rejected() -> None:
+    tree = fluid.Workers(Idle(name="poll"))
+    with pytest.raises(fluid.DuplicateWorkerName, match="already has a worker named 'poll'"):
+        tree.add_workers(Idle(name="poll"))
+    with pytest.raises(fluid.DuplicateWorkerName):
+        fluid.Workers(Idle(name="x"), Idle(name="x"))
+
+
+def test_derived_names_get_a_suffix_when_taken() -> None:
+    tree = fluid.Workers(Idle(), Idle(), Idle())
+    assert [c.worker_name for c in tree.children] == ["idle", "idle-2", "idle-3"]
+    tree.add_workers(Idle())
+    assert tree.children[-1].worker_name == "idle-4"
+
+
+def test_a_worker_belongs_to_one_tree_and_trees_have_no_cycles() -> None:
+    child = Idle()
+    tree = fluid.Workers(child, name="one")
+    with pytest.raises(ValueError, match="already belongs to tree 'one'"):
+        fluid.Workers(child)
+    with pytest.raises(ValueError, match="own descendant"):
+        tree.add_workers(tree)
+    outer = fluid.Workers(tree)
+    with pytest.raises(ValueError, match="own descendant"):
+        tree.add_workers(outer)
+    lone = Idle(name="lone")
+    with pytest.raises(ValueError, match="already belongs"):
+        fluid.Workers(lone, lone)
+    with pytest.raises(TypeError, match="Worker instances"):
+        fluid.Workers("not a worker")  # type: ignore[arg-type]
+
+
+async def test_a_running_worker_cannot_be_added() -> None:
+    async with Idle() as worker:
+        with pytest.raises(ValueError, match="add workers to a tree before starting"):
+            fluid.Workers(worker)
+
+
+def test_a_bad_add_adds_nothing() -> None:
+    tree = fluid.Workers(Idle(name="a"))
+    with pytest.raises(fluid.DuplicateWorkerName):
+        tree.add_workers(Idle(name="b"), Idle(name="a"))
+    assert [c.worker_name for c in tree.children] == ["a"]
+
+
+# ---------------------------------------------------------- 13. stop order
+
+
+async def test_children_stop_in_reverse_start_order() -> None:
+    log: list[str] = []
+    tree = fluid.Workers(*(Logged(n, log) for n in "abc"))
+    async with tree:
+        pass
+    assert log == ["start:a", "start:b", "start:c", "stop:c", "stop:b", "stop:a"]
+    assert all(c.worker_state is WorkerState.STOPPED for c in tree.children)
+
+
+async def test_each_child_gets_its_own_grace_period() -> None:
+    log: list[str] = []
+    deaf = Deaf(name="deaf", stopping_grace_period=0.05)
+    tree = fluid.Workers(Logged("a", log), deaf, Logged("b", log), stopping_grace_period=5)
+    await tree.startup()
+    async with asyncio.timeout(2):
+        await tree.shutdown()
+    assert deaf.worker_state is WorkerState.FORCE_STOPPED
+    assert tree.worker_state is WorkerState.STOPPED
+    assert log[-2:] == ["stop:b", "stop:a"]
+
+
+async def test_a_forced_tree_stops_every_descendant() -> None:
+    deep = [Deaf(name=f"deaf-{i}", stopping_grace_period=30) for i in range(3)]
+    inner = fluid.Workers(deep[0], deep[1], name="inner", stopping_grace_period=30)
+    tree = fluid.Workers(inner, deep[2], Idle(), name="root", stopping_grace_period=0.1)
+    await tree.startup()
+    async with asyncio.timeout(2):  # far below the children's 30 s
+        await tree.shutdown()
+    assert tree.worker_state is WorkerState.FORCE_STOPPED
+    assert all(w.is_stopped() for w in deep)
+    assert all(w.cancelled for w in deep)
+    assert not fluid_tasks()
+
+
+async def test_cancelling_a_tree_shutdown_leaves_no_orphan() -> None:
+    children = [Deaf(name=f"d{i}", stopping_grace_period=30) for i in range(3)]
+    tree = fluid.Workers(*children, stopping_grace_period=30)
+    await tree.startup()
+    task = asyncio.create_task(tree.shutdown())
+    await wait_until(children[-1].is_stopping)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert all(c.is_stopped() for c in children)
+    assert not fluid_tasks()
+
+
+async def test_a_cancelled_tree_startup_stops_started_children() -> None:
+    gate = asyncio.Event()
+
+    class Slow(Idle):
+        async def on_startup(self) -> None:
+            await gate.wait()
+
+    first = Idle(name="first")
+    tree = fluid.Workers(first, Slow(name="slow"))
+    task = asyncio.create_task(tree.startup())
+    await wait_until(first.is_running)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert first.is_stopped()
+    assert not fluid_tasks()
+
+
+# --------------------------------------------- 14. no policy: a child exit stops
+
+
+async def test_a_child_that_fails_stops_the_tree_with_its_error() -> None:
+    log: list[str] = []
+    crash = Crash()
+    tree = fluid.Workers(Logged("a", log), crash, Logged("b", log), name="tree")
+    await tree.startup()
+    crash.error = ValueError("child blew up")
+    crash.go.set()
+    with pytest.raises(ValueError, match="child blew up") as info:
+        async with asyncio.timeout(2):
+            await tree.wait_for_shutdown()
+    assert info.value.__notes__ == ["raised by worker 'crash' of tree 'tree'"]
+    assert log[-2:] == ["stop:b", "stop:a"]
+    assert tree.worker_state is WorkerState.STOPPED
+    with pytest.raises(ValueError, match="child blew up"):
+        await tree.shutdown()  # still raised later
+    assert (await tree.status())["error"] == "ValueError: child blew up"
+
+
+async def test_a_child_that_ends_cleanly_stops_the_tree_without_error() -> None:
+    crash = Crash()
+    tree = fluid.Workers(Idle(), crash)
+    await tree.startup()
+    crash.go.set()
+    async with asyncio.timeout(2):
+        await tree.wait_for_shutdown()
+    assert tree.worker_state is WorkerState.STOPPED
+
+
+async def test_errors_surface_through_nested_trees_with_their_path() -> None:
+    crash = Crash()
+    inner = fluid.Workers(crash, name="inner")
+    root = fluid.Workers(Idle(), inner, name="root")
+    await root.startup()
+    crash.error = KeyError("deep")
+    crash.go.set()
+    with pytest.raises(KeyError) as info:
+        async with asyncio.timeout(2):
+            await root.wait_for_shutdown()
+    assert info.value.__notes__ == [
+        "raised by worker 'crash' of tree 'inner'",
+        "raised by worker 'inner' of tree 'root'",
+    ]
+
+
+async def test_a_child_added_while_running_that_fails_to_start_stops_the_tree() -> None:
+    class Broken(Idle):
+        async def on_startup(self) -> None:
+            raise OSError("port in use")
+
+    tree = fluid.Workers(Idle())
+    await tree.startup()
+    tree.add_workers(Broken())
+    with pytest.raises(OSError, match="port in use"):
+        async with asyncio.timeout(2):
+            await tree.wait_for_shutdown()
+
+
+async def test_a_stopped_tree_can_be_started_again() -> None:
+    log: list[str] = []
+    tree = fluid.Workers(Logged("a", log))
+    for _ in range(2):
+        async with tree:
+            assert tree.children[0].is_running()
+    assert log == ["start:a", "stop:a"] * 2
+
+
+# ------------------------------------------------------------ 15. status tree
+
+
+async def test_status_is_a_json_tree() -> None:
+    consumer = fluid.QueueConsumerWorker(_noop, name="consumer")
+    inner = fluid.Workers(consumer, name="inner")
+    tree = fluid.Workers(Idle(name="idle"), inner, name="root")
+    async with tree:
+        consumer.send(1)
+        await wait_until(lambda: consumer.queue_size() == 0)
+        status = json.loads(json.dumps(await tree.status()))
+    assert status == {
+        "name": "root",
+        "state": "running",
+        "error": None,
+        "workers": [
+            {"name": "idle", "state": "running", "error": None},
+            {
+                "name": "inner",
+                "state": "running",
+                "error": None,
+                "workers": [
+                    {
+                        "name": "consumer",
+                        "state": "running",
+                        "error": None,
+                        "queue": {"size": 0, "handled": 1, "failed": 0, "in_flight": 0},
+                    }
+                ],
+            },
+        ],
+    }
+
+
+def test_heartbeat_is_validated_and_kept() -> None:
+    assert fluid.Workers(heartbeat=2).heartbeat == 2.0
+    with pytest.raises(ValueError, match="heartbeat"):
+        fluid.Workers(heartbeat=-1)
+
+
+async def _noop(message: object) -> None:
+    pass
