@@ -1,0 +1,91 @@
+"""An order pipeline you can watch: `make run`, then Ctrl-C to stop it cleanly.
+
+producer ──send──► orders (QueueConsumerWorker) ──send──► events (AsyncConsumer)
+                                                             ├── audit
+                                                             └── notify
+reporter: prints one status line a second
+
+The tree starts top to bottom and stops bottom to top, so the producer stops
+first and the consumers drain what it sent before they stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+import signal
+
+import fluid
+
+Order = dict[str, object]
+
+
+def build() -> fluid.Workers:
+    """The worker tree of the example."""
+    dispatcher = fluid.AsyncDispatcher[Order](message_type=lambda m: str(m["type"]))
+
+    def dead_letter(order: Order, error: Exception) -> None:
+        print(f"  failed   order {order['id']:>3}: {error}")
+
+    events = fluid.AsyncConsumer(dispatcher, name="events", on_error=dead_letter)
+
+    async def audit(order: Order) -> None:
+        print(f"  audit    order {order['id']:>3} worth {order['amount']:>4}")
+
+    async def notify(order: Order) -> None:
+        await asyncio.sleep(0.01)  # an I/O call
+        if random.random() < 0.05:
+            raise ConnectionError(f"mail server refused order {order['id']}")
+
+    dispatcher.register_handler("order.audit", audit)
+    dispatcher.register_handler("order.notify", notify)
+
+    async def process(order: Order) -> None:
+        await asyncio.sleep(0.05)  # pretend to store it
+        events.send({**order, "type": "order"})
+
+    orders = fluid.QueueConsumerWorker(process, name="orders")
+    ids = itertools.count(1)
+
+    async def produce() -> None:
+        orders.send({"id": next(ids), "amount": random.randint(1, 999)})
+
+    async def report() -> None:
+        status = await tree.status()
+        parts = [
+            f"{w['name']}: queued {w['queue']['size']} handled {w['queue']['handled']} "
+            f"failed {w['queue']['failed']}"
+            for w in status["workers"]
+            if "queue" in w
+        ]
+        print(f"[status] {status['state']} | " + " | ".join(parts), flush=True)
+
+    tree = fluid.Workers(
+        fluid.WorkerFunction(report, heartbeat=1, name="reporter"),
+        events,
+        orders,
+        fluid.WorkerFunction(produce, heartbeat=0.2, name="producer"),
+        name="pipeline",
+    )
+    return tree
+
+
+async def main() -> None:
+    tree = build()
+    loop = asyncio.get_running_loop()
+
+    def stop() -> None:
+        print("\nstopping: producer first, consumers drain their queues ...", flush=True)
+        tree.gracefully_stop()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop)
+    async with tree:
+        print("pipeline running: press Ctrl-C to stop", flush=True)
+        await tree.wait_for_shutdown()
+    print(f"pipeline {tree.worker_state}: bye", flush=True)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
