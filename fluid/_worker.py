@@ -277,7 +277,8 @@ class Worker(ABC):
         if self._state is not _RUNNING:
             return
         if self._thread_id != threading.get_ident() and self._loop is not None:
-            self._loop.call_soon_threadsafe(self.gracefully_stop)
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nothing runs
+                self._loop.call_soon_threadsafe(self.gracefully_stop)
             return
         self._state = _STOPPING
         self._stop_requested()

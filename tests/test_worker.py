@@ -423,3 +423,14 @@ def test_workers_of_a_leaf_is_itself() -> None:
     assert list(worker.workers()) == [worker]
     assert worker.num_workers == 1
     assert worker.stopping_grace_period == fluid.STOPPING_GRACE_PERIOD
+
+
+def test_gracefully_stop_from_a_thread_after_the_loop_closed_does_not_raise() -> None:
+    worker = Idle()
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(worker.startup())
+    loop.close()  # the worker's task is abandoned with its loop
+    thread = threading.Thread(target=worker.gracefully_stop)
+    thread.start()
+    thread.join()
+    assert worker.is_running()  # nothing could run it; the call just returned
