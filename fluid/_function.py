@@ -51,9 +51,9 @@ class WorkerFunction(Worker):
         self._run_function = check_async_callable("run_function", run_function)
         self._heartbeat = check_seconds("heartbeat", heartbeat)
         fn_name = getattr(run_function, "__name__", "")
-        if not name and fn_name.isidentifier():
-            name = default_name(fn_name)
-        super().__init__(name, stopping_grace_period)
+        derived = not name and fn_name.isidentifier()
+        super().__init__(default_name(fn_name) if derived else name, stopping_grace_period)
+        self._auto_name = not name
 
     @property
     def heartbeat(self) -> float:

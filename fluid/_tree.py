@@ -212,18 +212,20 @@ class Workers(Worker):
     # ------------------------------------------------------------- internals
 
     def _check_new(self, workers: Sequence[Worker]) -> list[str]:
-        ancestors: list[Worker] = []
+        ancestors: set[int] = set()
         node: Worker | None = self
         while node is not None:
-            ancestors.append(node)
+            ancestors.add(id(node))
             node = node._parent
+        seen: set[int] = set()
         names: list[str] = []
+        taken: set[str] = set()
         for worker in workers:
             if not isinstance(worker, Worker):
                 raise TypeError(f"workers must be Worker instances, got {worker!r}")
-            if any(worker is a for a in ancestors):
+            if id(worker) in ancestors:
                 raise ValueError(f"worker {worker._name!r} cannot be its own descendant")
-            if worker._parent is not None or any(worker is w for w in workers[: len(names)]):
+            if worker._parent is not None or id(worker) in seen:
                 owner = worker._parent._name if worker._parent else self._name
                 raise ValueError(f"worker {worker._name!r} already belongs to tree {owner!r}")
             if worker._state is _RUNNING or worker._state is WorkerState.STOPPING:
@@ -231,12 +233,15 @@ class Workers(Worker):
                     f"worker {worker._name!r} is {worker._state}: add workers to "
                     "a tree before starting them"
                 )
-            names.append(self._free_name(worker, names))
+            seen.add(id(worker))
+            name = self._free_name(worker, taken)
+            taken.add(name)
+            names.append(name)
         return names
 
-    def _free_name(self, worker: Worker, batch: list[str]) -> str:
+    def _free_name(self, worker: Worker, taken: set[str]) -> str:
         name = worker._name
-        if name not in self._children and name not in batch:
+        if name not in self._children and name not in taken:
             return name
         if not worker._auto_name:
             raise DuplicateWorkerName(f"tree {self._name!r} already has a worker named {name!r}")
@@ -244,7 +249,7 @@ class Workers(Worker):
         while True:
             n += 1
             candidate = f"{name}-{n}"
-            if candidate not in self._children and candidate not in batch:
+            if candidate not in self._children and candidate not in taken:
                 self._name_counts[name] = n
                 return candidate
 

@@ -300,7 +300,11 @@ class Worker(ABC):
         self.gracefully_stop()
         if self._state is not _INIT and not self._state.is_final:
             try:
-                await self._wait_or_force()
+                # Most workers end within the loop turn that delivers the stop:
+                # look once before paying for a waiter and a grace-period timer.
+                await asyncio.sleep(0)
+                if not self._state.is_final:
+                    await self._wait_or_force()
             except asyncio.CancelledError:
                 self._cancel(f"shutdown() of worker {self._name!r} was cancelled")
                 await self._wait_exit_uninterrupted()
@@ -415,6 +419,8 @@ class Worker(ABC):
         except Exception as exc:
             logger.error("worker %r failed", self._name, exc_info=exc)
             self._fail(exc)
+        except GeneratorExit:  # the coroutine is being closed: no await is possible
+            raise
         except BaseException as exc:  # KeyboardInterrupt, SystemExit
             self._fail(exc)
             self._after_run()

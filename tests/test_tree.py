@@ -347,3 +347,13 @@ def test_heartbeat_is_validated_and_kept() -> None:
 
 async def _noop(message: object) -> None:
     pass
+
+
+def test_workers_named_after_the_same_function_get_suffixes() -> None:
+    async def poll() -> None:
+        pass
+
+    tree = fluid.Workers(fluid.WorkerFunction(poll), fluid.WorkerFunction(poll))
+    assert [c.worker_name for c in tree.children] == ["poll", "poll-2"]
+    with pytest.raises(fluid.DuplicateWorkerName):
+        tree.add_workers(fluid.WorkerFunction(poll, name="poll"))

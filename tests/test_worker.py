@@ -428,8 +428,10 @@ def test_workers_of_a_leaf_is_itself() -> None:
 def test_gracefully_stop_from_a_thread_after_the_loop_closed_does_not_raise() -> None:
     worker = Idle()
     loop = asyncio.new_event_loop()
-    loop.run_until_complete(worker.startup())
-    loop.close()  # the worker's task is abandoned with its loop
+    loop.close()
+    # the state a worker is left in when its loop was closed under it
+    worker._loop, worker._state = loop, WorkerState.RUNNING
+    worker._thread_id = threading.get_ident()
     thread = threading.Thread(target=worker.gracefully_stop)
     thread.start()
     thread.join()
