@@ -256,6 +256,7 @@ class Workers(Worker):
     async def _before_run(self) -> None:
         """Start the children in order; undo and raise if one fails."""
         self._to_start.clear()
+        self._exited.clear()  # exits seen after the last run's stop request
         started: list[Worker] = []
         try:
             for child in list(self._children.values()):
@@ -292,6 +293,8 @@ class Workers(Worker):
             self._wake()
 
     def _child_ended(self, child: Worker) -> None:
+        if not child.is_stopped():  # restarted since it reported its exit
+            return
         error = child._error
         if error is None:
             logger.info("worker %r of tree %r ended: stopping the tree", child._name, self._name)

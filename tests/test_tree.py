@@ -357,3 +357,26 @@ def test_workers_named_after_the_same_function_get_suffixes() -> None:
     assert [c.worker_name for c in tree.children] == ["poll", "poll-2"]
     with pytest.raises(fluid.DuplicateWorkerName):
         tree.add_workers(fluid.WorkerFunction(poll, name="poll"))
+
+
+async def test_an_exit_seen_just_before_a_stop_does_not_stop_the_next_run() -> None:
+    class StopsTheTreeAsItEnds(Idle):
+        once = True
+
+        def after_shutdown(self, reason: str, code: int = 0) -> None:
+            # runs just before the tree hears of the exit: the stop request
+            # reaches the tree first, so the exit is never handled in this run
+            if self.once:
+                self.once = False
+                asyncio.get_running_loop().call_soon(tree.gracefully_stop)
+
+    child = StopsTheTreeAsItEnds(name="child")
+    tree = fluid.Workers(Idle(name="other"), child)
+    await tree.startup()
+    await asyncio.sleep(0)  # the tree's task now waits for news of its children
+    child.gracefully_stop()
+    await tree.wait_for_shutdown()
+    await tree.startup()
+    await asyncio.sleep(0.01)  # give a stale exit the chance to act
+    assert tree.is_running()
+    await tree.shutdown()
