@@ -26,13 +26,8 @@ from ._consumer import AsyncConsumer
 from ._dispatcher import AsyncDispatcher, BaseDispatcher, Dispatcher, Event
 from ._errors import DuplicateWorkerName, FluidError, WorkerStartError, WorkerStateError
 from ._function import WorkerFunction
-from ._queue import (
-    ErrorCallback,
-    MessageProducer,
-    OnError,
-    QueueConsumer,
-    QueueConsumerWorker,
-)
+from ._policy import ErrorCallback, OnError
+from ._queue import MessageProducer, QueueConsumer, QueueConsumerWorker
 from ._state import WorkerState
 from ._status import QueueStatus, WorkerStatus
 from ._tree import Workers

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import TypeVar
 
 from ._dispatcher import AsyncDispatcher
-from ._queue import OnError, QueueConsumer
+from ._policy import OnError
+from ._queue import QueueConsumer
 from ._worker import STOPPING_GRACE_PERIOD
 
 __all__ = ["AsyncConsumer"]

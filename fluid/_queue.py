@@ -21,38 +21,24 @@ taken with [`take_undelivered`][fluid.QueueConsumer.take_undelivered].
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import threading
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Generic, Literal, Protocol, TypeAlias, TypeVar
+from typing import Generic, Protocol, TypeVar
 
+from ._policy import OnError, check_on_error, handle_error
 from ._state import WorkerState
 from ._status import WorkerStatus
 from ._validate import check_async_callable
 from ._worker import STOPPING_GRACE_PERIOD, Worker, _release
 
-__all__ = [
-    "ErrorCallback",
-    "MessageProducer",
-    "OnError",
-    "QueueConsumer",
-    "QueueConsumerWorker",
-]
+__all__ = ["MessageProducer", "QueueConsumer", "QueueConsumerWorker"]
 
 logger = logging.getLogger("fluid")
 
 MessageT = TypeVar("MessageT")
 MessageT_contra = TypeVar("MessageT_contra", contravariant=True)
-
-ErrorCallback: TypeAlias = Callable[[MessageT, Exception], Awaitable[None] | None]
-"""Called with a message and the error its handler raised (a dead-letter hook)."""
-
-OnError: TypeAlias = Literal["log", "stop"] | ErrorCallback[MessageT]
-"""What a consumer does when a handler fails: ``"log"`` and go on (the default),
-``"stop"`` the worker with that error, or call a function with the message and
-the error."""
 
 _RUNNING = WorkerState.RUNNING
 
@@ -259,31 +245,13 @@ class QueueConsumer(Worker, Generic[MessageT]):
                     raise
                 except Exception as exc:
                     self._failed += 1
-                    await self._handle_error(message, exc)
+                    await handle_error(self._name, self._on_error, message, exc)
                 else:
                     self._handled += 1
                 finally:
                     self._in_flight = 0
             elif not await self._wait_for_messages():
                 return
-
-    async def _handle_error(self, message: MessageT, exc: Exception) -> None:
-        on_error = self._on_error
-        if on_error == "log":
-            logger.error("worker %r failed to handle %r", self._name, message, exc_info=exc)
-        elif on_error == "stop":
-            raise exc
-        else:
-            assert callable(on_error)
-            result = on_error(message, exc)
-            if inspect.isawaitable(result):
-                await result
-
-
-def check_on_error(on_error: object) -> None:
-    """Reject an ``on_error`` that is neither ``"log"``, ``"stop"`` nor callable."""
-    if on_error not in ("log", "stop") and not callable(on_error):
-        raise ValueError(f"on_error must be 'log', 'stop' or a callable, got {on_error!r}")
 
 
 class _Messages(Generic[MessageT]):
