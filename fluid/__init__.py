@@ -24,7 +24,13 @@ from __future__ import annotations
 
 from ._consumer import AsyncConsumer
 from ._dispatcher import AsyncDispatcher, BaseDispatcher, Dispatcher, Event
-from ._errors import DuplicateWorkerName, FluidError, WorkerStartError, WorkerStateError
+from ._errors import (
+    DuplicateWorkerName,
+    FluidError,
+    QueueFull,
+    WorkerStartError,
+    WorkerStateError,
+)
 from ._function import WorkerFunction
 from ._policy import ErrorCallback, OnError
 from ._queue import MessageProducer, QueueConsumer, QueueConsumerWorker
@@ -49,6 +55,7 @@ __all__ = [
     "OnError",
     "QueueConsumer",
     "QueueConsumerWorker",
+    "QueueFull",
     "QueueStatus",
     "Worker",
     "WorkerFunction",

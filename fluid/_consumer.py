@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from ._dispatcher import AsyncDispatcher
 from ._policy import OnError
@@ -28,6 +29,9 @@ class AsyncConsumer(QueueConsumer[MessageT]):
         on_error: ``"log"`` (default), ``"stop"`` or a function
             ``(message, error)``; see [`QueueConsumerWorker`][fluid.QueueConsumerWorker].
         drain: on a graceful stop, handle what is queued before ending.
+        maxsize: the most messages the queue holds (0: no limit).
+        priority: a function giving each message's priority, lowest first.
+        concurrency: how many messages are dispatched at once.
 
     Raises:
         TypeError: ``dispatcher`` is not an ``AsyncDispatcher``.
@@ -46,20 +50,34 @@ class AsyncConsumer(QueueConsumer[MessageT]):
 
     __slots__ = ("dispatcher",)
 
+    dispatcher: AsyncDispatcher[MessageT]
+    """The dispatcher holding the handlers; register more while running."""
+
     def __init__(
         self,
         dispatcher: AsyncDispatcher[MessageT],
-        *,
         name: str = "",
         stopping_grace_period: float = STOPPING_GRACE_PERIOD,
+        *,
         on_error: OnError[MessageT] = "log",
         drain: bool = True,
+        maxsize: int = 0,
+        priority: Callable[[MessageT], Any] | None = None,
+        concurrency: int = 1,
     ) -> None:
         if not isinstance(dispatcher, AsyncDispatcher):
             raise TypeError(f"dispatcher must be an AsyncDispatcher, got {dispatcher!r}")
-        self.dispatcher: AsyncDispatcher[MessageT] = dispatcher
-        super().__init__(name, stopping_grace_period, on_error=on_error, drain=drain)
+        self.dispatcher = dispatcher
+        super().__init__(
+            name,
+            stopping_grace_period,
+            on_error=on_error,
+            drain=drain,
+            maxsize=maxsize,
+            priority=priority,
+            concurrency=concurrency,
+        )
 
     async def run(self) -> None:
         """Dispatch each message until stopped and drained."""
-        await self._consume(self.dispatcher.dispatch)
+        await self._consume_concurrently(self.dispatcher.dispatch)

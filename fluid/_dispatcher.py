@@ -35,13 +35,16 @@ class Event(NamedTuple):
     """
 
     type: str
+    """The event type: which messages the handler gets."""
     tag: str = ""
+    """Tells apart several handlers of one type ("" for none)."""
 
     @classmethod
     def from_string(cls, event: str) -> Self:
         """Parse ``"type"`` or ``"type.tag"``.
 
         Raises:
+            TypeError: ``event`` is not a string.
             ValueError: the type is empty or there is more than one dot.
         """
         if not isinstance(event, str):
@@ -69,6 +72,16 @@ class BaseDispatcher(Generic[MessageT, HandlerT]):
 
     Raises:
         TypeError: neither ``message_type`` is given nor the method overridden.
+
+    Example:
+        ```python
+        class ByKind(fluid.AsyncDispatcher[dict]):
+            def message_type(self, message: dict) -> str:
+                return message["kind"]
+
+        dispatcher = ByKind()
+        dispatcher.register_handler("order.store", store)
+        ```
     """
 
     def __init__(self, message_type: Callable[[MessageT], str] | None = None) -> None:

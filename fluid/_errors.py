@@ -6,8 +6,10 @@ The hierarchy::
     ├── WorkerStateError            an operation is illegal in the worker's state
     │   │                           (also a RuntimeError)
     │   └── WorkerStartError        startup() of a worker that is running or stopping
-    └── DuplicateWorkerName         a tree already holds a child of that name
-                                    (also a ValueError)
+    ├── DuplicateWorkerName         a tree already holds a child of that name
+    │                               (also a ValueError)
+    └── QueueFull                   a bounded queue is full and the sender
+                                    could not wait
 
 Bad arguments raise the builtin that fits (``TypeError`` or ``ValueError``) at the
 call that made them, with a message that names the offending value.
@@ -18,6 +20,7 @@ from __future__ import annotations
 __all__ = [
     "DuplicateWorkerName",
     "FluidError",
+    "QueueFull",
     "WorkerStartError",
     "WorkerStateError",
 ]
@@ -82,5 +85,23 @@ class DuplicateWorkerName(FluidError, ValueError):
             tree.add_workers(fluid.WorkerFunction(poll, name="poll"))
         except fluid.DuplicateWorkerName as exc:
             print(exc)
+        ```
+    """
+
+
+class QueueFull(FluidError):
+    """A bounded queue is full and the sender could not wait for space.
+
+    ``send()`` raises it at once when the queue holds ``maxsize`` messages, or
+    after ``timeout`` seconds when a thread asked to wait. The message was not
+    queued: nothing is dropped silently.
+
+    Example:
+        ```python
+        consumer = fluid.QueueConsumerWorker(handle, maxsize=100)
+        try:
+            consumer.send(message)
+        except fluid.QueueFull:
+            reject_request()
         ```
     """

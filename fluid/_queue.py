@@ -12,21 +12,33 @@ waiter *before* it checks the queue a last time, and a sender appends *before*
 it looks for a waiter. Whatever the interleaving, either the consumer sees the
 message or the sender sees the waiter.
 
+A bounded queue (``maxsize``) takes a lock around "is there room? append":
+the one place two senders could race. Producers that wait for room (``await
+put()`` on the loop, ``send(timeout=...)`` in a thread) queue up in one FIFO
+of waiting puts; the consumer admits them, in order, as it takes messages, so
+a waiting producer is never overtaken and a timed-out one is never half-sent.
+
 On a graceful stop the consumer drains what is queued (``drain=True``), within
 the grace period. A message whose handler is cancelled by a forced stop goes
 back to the front of the queue: whatever is left is counted, logged and can be
 taken with [`take_undelivered`][fluid.QueueConsumer.take_undelivered].
+
+``concurrency=N`` runs N copies of the consuming loop over the one queue, each
+with at most one message in flight, so that slow I/O handlers overlap.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import threading
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
+from ._buffer import PriorityBuffer
+from ._errors import QueueFull
 from ._policy import OnError, check_on_error, handle_error
 from ._state import WorkerState
 from ._status import WorkerStatus
@@ -73,9 +85,17 @@ class QueueConsumer(Worker, Generic[MessageT]):
         on_error: the error policy of messages handled through the consumer's
             own loop (see [`QueueConsumerWorker`][fluid.QueueConsumerWorker]).
         drain: on a graceful stop, handle what is queued before ending.
+        maxsize: the most messages the queue holds; 0 for no limit. A full
+            queue makes ``await put()`` wait and ``send()`` raise
+            [`QueueFull`][fluid.QueueFull].
+        priority: a function giving each message's priority: lowest first,
+            first in first out among equals. None (default) keeps plain FIFO.
+        concurrency: how many messages the consumer's own loop handles at
+            once (QueueConsumerWorker, AsyncConsumer).
 
     Raises:
-        ValueError: ``on_error`` is not one of the accepted values.
+        ValueError: ``on_error``, ``maxsize`` or ``concurrency`` is invalid.
+        TypeError: ``priority`` is not callable.
 
     Example:
         ```python
@@ -90,13 +110,19 @@ class QueueConsumer(Worker, Generic[MessageT]):
     """
 
     __slots__ = (
+        "_abort",
+        "_concurrency",
         "_drain",
         "_failed",
-        "_getter",
+        "_getters",
         "_handled",
         "_in_flight",
+        "_lock",
+        "_maxsize",
         "_messages",
         "_on_error",
+        "_puts",
+        "_undelivered",
         "_wake_pending",
     )
 
@@ -107,52 +133,123 @@ class QueueConsumer(Worker, Generic[MessageT]):
         *,
         on_error: OnError[MessageT] = "log",
         drain: bool = True,
+        maxsize: int = 0,
+        priority: Callable[[MessageT], Any] | None = None,
+        concurrency: int = 1,
     ) -> None:
         super().__init__(name, stopping_grace_period)
         check_on_error(on_error)
         self._on_error = on_error
         self._drain = bool(drain)
-        self._messages: deque[MessageT] = deque()
-        self._getter: asyncio.Future[None] | None = None
+        self._maxsize = _check_count("maxsize", maxsize, 0)
+        self._concurrency = _check_count("concurrency", concurrency, 1)
+        if priority is not None and not callable(priority):
+            raise TypeError(f"priority must be a function of the message, got {priority!r}")
+        self._messages: deque[MessageT] | PriorityBuffer[MessageT] = (
+            deque() if priority is None else PriorityBuffer(priority)
+        )
+        self._lock = threading.Lock() if self._maxsize else None
+        self._puts: deque[_Put[MessageT]] = deque()
+        self._getters: deque[asyncio.Future[None]] = deque()
         self._wake_pending = False
-        self._handled = self._failed = self._in_flight = 0
+        self._abort = False
+        self._handled = self._failed = self._in_flight = self._undelivered = 0
 
-    def send(self, message: MessageT) -> None:
-        """Queue ``message``; safe from any thread, never blocks.
+    # ----------------------------------------------------------- producing
+
+    @property
+    def maxsize(self) -> int:
+        """The most messages the queue holds (0: no limit)."""
+        return self._maxsize
+
+    def send(self, message: MessageT, *, timeout: float = 0.0) -> None:
+        """Queue ``message``; safe from any thread.
 
         Messages sent before ``startup()`` or while the worker is stopped stay
         queued for its next run.
+
+        Args:
+            message: the message.
+            timeout: for a bounded queue that is full, how many seconds a
+                thread other than the loop's may block waiting for room
+                (``math.inf``: as long as it takes). 0, the default, never
+                blocks.
+
+        Raises:
+            QueueFull: the queue is full (after ``timeout``, if given); the
+                message was not queued.
+            RuntimeError: ``timeout`` was given on the event loop's own thread,
+                where blocking would freeze the loop: use ``await put()``.
         """
-        self._messages.append(message)
-        if self._getter is not None:
-            if threading.get_ident() == self._thread_id:
-                self._wake_getter()
-            elif not self._wake_pending:
-                self._wake_pending = True
-                loop = self._loop
-                assert loop is not None
-                loop.call_soon_threadsafe(self._wake_getter)
+        lock = self._lock
+        if lock is None:
+            self._messages.append(message)
+        else:
+            with lock:
+                room = len(self._messages) < self._maxsize and not self._puts
+                if room:
+                    self._messages.append(message)
+            if not room:
+                self._send_when_room(message, timeout)
+                return
+        if self._getters:
+            self._wake_getters_from_any_thread()
+
+    async def put(self, message: MessageT) -> None:
+        """Queue ``message``, waiting for room if the queue is full.
+
+        Use it on the event loop to apply backpressure to a producer. Waiting
+        producers are admitted in the order they came.
+
+        If the call is cancelled while waiting, the message is not queued.
+        """
+        lock = self._lock
+        if lock is None:
+            self.send(message)
+            return
+        with lock:
+            if len(self._messages) < self._maxsize and not self._puts:
+                self._messages.append(message)
+                put = None
+            else:
+                put = _Put(message, asyncio.get_running_loop().create_future())
+                self._puts.append(put)
+        if put is None:
+            if self._getters:
+                self._wake_getters_from_any_thread()
+            return
+        assert put.future is not None
+        try:
+            await put.future
+        except asyncio.CancelledError:
+            with lock:
+                if put in self._puts:
+                    self._puts.remove(put)
+            raise
 
     def queue_size(self) -> int:
         """How many messages are queued."""
         return len(self._messages)
 
     def take_undelivered(self) -> list[MessageT]:
-        """Remove and return what is queued, oldest first.
+        """Remove and return what is queued, in the order it would be handled.
 
         Use it after a stop to retrieve the messages a forced stop left behind.
         """
         messages = self._messages
-        return [messages.popleft() for _ in range(len(messages))]
+        taken = [messages.popleft() for _ in range(len(messages))]
+        self._admit_puts()
+        return taken
+
+    # ----------------------------------------------------------- consuming
 
     async def get_message(self, timeout: float | None = 0.5) -> MessageT | None:
         """The next message, or None after ``timeout`` seconds or once stopping.
 
         While stopping with ``drain=True`` it still returns queued messages.
         """
-        messages = self._messages
-        if (messages and self._may_take()) or await self._wait_for_messages(timeout):
-            return messages.popleft()
+        if (self._messages and self._may_take()) or await self._wait_for_messages(timeout):
+            return self._take()
         return None
 
     def messages(self) -> AsyncIterator[MessageT]:
@@ -172,29 +269,90 @@ class QueueConsumer(Worker, Generic[MessageT]):
         status = await super().status()
         status["queue"] = {
             "size": len(self._messages),
+            "capacity": self._maxsize or None,
             "handled": self._handled,
             "failed": self._failed,
             "in_flight": self._in_flight,
+            "undelivered": self._undelivered,
         }
         return status
 
     # ------------------------------------------------------------- internals
 
     def _may_take(self) -> bool:
-        return self._state is _RUNNING or self._drain
+        return self._state is _RUNNING or (self._drain and not self._abort)
 
-    def _wake_getter(self) -> None:
-        self._wake_pending = False
-        getter = self._getter
-        if getter is not None:
+    def _take(self) -> MessageT:
+        message = self._messages.popleft()
+        if self._puts:
+            self._admit_puts()
+        return message
+
+    def _admit_puts(self) -> None:
+        """Move waiting producers' messages into the queue while there is room."""
+        lock = self._lock
+        if lock is None:
+            return
+        with lock:
+            puts, messages = self._puts, self._messages
+            while puts and len(messages) < self._maxsize:
+                put = puts.popleft()
+                if put.admit():
+                    messages.append(put.message)
+
+    def _send_when_room(self, message: MessageT, timeout: float) -> None:
+        if timeout <= 0:
+            raise QueueFull(
+                f"the queue of worker {self._name!r} is full ({self._maxsize} messages)"
+            )
+        if threading.get_ident() == self._thread_id:
+            raise RuntimeError("send(timeout=...) would block the event loop: use await put()")
+        put = _Put(message, None)
+        assert self._lock is not None
+        with self._lock:
+            self._puts.append(put)
+        assert put.event is not None
+        if not put.event.wait(None if math.isinf(timeout) else timeout):
+            with self._lock:
+                if not put.admitted:
+                    self._puts.remove(put)
+                    raise QueueFull(
+                        f"the queue of worker {self._name!r} stayed full for {timeout}s"
+                    )
+        if self._getters:
+            self._wake_getters_from_any_thread()
+
+    def _wake_getters_from_any_thread(self) -> None:
+        if threading.get_ident() == self._thread_id:
+            getter = self._getters.popleft()
             _release(getter)
+        elif not self._wake_pending:
+            self._wake_pending = True
+            loop = self._loop
+            assert loop is not None
+            loop.call_soon_threadsafe(self._wake_getters)
+
+    def _wake_getters(self, every: bool = False) -> None:
+        """Wake one waiting consumer loop per queued message (all of them on stop)."""
+        self._wake_pending = False
+        getters = self._getters
+        wake = len(getters) if every else len(self._messages)
+        while getters and wake > 0:
+            getter = getters.popleft()
+            if not getter.done():
+                getter.set_result(None)
+                wake -= 1
 
     def _stop_requested(self) -> None:
         super()._stop_requested()
-        self._wake_getter()
+        self._wake_getters(every=True)
+
+    async def _before_run(self) -> None:
+        self._abort = False
+        self._undelivered = 0
 
     def _after_run(self) -> None:
-        left = len(self._messages)
+        left = self._undelivered = len(self._messages)
         if left:
             logger.warning(
                 "worker %r stopped with %d undelivered messages "
@@ -209,21 +367,23 @@ class QueueConsumer(Worker, Generic[MessageT]):
         loop = asyncio.get_running_loop()
         while True:
             if self._state is not _RUNNING:
-                return bool(messages) and self._drain
+                return bool(messages) and self._drain and not self._abort
             if messages:
                 return True
             waiter = loop.create_future()
-            self._getter = waiter
+            getters = self._getters
+            getters.append(waiter)
             if messages:  # a sender may have appended before seeing the waiter
-                self._getter = None
+                getters.remove(waiter)
                 return True
             handle = None if timeout is None else loop.call_later(timeout, _release, waiter)
             try:
                 await waiter
             finally:
-                self._getter = None
                 if handle is not None:
                     handle.cancel()
+                if not waiter.done() or (getters and waiter in getters):
+                    getters.remove(waiter)
             if timeout is not None and not messages:
                 return False
 
@@ -235,9 +395,11 @@ class QueueConsumer(Worker, Generic[MessageT]):
         """
         messages = self._messages
         while True:
-            if messages and (self._state is _RUNNING or self._drain):
+            if messages and (self._state is _RUNNING or (self._drain and not self._abort)):
                 message = messages.popleft()
-                self._in_flight = 1
+                if self._puts:
+                    self._admit_puts()
+                self._in_flight += 1
                 try:
                     await handler(message)
                 except asyncio.CancelledError:
@@ -249,9 +411,77 @@ class QueueConsumer(Worker, Generic[MessageT]):
                 else:
                     self._handled += 1
                 finally:
-                    self._in_flight = 0
+                    self._in_flight -= 1
             elif not await self._wait_for_messages():
                 return
+
+    async def _consume_concurrently(self, handler: Callable[[MessageT], Awaitable[object]]) -> None:
+        """Run ``concurrency`` consuming loops; the first error stops them all."""
+        if self._concurrency == 1:
+            await self._consume(handler)
+            return
+        loop = asyncio.get_running_loop()
+        tasks = [
+            loop.create_task(self._consume(handler), name=f"fluid:{self._name}#{i}")
+            for i in range(self._concurrency)
+        ]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            if any(t.done() and t.exception() for t in tasks):
+                self._abort = True  # the others finish what they hold, then stop
+                self.gracefully_stop()
+                await asyncio.wait(tasks)
+        except asyncio.CancelledError:
+            for task in tasks:
+                task.cancel()
+            await _wait_uninterrupted(tasks)
+            raise
+        errors = [e for e in (t.exception() for t in tasks) if e is not None]
+        for error in errors[1:]:
+            logger.error("worker %r failed", self._name, exc_info=error)
+        if errors:
+            raise errors[0]
+
+
+def _check_count(what: str, value: object, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{what} must be an integer, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{what} must be >= {minimum}, got {value!r}")
+    return value
+
+
+async def _wait_uninterrupted(tasks: list[asyncio.Task[None]]) -> None:
+    while not all(task.done() for task in tasks):
+        try:
+            await asyncio.wait(tasks)
+        except asyncio.CancelledError:
+            for task in tasks:
+                task.cancel()
+
+
+class _Put(Generic[MessageT]):
+    """A producer waiting for room: an async one (future) or a thread (event)."""
+
+    __slots__ = ("admitted", "event", "future", "message")
+
+    def __init__(self, message: MessageT, future: asyncio.Future[None] | None) -> None:
+        self.message = message
+        self.future = future
+        self.event = threading.Event() if future is None else None
+        self.admitted = False
+
+    def admit(self) -> bool:
+        """Tell the producer its message is in; False if it gave up waiting."""
+        if self.future is not None:
+            if self.future.done():
+                return False
+            self.future.set_result(None)
+        else:
+            assert self.event is not None
+            self.event.set()
+        self.admitted = True
+        return True
 
 
 class _Messages(Generic[MessageT]):
@@ -265,9 +495,8 @@ class _Messages(Generic[MessageT]):
 
     async def __anext__(self) -> MessageT:
         consumer = self._consumer
-        messages = consumer._messages
-        if (messages and consumer._may_take()) or await consumer._wait_for_messages():
-            return messages.popleft()
+        if (consumer._messages and consumer._may_take()) or await consumer._wait_for_messages():
+            return consumer._take()
         raise StopAsyncIteration
 
 
@@ -283,10 +512,15 @@ class QueueConsumerWorker(QueueConsumer[MessageT]):
             error, or a function ``(message, error)`` (sync or async), e.g. to
             send the message to a dead-letter queue.
         drain: on a graceful stop, handle what is queued before ending.
+        maxsize: the most messages the queue holds (0: no limit); see
+            [`QueueConsumer`][fluid.QueueConsumer].
+        priority: a function giving each message's priority, lowest first.
+        concurrency: how many messages are handled at once; a graceful stop
+            waits for all of them (within the grace period) and drains.
 
     Raises:
         TypeError: ``on_message`` is not a coroutine function.
-        ValueError: ``on_error`` is not one of the accepted values.
+        ValueError: ``on_error``, ``maxsize`` or ``concurrency`` is invalid.
 
     Example:
         ```python
@@ -304,15 +538,26 @@ class QueueConsumerWorker(QueueConsumer[MessageT]):
     def __init__(
         self,
         on_message: Callable[[MessageT], Awaitable[None]],
-        *,
         name: str = "",
         stopping_grace_period: float = STOPPING_GRACE_PERIOD,
+        *,
         on_error: OnError[MessageT] = "log",
         drain: bool = True,
+        maxsize: int = 0,
+        priority: Callable[[MessageT], Any] | None = None,
+        concurrency: int = 1,
     ) -> None:
         self._on_message = check_async_callable("on_message", on_message)
-        super().__init__(name, stopping_grace_period, on_error=on_error, drain=drain)
+        super().__init__(
+            name,
+            stopping_grace_period,
+            on_error=on_error,
+            drain=drain,
+            maxsize=maxsize,
+            priority=priority,
+            concurrency=concurrency,
+        )
 
     async def run(self) -> None:
         """Pass each message to ``on_message`` until stopped and drained."""
-        await self._consume(self._on_message)
+        await self._consume_concurrently(self._on_message)

@@ -45,7 +45,7 @@ class WorkerState(StrEnum):
     INIT = "init"
     """Created and never started."""
     RUNNING = "running"
-    """Started: `on_startup()` is running or done and `run()` is running."""
+    """Started: `on_startup()` is running, or it completed and `run()` is running."""
     STOPPING = "stopping"
     """A graceful stop was requested: `run()` should return at its next safe point."""
     STOPPED = "stopped"

@@ -14,15 +14,26 @@ class QueueStatus(TypedDict):
 
     Attributes:
         size: messages queued and not yet taken by the consumer.
+        capacity: the queue's ``maxsize``, or None when unbounded.
         handled: messages whose handler returned without error.
         failed: messages whose handler raised (reported to ``on_error``).
         in_flight: messages taken from the queue whose handler is running.
+        undelivered: messages left in the queue when the worker last stopped
+            (still there, see ``take_undelivered()``).
+
+    Example:
+        ```python
+        figures = (await consumer.status())["queue"]
+        print(f"{figures['size']} queued, {figures['handled']} handled")
+        ```
     """
 
     size: int
+    capacity: int | None
     handled: int
     failed: int
     in_flight: int
+    undelivered: int
 
 
 class WorkerStatus(TypedDict):

@@ -12,7 +12,8 @@ How a tree runs:
   its error becomes the tree's error, raised by ``shutdown()`` and
   ``wait_for_shutdown()`` with a note naming the child.
 * Stopping goes in reverse start order, one child at a time, each within its
-  own grace period, so a producer stops before the consumer it feeds. If the
+  own grace period, so a producer added after the consumer it feeds stops
+  first and the consumer can drain what it sent. If the
   tree itself is cancelled (its own grace period ran out), every child still
   running is cancelled and waited for before the cancellation goes on: a
   forced tree never leaves a descendant running.
@@ -63,11 +64,11 @@ class Workers(Worker):
     Example:
         ```python
         tree = fluid.Workers(
-            fluid.WorkerFunction(produce, heartbeat=0.1, name="producer"),
             fluid.QueueConsumerWorker(handle, name="consumer"),
+            fluid.WorkerFunction(produce, heartbeat=0.1, name="producer"),
             name="pipeline",
         )
-        async with tree:  # consumer stops after producer
+        async with tree:  # producer stops first, then the consumer drains
             await asyncio.sleep(10)
         ```
     """
@@ -143,6 +144,9 @@ class Workers(Worker):
 
         ``*`` matches any run of characters, ``?`` one, ``[seq]`` one of seq.
 
+        Raises:
+            TypeError: ``pattern`` is not a string.
+
         Example:
             ```python
             consumers = tree.find("consumer-*")
@@ -168,6 +172,7 @@ class Workers(Worker):
             The removed workers, in start order.
 
         Raises:
+            TypeError: a pattern is not a string.
             Exception: the error a removed child ended with (the first one if
                 several failed); all matching children are removed first.
         """

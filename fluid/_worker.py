@@ -250,14 +250,14 @@ class Worker(ABC):
         self._set_state(_RUNNING)
         try:
             await self.on_startup()
-        except BaseException:
-            self._finish(_STOPPED, None)
+        except BaseException as exc:
+            self._finish(_STOPPED, None, reported=exc)
             raise
         try:
             await self._before_run()
-        except BaseException:
-            await self._call_on_shutdown(None)
-            self._finish(_STOPPED, None)
+        except BaseException as exc:
+            await self._call_on_shutdown(exc)
+            self._finish(_STOPPED, None, reported=exc)
             raise
         self._task = task = loop.create_task(self._main(), name=f"fluid:{self._name}")
         task.add_done_callback(self._task_done)
@@ -464,7 +464,18 @@ class Worker(ABC):
         if task is not None:
             task.uncancel()
 
-    def _finish(self, state: WorkerState, error: BaseException | None) -> None:
+    def _finish(
+        self,
+        state: WorkerState,
+        error: BaseException | None,
+        *,
+        reported: BaseException | None = None,
+    ) -> None:
+        """Enter a final state, wake the waiters, tell after_shutdown and the parent.
+
+        ``reported`` is an error already raised to a caller (by ``startup()``):
+        after_shutdown hears of it, but it is not kept to be raised again.
+        """
         task, self._task = self._task, None
         self._set_state(state)
         if error is not None:
@@ -473,13 +484,13 @@ class Worker(ABC):
         if waiters:
             for waiter in waiters:
                 _release(waiter)
-        self._notify_after_shutdown()
+        self._notify_after_shutdown(reported)
         parent = self._parent
         if parent is not None and task is not None:
             parent._child_exited(self)
 
-    def _notify_after_shutdown(self) -> None:
-        error = self._error
+    def _notify_after_shutdown(self, reported: BaseException | None) -> None:
+        error = self._error or reported
         if error is not None:
             reason, code = f"failed: {type(error).__name__}: {error}", 1
         elif self._state is _FORCE_STOPPED:
@@ -538,9 +549,16 @@ class Worker(ABC):
             logger.error("worker %r is still running after cancel", self._name)
 
     async def _wait_exit_uninterrupted(self) -> None:
-        """Wait for the end of a cancelled worker, even if cancelled again."""
+        """Wait for the end of a cancelled worker, even if the caller is cancelled again.
+
+        A worker that swallows the cancel is cancelled again after each grace
+        period (and at once when the caller is cancelled again).
+        """
         while not self._state.is_final:
             try:
-                await self._wait_exit(None)
+                if await self._wait_exit(max(self._grace, 1.0)):
+                    return
+                logger.error("worker %r is still running after cancel", self._name)
             except asyncio.CancelledError:
-                self._cancel(f"worker {self._name!r} is being cancelled")
+                pass
+            self._cancel(f"worker {self._name!r} is being cancelled")

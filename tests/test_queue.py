@@ -133,10 +133,18 @@ async def test_a_forced_stop_puts_the_interrupted_message_back(
         consumer.send(i)
     await wait_until(lambda: gate.entered == [0])
     status = await consumer.status()
-    assert status["queue"] == {"size": 2, "handled": 0, "failed": 0, "in_flight": 1}
+    assert status["queue"] == {
+        "size": 2,
+        "capacity": None,
+        "handled": 0,
+        "failed": 0,
+        "in_flight": 1,
+        "undelivered": 0,
+    }
     await consumer.shutdown()
     assert consumer.worker_state is WorkerState.FORCE_STOPPED
     assert "3 undelivered messages" in caplog.text
+    assert (await consumer.status())["queue"]["undelivered"] == 3
     assert consumer.take_undelivered() == [0, 1, 2]
 
 
@@ -286,7 +294,9 @@ async def test_queue_status_is_json_serialisable() -> None:
     status = await collector.status()
     assert json.loads(json.dumps(status))["queue"] == {
         "size": 1,
+        "capacity": None,
         "handled": 0,
         "failed": 0,
         "in_flight": 0,
+        "undelivered": 0,
     }

@@ -331,7 +331,14 @@ async def test_status_is_a_json_tree() -> None:
                         "name": "consumer",
                         "state": "running",
                         "error": None,
-                        "queue": {"size": 0, "handled": 1, "failed": 0, "in_flight": 0},
+                        "queue": {
+                            "size": 0,
+                            "capacity": None,
+                            "handled": 1,
+                            "failed": 0,
+                            "in_flight": 0,
+                            "undelivered": 0,
+                        },
                     }
                 ],
             },

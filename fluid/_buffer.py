@@ -1,0 +1,52 @@
+"""The message stores behind a queue consumer.
+
+A FIFO queue is a plain ``collections.deque``: append and popleft are atomic,
+so senders in any thread need no lock. A priority queue is a heap, which is
+not: ``PriorityBuffer`` guards it with a lock and offers the same four
+operations the consumer loop uses (``append``, ``popleft``, ``appendleft``,
+``len``), so both kinds run through one code path.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import threading
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
+
+__all__ = ["PriorityBuffer"]
+
+MessageT = TypeVar("MessageT")
+
+
+class PriorityBuffer(Generic[MessageT]):
+    """Messages ordered by ``key(message)``, lowest first, first in first out among equals."""
+
+    __slots__ = ("_heap", "_key", "_lock", "_order")
+
+    def __init__(self, key: Callable[[MessageT], Any]) -> None:
+        self._key = key
+        self._heap: list[tuple[Any, int, MessageT]] = []
+        self._order = itertools.count()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def append(self, message: MessageT) -> None:
+        """Add a message behind those of equal priority."""
+        entry = (self._key(message), next(self._order), message)
+        with self._lock:
+            heapq.heappush(self._heap, entry)
+
+    def appendleft(self, message: MessageT) -> None:
+        """Put a message back in front of those of equal priority."""
+        entry = (self._key(message), -next(self._order), message)
+        with self._lock:
+            heapq.heappush(self._heap, entry)
+
+    def popleft(self) -> MessageT:
+        """Remove and return the message of lowest priority (IndexError if empty)."""
+        with self._lock:
+            return heapq.heappop(self._heap)[2]
