@@ -5,17 +5,22 @@ so senders in any thread need no lock. A priority queue is a heap, which is
 not: ``PriorityBuffer`` guards it with a lock and offers the same four
 operations the consumer loop uses (``append``, ``popleft``, ``appendleft``,
 ``len``), so both kinds run through one code path.
+
+A producer waiting for room in a bounded queue is a ``WaitingPut``: a future
+for a coroutine, a ``threading.Event`` for a thread. The consumer admits them
+in order, under the queue's lock, as it takes messages.
 """
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import itertools
 import threading
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
-__all__ = ["PriorityBuffer"]
+__all__ = ["PriorityBuffer", "WaitingPut"]
 
 MessageT = TypeVar("MessageT")
 
@@ -50,3 +55,27 @@ class PriorityBuffer(Generic[MessageT]):
         """Remove and return the message of lowest priority (IndexError if empty)."""
         with self._lock:
             return heapq.heappop(self._heap)[2]
+
+
+class WaitingPut(Generic[MessageT]):
+    """A producer waiting for room: an async one (future) or a thread (event)."""
+
+    __slots__ = ("admitted", "event", "future", "message")
+
+    def __init__(self, message: MessageT, future: asyncio.Future[None] | None) -> None:
+        self.message = message
+        self.future = future
+        self.event = threading.Event() if future is None else None
+        self.admitted = False
+
+    def admit(self) -> bool:
+        """Tell the producer its message is in; False if it gave up waiting."""
+        if self.future is not None:
+            if self.future.done():
+                return False
+            self.future.set_result(None)
+        else:
+            assert self.event is not None
+            self.event.set()
+        self.admitted = True
+        return True

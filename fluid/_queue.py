@@ -37,12 +37,12 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Generic, Protocol, TypeVar
 
-from ._buffer import PriorityBuffer
+from ._buffer import PriorityBuffer, WaitingPut
 from ._errors import QueueFull
 from ._policy import OnError, check_on_error, handle_error
 from ._state import WorkerState
 from ._status import WorkerStatus
-from ._validate import check_async_callable
+from ._validate import check_async_callable, check_count
 from ._worker import STOPPING_GRACE_PERIOD, Worker, _release
 
 __all__ = ["MessageProducer", "QueueConsumer", "QueueConsumerWorker"]
@@ -141,15 +141,15 @@ class QueueConsumer(Worker, Generic[MessageT]):
         check_on_error(on_error)
         self._on_error = on_error
         self._drain = bool(drain)
-        self._maxsize = _check_count("maxsize", maxsize, 0)
-        self._concurrency = _check_count("concurrency", concurrency, 1)
+        self._maxsize = check_count("maxsize", maxsize, 0)
+        self._concurrency = check_count("concurrency", concurrency, 1)
         if priority is not None and not callable(priority):
             raise TypeError(f"priority must be a function of the message, got {priority!r}")
         self._messages: deque[MessageT] | PriorityBuffer[MessageT] = (
             deque() if priority is None else PriorityBuffer(priority)
         )
         self._lock = threading.Lock() if self._maxsize else None
-        self._puts: deque[_Put[MessageT]] = deque()
+        self._puts: deque[WaitingPut[MessageT]] = deque()
         self._getters: deque[asyncio.Future[None]] = deque()
         self._wake_pending = False
         self._abort = False
@@ -212,7 +212,7 @@ class QueueConsumer(Worker, Generic[MessageT]):
                 self._messages.append(message)
                 put = None
             else:
-                put = _Put(message, asyncio.get_running_loop().create_future())
+                put = WaitingPut(message, asyncio.get_running_loop().create_future())
                 self._puts.append(put)
         if put is None:
             if self._getters:
@@ -307,7 +307,7 @@ class QueueConsumer(Worker, Generic[MessageT]):
             )
         if threading.get_ident() == self._thread_id:
             raise RuntimeError("send(timeout=...) would block the event loop: use await put()")
-        put = _Put(message, None)
+        put = WaitingPut(message, None)
         assert self._lock is not None
         with self._lock:
             self._puts.append(put)
@@ -443,14 +443,6 @@ class QueueConsumer(Worker, Generic[MessageT]):
             raise errors[0]
 
 
-def _check_count(what: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{what} must be an integer, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{what} must be >= {minimum}, got {value!r}")
-    return value
-
-
 async def _wait_uninterrupted(tasks: list[asyncio.Task[None]]) -> None:
     while not all(task.done() for task in tasks):
         try:
@@ -458,30 +450,6 @@ async def _wait_uninterrupted(tasks: list[asyncio.Task[None]]) -> None:
         except asyncio.CancelledError:
             for task in tasks:
                 task.cancel()
-
-
-class _Put(Generic[MessageT]):
-    """A producer waiting for room: an async one (future) or a thread (event)."""
-
-    __slots__ = ("admitted", "event", "future", "message")
-
-    def __init__(self, message: MessageT, future: asyncio.Future[None] | None) -> None:
-        self.message = message
-        self.future = future
-        self.event = threading.Event() if future is None else None
-        self.admitted = False
-
-    def admit(self) -> bool:
-        """Tell the producer its message is in; False if it gave up waiting."""
-        if self.future is not None:
-            if self.future.done():
-                return False
-            self.future.set_result(None)
-        else:
-            assert self.event is not None
-            self.event.set()
-        self.admitted = True
-        return True
 
 
 class _Messages(Generic[MessageT]):

@@ -13,7 +13,13 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["check_async_callable", "check_name", "check_seconds", "default_name"]
+__all__ = [
+    "check_async_callable",
+    "check_count",
+    "check_name",
+    "check_seconds",
+    "default_name",
+]
 
 _ACRONYM = re.compile(r"([A-Z]+)([A-Z][a-z])")
 _CAMEL = re.compile(r"([a-z0-9])([A-Z])")
@@ -56,3 +62,12 @@ def default_name(obj: object) -> str:
     """A worker name from a class name: ``QueueConsumerWorker`` → ``queue_consumer_worker``."""
     name = obj if isinstance(obj, str) else type(obj).__name__
     return _CAMEL.sub(r"\1_\2", _ACRONYM.sub(r"\1_\2", name)).lower()
+
+
+def check_count(what: str, value: object, minimum: int) -> int:
+    """Return ``value`` if it is an integer >= ``minimum``, else raise."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{what} must be an integer, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{what} must be >= {minimum}, got {value!r}")
+    return value
