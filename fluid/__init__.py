@@ -28,14 +28,17 @@ from ._errors import (
     DuplicateWorkerName,
     FluidError,
     QueueFull,
+    TooManyRestarts,
     WorkerStartError,
     WorkerStateError,
 )
 from ._function import WorkerFunction
+from ._lifecycle import EventKind, LifecycleEvent, Observer
 from ._policy import ErrorCallback, OnError
 from ._queue import MessageProducer, QueueConsumer, QueueConsumerWorker
 from ._state import WorkerState
 from ._status import QueueStatus, WorkerStatus
+from ._supervision import Backoff, RestartType, Strategy
 from ._tree import Workers
 from ._worker import STOPPING_GRACE_PERIOD, Worker
 
@@ -45,18 +48,25 @@ __all__ = [
     "STOPPING_GRACE_PERIOD",
     "AsyncConsumer",
     "AsyncDispatcher",
+    "Backoff",
     "BaseDispatcher",
     "Dispatcher",
     "DuplicateWorkerName",
     "ErrorCallback",
     "Event",
+    "EventKind",
     "FluidError",
+    "LifecycleEvent",
     "MessageProducer",
+    "Observer",
     "OnError",
     "QueueConsumer",
     "QueueConsumerWorker",
     "QueueFull",
     "QueueStatus",
+    "RestartType",
+    "Strategy",
+    "TooManyRestarts",
     "Worker",
     "WorkerFunction",
     "WorkerStartError",

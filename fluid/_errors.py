@@ -8,8 +8,10 @@ The hierarchy::
     │   └── WorkerStartError        startup() of a worker that is running or stopping
     ├── DuplicateWorkerName         a tree already holds a child of that name
     │                               (also a ValueError)
-    └── QueueFull                   a bounded queue is full and the sender
-                                    could not wait
+    ├── QueueFull                   a bounded queue is full and the sender
+    │                               could not wait
+    └── TooManyRestarts             a supervising tree gave up on a child that
+                                    kept ending (its last error is the cause)
 
 Bad arguments raise the builtin that fits (``TypeError`` or ``ValueError``) at the
 call that made them, with a message that names the offending value.
@@ -21,6 +23,7 @@ __all__ = [
     "DuplicateWorkerName",
     "FluidError",
     "QueueFull",
+    "TooManyRestarts",
     "WorkerStartError",
     "WorkerStateError",
 ]
@@ -105,3 +108,30 @@ class QueueFull(FluidError):
             reject_request()
         ```
     """
+
+
+class TooManyRestarts(FluidError):
+    """A supervising tree restarted a child more than ``max_restarts`` times in ``period``.
+
+    The tree stops and this becomes its error. The child's last error is the
+    ``__cause__``.
+
+    Attributes:
+        worker_name: the name of the child that kept ending.
+        restarts: the restarts counted in the window.
+        period: the window, in seconds.
+
+    Example:
+        ```python
+        try:
+            await tree.wait_for_shutdown()
+        except fluid.TooManyRestarts as exc:
+            print(exc.worker_name, "kept failing:", exc.__cause__)
+        ```
+    """
+
+    def __init__(self, message: str, worker_name: str, restarts: int, period: float) -> None:
+        super().__init__(message)
+        self.worker_name = worker_name
+        self.restarts = restarts
+        self.period = period

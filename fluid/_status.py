@@ -41,7 +41,10 @@ class WorkerStatus(TypedDict):
 
     Attributes:
         name: the worker's name.
+        path: its names from the root tree down, ``"root/inner/name"``.
         state: its lifecycle state (a string enum).
+        restarts: how many times its supervising tree restarted it.
+        uptime: seconds since it last started, while it runs; else ``None``.
         error: the error it ended with, as ``"Type: message"``, or ``None``.
         queue: for queue consumers, their figures.
         workers: for trees, the status of each child, in start order.
@@ -54,7 +57,10 @@ class WorkerStatus(TypedDict):
     """
 
     name: str
+    path: str
     state: WorkerState
+    restarts: int
+    uptime: float | None
     error: str | None
     queue: NotRequired[QueueStatus]
     workers: NotRequired[list[WorkerStatus]]

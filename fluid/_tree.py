@@ -8,9 +8,12 @@ How a tree runs:
 * The tree's task sleeps on one future. It is woken by a stop request, by a
   child that ended (each child tells its parent from its own task's last
   step: no polling, no task per child) and by children added while running.
-* A child that ends while the tree runs stops the whole tree; if it failed,
-  its error becomes the tree's error, raised by ``shutdown()`` and
-  ``wait_for_shutdown()`` with a note naming the child.
+* Without a restart strategy, a child that ends while the tree runs stops
+  the whole tree; if it failed, its error becomes the tree's error, raised
+  by ``shutdown()`` and ``wait_for_shutdown()`` with a note naming the child.
+  With a strategy, the tree's Supervisor (``_supervision.py``) restarts it.
+* Children stopped on request (``stop_workers``) or removed are not
+  restarted and do not stop the tree.
 * Stopping goes in reverse start order, one child at a time, each within its
   own grace period, so a producer added after the consumer it feeds stops
   first and the consumer can drain what it sent. If the
@@ -27,8 +30,17 @@ from collections.abc import Iterable, Iterator, Sequence
 from fnmatch import fnmatchcase
 
 from ._errors import DuplicateWorkerName
+from ._group import force, shutdown_in_reverse, shutdown_together
 from ._state import WorkerState
 from ._status import WorkerStatus
+from ._supervision import (
+    Backoff,
+    RestartType,
+    Strategy,
+    Supervisor,
+    check_restart,
+    check_strategy,
+)
 from ._validate import check_seconds
 from ._worker import STOPPING_GRACE_PERIOD, Worker, _release
 
@@ -43,9 +55,12 @@ class Workers(Worker):
     """A worker that owns child workers: ordered start, reverse stop, one outcome.
 
     Children start in the order they were added; ``startup()`` returns once
-    all run. When any child ends while the tree runs, the tree stops, and a
-    child's error becomes the tree's error. Children can be added, found by
-    glob pattern and removed while the tree runs. Trees nest.
+    all run. Without a ``strategy``, when any child ends while the tree runs
+    the tree stops, and a child's error becomes the tree's error. With a
+    ``strategy`` the tree supervises: children that end are restarted as
+    their restart type says, within a restart intensity, after a backoff.
+    Children can be added, found, stopped and removed by glob pattern while
+    the tree runs. Trees nest.
 
     Args:
         *workers: the children, in start order.
@@ -55,11 +70,23 @@ class Workers(Worker):
             nothing is polled.
         stopping_grace_period: seconds the whole tree gets to stop before it
             is cancelled, children included.
+        strategy: ``None`` (no restarts: a child's end stops the tree),
+            ``"one_for_one"``, ``"one_for_all"`` or ``"rest_for_one"``.
+        restart: the restart type of children added without one:
+            ``"permanent"``, ``"transient"`` or ``"temporary"``.
+        max_restarts: the most restarts allowed within ``period`` seconds;
+            one more and the tree fails with [`TooManyRestarts`][fluid.TooManyRestarts].
+        period: the window of the restart intensity, in seconds.
+        backoff: the wait between restarts of one child (a
+            [`Backoff`][fluid.Backoff]; by default ``Backoff()``).
+        concurrent_stop: stop all children at once instead of one by one in
+            reverse start order.
 
     Raises:
         TypeError: a child is not a Worker.
         DuplicateWorkerName: two children have the same explicit name.
-        ValueError: a child already belongs to a tree or is running.
+        ValueError: a child already belongs to a tree or is running, or a
+            policy argument is not one of its accepted values.
 
     Example:
         ```python
@@ -75,9 +102,13 @@ class Workers(Worker):
 
     __slots__ = (
         "_children",
+        "_concurrent_stop",
+        "_default_restart",
         "_exited",
         "_heartbeat",
+        "_held",
         "_name_counts",
+        "_supervisor",
         "_to_start",
         "_wakeup",
     )
@@ -88,12 +119,29 @@ class Workers(Worker):
         name: str = "",
         heartbeat: float = 0.1,
         stopping_grace_period: float = STOPPING_GRACE_PERIOD,
+        strategy: Strategy | None = None,
+        restart: RestartType = "permanent",
+        max_restarts: int = 3,
+        period: float = 5.0,
+        backoff: Backoff | None = None,
+        concurrent_stop: bool = False,
     ) -> None:
         super().__init__(name, stopping_grace_period)
         self._heartbeat = check_seconds("heartbeat", heartbeat)
+        self._default_restart = check_restart(restart)
+        if backoff is not None and not isinstance(backoff, Backoff):
+            raise TypeError(f"backoff must be a fluid.Backoff, got {backoff!r}")
+        strategy = check_strategy(strategy)
+        self._supervisor = (
+            None
+            if strategy is None
+            else Supervisor(self, strategy, max_restarts, period, backoff or Backoff())
+        )
+        self._concurrent_stop = bool(concurrent_stop)
         self._children: dict[str, Worker] = {}
         self._to_start: list[Worker] = []
         self._exited: list[Worker] = []
+        self._held: set[Worker] = set()
         self._wakeup: asyncio.Future[None] | None = None
         self._name_counts: dict[str, int] = {}
         self.add_workers(*workers)
@@ -118,11 +166,20 @@ class Workers(Worker):
         for child in self._children.values():
             yield from child.workers()
 
-    def add_workers(self, *workers: Worker) -> None:
+    @property
+    def strategy(self) -> Strategy | None:
+        """The restart strategy, or None when the tree does not restart children."""
+        return None if self._supervisor is None else self._supervisor.strategy
+
+    def add_workers(self, *workers: Worker, restart: RestartType | None = None) -> None:
         """Add children; if the tree is running they are started right away.
 
         All are checked before any is added. A child whose name was derived
         from its class gets a numeric suffix (``poll-2``) if the name is taken.
+
+        Args:
+            *workers: the children to add, in start order.
+            restart: their restart type; by default the tree's ``restart``.
 
         Raises:
             TypeError: one is not a Worker.
@@ -130,10 +187,12 @@ class Workers(Worker):
             ValueError: one belongs to a tree already, is running, or is this
                 tree or one of its ancestors.
         """
+        restart = self._default_restart if restart is None else check_restart(restart)
         names = self._check_new(workers)
         for worker, name in zip(workers, names, strict=True):
             worker._name = name
             worker._parent = self
+            worker._restart = restart
             self._children[name] = worker
         if self._state is _RUNNING:
             self._to_start.extend(workers)
@@ -162,32 +221,71 @@ class Workers(Worker):
                 found.extend(child.find(pattern))
         return found
 
+    async def stop_workers(self, *patterns: str) -> list[Worker]:
+        """Stop the workers matching any glob pattern, at any depth; keep them in their trees.
+
+        A worker stopped this way is not restarted and its end does not stop
+        its tree; [`start_workers`][fluid.Workers.start_workers] starts it again.
+        They are stopped in reverse start order, each within its grace period.
+
+        Returns:
+            The stopped workers, in start order.
+
+        Raises:
+            TypeError: a pattern is not a string.
+            Exception: the error a stopped worker ended with (the first one if
+                several failed); all matching workers are stopped first.
+        """
+        matched = self._find_all(patterns)
+        for worker in matched:
+            assert worker._parent is not None
+            worker._parent._held.add(worker)
+        errors = await shutdown_in_reverse(matched)
+        if errors:
+            raise errors[0][1]
+        return matched
+
+    async def start_workers(self, *patterns: str) -> list[Worker]:
+        """Start again the stopped workers matching any glob pattern, at any depth.
+
+        Returns:
+            The workers started, in start order.
+
+        Raises:
+            TypeError: a pattern is not a string.
+            Exception: whatever a worker's ``startup()`` raised.
+        """
+        started = []
+        for worker in self._find_all(patterns):
+            assert worker._parent is not None
+            worker._parent._held.discard(worker)
+            if not worker.is_running() and not worker.is_stopping():
+                await worker.startup()
+                started.append(worker)
+        return started
+
     async def remove_workers(self, *patterns: str) -> list[Worker]:
-        """Stop and remove the direct children matching any glob pattern.
+        """Stop and remove the workers matching any glob pattern, at any depth.
 
         They are stopped in reverse start order, each within its grace
-        period, and the tree goes on running without them.
+        period, and their trees go on running without them.
 
         Returns:
             The removed workers, in start order.
 
         Raises:
             TypeError: a pattern is not a string.
-            Exception: the error a removed child ended with (the first one if
-                several failed); all matching children are removed first.
+            Exception: the error a removed worker ended with (the first one if
+                several failed); all matching workers are removed first.
         """
-        for pattern in patterns:
-            if not isinstance(pattern, str):
-                raise TypeError(f"pattern must be a string, got {pattern!r}")
-        removed = [
-            child
-            for child in self._children.values()
-            if any(fnmatchcase(child._name, p) for p in patterns)
-        ]
-        for child in removed:
-            del self._children[child._name]
-            child._parent = None
-        errors = await _shutdown_in_reverse(removed)
+        removed = self._find_all(patterns)
+        for worker in removed:
+            parent = worker._parent
+            assert parent is not None
+            del parent._children[worker._name]
+            parent._held.discard(worker)
+            worker._parent = None
+        errors = await shutdown_in_reverse(removed)
         if errors:
             raise errors[0][1]
         return removed
@@ -199,19 +297,44 @@ class Workers(Worker):
         return status
 
     async def run(self) -> None:
-        """Supervise the children until the tree is asked to stop or one ends."""
+        """Watch the children until the tree is asked to stop (or, unsupervised, one ends)."""
+        supervisor = self._supervisor
         try:
             while self._state is _RUNNING:
                 if self._to_start:
                     await self._start_added()
                 elif self._exited:
-                    self._child_ended(self._exited.pop(0))
+                    await self._child_ended(self._exited.pop(0))
+                elif supervisor is not None and supervisor.due:
+                    await supervisor.restart_next()
                 else:
                     await self._wait_wakeup()
         except asyncio.CancelledError:
-            await _force(self._children.values(), f"tree {self._name!r} was cancelled")
+            if supervisor is not None:
+                supervisor.cancel()
+            await force(self._children.values(), f"tree {self._name!r} was cancelled")
+            self._collect_errors(self._children.values())
             raise
-        for child, error in await _shutdown_in_reverse(list(self._children.values())):
+        if supervisor is not None:
+            supervisor.cancel()
+        else:
+            self._collect_errors(self._exited)  # ended just before the stop request
+        # A child that already ended was dealt with: by the supervisor (its
+        # crash was logged and reported as an event), or by whoever stopped it
+        # on request. Only an unsupervised tree still owes its children's errors.
+        held = self._held
+        children = [
+            c
+            for c in self._children.values()
+            if not (c.is_stopped() and (supervisor is not None or c in held))
+        ]
+        stop = shutdown_together if self._concurrent_stop else shutdown_in_reverse
+        try:
+            errors = await stop(children)
+        except asyncio.CancelledError:  # forced while stopping: the group forced the rest
+            self._collect_errors(children)
+            raise
+        for child, error in errors:
             self._child_failed(child, error)
 
     # ------------------------------------------------------------- internals
@@ -262,6 +385,9 @@ class Workers(Worker):
         """Start the children in order; undo and raise if one fails."""
         self._to_start.clear()
         self._exited.clear()  # exits seen after the last run's stop request
+        self._held.clear()
+        if self._supervisor is not None:
+            self._supervisor.reset()
         started: list[Worker] = []
         try:
             for child in list(self._children.values()):
@@ -270,11 +396,11 @@ class Workers(Worker):
                 await child.startup()
                 started.append(child)
         except asyncio.CancelledError:
-            await _force(started, f"startup of tree {self._name!r} was cancelled")
+            await force(started, f"startup of tree {self._name!r} was cancelled")
             raise
         except Exception as exc:
             exc.add_note(f"while starting worker {child._name!r} of tree {self._name!r}")
-            for worker, error in await _shutdown_in_reverse(started):
+            for worker, error in await shutdown_in_reverse(started):
                 logger.error("worker %r failed", worker._name, exc_info=error)
             raise
 
@@ -288,19 +414,30 @@ class Workers(Worker):
             try:
                 await child.startup()
             except Exception as exc:
-                self._child_failed(child, exc)
-                self.gracefully_stop()
+                if self._supervisor is not None:
+                    await self._supervisor.child_ended(child, exc)
+                else:
+                    self._child_failed(child, exc)
+                    self.gracefully_stop()
 
     def _child_exited(self, child: Worker) -> None:
         """Called by a child when its task ends."""
-        if self._state is _RUNNING and self._children.get(child._name) is child:
+        if (
+            self._state is _RUNNING
+            and self._children.get(child._name) is child
+            and child not in self._held
+            and (self._supervisor is None or child not in self._supervisor.restarting)
+        ):
             self._exited.append(child)
             self._wake()
 
-    def _child_ended(self, child: Worker) -> None:
-        if not child.is_stopped():  # restarted since it reported its exit
+    async def _child_ended(self, child: Worker) -> None:
+        if not child.is_stopped() or child in self._held:  # restarted or stopped on request
             return
         error = child._error
+        if self._supervisor is not None:
+            await self._supervisor.child_ended(child, error)
+            return
         if error is None:
             logger.info("worker %r of tree %r ended: stopping the tree", child._name, self._name)
         else:
@@ -311,6 +448,13 @@ class Workers(Worker):
             )
             self._child_failed(child, error)
         self.gracefully_stop()
+
+    def _collect_errors(self, children: Iterable[Worker]) -> None:
+        """Make sure the errors of children that crashed are not lost (unsupervised)."""
+        if self._supervisor is None:
+            for child in children:
+                if child._error is not None and child not in self._held:
+                    self._child_failed(child, child._error)
 
     def _child_failed(self, child: Worker, error: BaseException) -> None:
         if error is self._error:
@@ -325,6 +469,16 @@ class Workers(Worker):
         super()._stop_requested()
         self._wake()
 
+    def _find_all(self, patterns: tuple[str, ...]) -> list[Worker]:
+        for pattern in patterns:
+            if not isinstance(pattern, str):
+                raise TypeError(f"pattern must be a string, got {pattern!r}")
+        found: dict[int, Worker] = {}
+        for pattern in patterns:
+            for worker in self.find(pattern):
+                found.setdefault(id(worker), worker)
+        return list(found.values())
+
     def _wake(self) -> None:
         wakeup = self._wakeup
         if wakeup is not None:
@@ -337,34 +491,3 @@ class Workers(Worker):
             await waiter
         finally:
             self._wakeup = None
-
-
-async def _shutdown_in_reverse(workers: list[Worker]) -> list[tuple[Worker, Exception]]:
-    """Shut workers down one by one, last first; return the errors they raised.
-
-    If cancelled, the workers not yet stopped are cancelled and waited for
-    before the cancellation propagates.
-    """
-    errors: list[tuple[Worker, Exception]] = []
-    pending = list(workers)
-    try:
-        while pending:
-            worker = pending[-1]
-            try:
-                await worker.shutdown()
-            except Exception as exc:
-                errors.append((worker, exc))
-            pending.pop()
-    except asyncio.CancelledError:
-        await _force(pending, "the tree stopping it was cancelled")
-        raise
-    return errors
-
-
-async def _force(workers: Iterable[Worker], reason: str) -> None:
-    """Cancel every running worker, then wait for all of them to end."""
-    running = [w for w in workers if w.has_started() and not w.is_stopped()]
-    for worker in running:
-        worker._cancel(reason)
-    for worker in running:
-        await worker._wait_exit_uninterrupted()

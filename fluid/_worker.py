@@ -30,6 +30,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
 from ._errors import WorkerStartError, WorkerStateError
+from ._lifecycle import Observer, emit
 from ._state import WorkerState
 from ._status import WorkerStatus
 from ._validate import check_name, check_seconds, default_name
@@ -94,13 +95,18 @@ class Worker(ABC):
     __slots__ = (
         "__weakref__",
         "_auto_name",
+        "_backoff_step",
         "_error",
         "_exit_waiters",
         "_grace",
         "_loop",
         "_name",
+        "_observers",
         "_parent",
+        "_restart",
+        "_restarts",
         "_sleepers",
+        "_started_at",
         "_state",
         "_task",
         "_thread_id",
@@ -124,6 +130,12 @@ class Worker(ABC):
         self._exit_waiters: list[asyncio.Future[None]] | None = None
         self._sleepers: set[asyncio.Future[None]] | None = None
         self._parent: Workers | None = None
+        self._observers: list[Observer] | None = None
+        self._started_at = 0.0
+        # kept for the supervising tree: restart type, restarts, backoff step
+        self._restart = "permanent"
+        self._restarts = 0
+        self._backoff_step = 0
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self._name!r} {self._state.value}>"
@@ -134,6 +146,21 @@ class Worker(ABC):
     def worker_name(self) -> str:
         """The worker's name, unique within its tree."""
         return self._name
+
+    @property
+    def worker_path(self) -> str:
+        """The names from the root tree down to this worker: ``"root/inner/name"``."""
+        names = []
+        node: Worker | None = self
+        while node is not None:
+            names.append(node._name)
+            node = node._parent
+        return "/".join(reversed(names))
+
+    @property
+    def restarts(self) -> int:
+        """How many times a supervising tree restarted this worker."""
+        return self._restarts
 
     @property
     def worker_state(self) -> WorkerState:
@@ -177,6 +204,32 @@ class Worker(ABC):
     def is_stopped(self) -> bool:
         """True once the worker ended, gracefully or forced."""
         return self._state.is_final
+
+    def add_observer(self, observer: Observer) -> None:
+        """Call ``observer`` with each lifecycle event of this worker and its descendants.
+
+        See [`LifecycleEvent`][fluid.LifecycleEvent]. Observers run on the event
+        loop and must not block; one that raises is logged and ignored.
+
+        Raises:
+            TypeError: ``observer`` is not callable.
+
+        Example:
+            ```python
+            events: list[fluid.LifecycleEvent] = []
+            tree.add_observer(events.append)
+            ```
+        """
+        if not callable(observer):
+            raise TypeError(f"observer must be callable, got {observer!r}")
+        if self._observers is None:
+            self._observers = []
+        self._observers.append(observer)
+
+    def remove_observer(self, observer: Observer) -> None:
+        """Stop calling ``observer``; does nothing if it was not added."""
+        if self._observers and observer in self._observers:
+            self._observers.remove(observer)
 
     def _set_state(self, new: WorkerState) -> None:
         if not self._state.can_become(new):
@@ -261,6 +314,8 @@ class Worker(ABC):
             raise
         self._task = task = loop.create_task(self._main(), name=f"fluid:{self._name}")
         task.add_done_callback(self._task_done)
+        self._started_at = loop.time()
+        emit(self, "started")
 
     def gracefully_stop(self) -> None:
         """Ask the worker to stop; returns at once and never raises.
@@ -282,6 +337,7 @@ class Worker(ABC):
             return
         self._state = _STOPPING
         self._stop_requested()
+        emit(self, "stopping")
 
     async def shutdown(self) -> None:
         """Stop the worker gracefully, cancel it after the grace period, wait for it.
@@ -356,7 +412,7 @@ class Worker(ABC):
             sleepers.discard(waiter)
 
     async def status(self) -> WorkerStatus:
-        """A JSON-serialisable snapshot: name, state and error.
+        """A JSON-serialisable snapshot: name, path, state, restarts, uptime and error.
 
         Subclasses add their own figures (queues add ``queue``, trees add
         ``workers``).
@@ -368,9 +424,13 @@ class Worker(ABC):
             ```
         """
         error = self._error
+        running = self._state is _RUNNING or self._state is _STOPPING
         return {
             "name": self._name,
+            "path": self.worker_path,
             "state": self._state,
+            "restarts": self._restarts,
+            "uptime": self._loop.time() - self._started_at if running and self._loop else None,
             "error": None if error is None else f"{type(error).__name__}: {error}",
         }
 
@@ -485,6 +545,10 @@ class Worker(ABC):
             for waiter in waiters:
                 _release(waiter)
         self._notify_after_shutdown(reported)
+        if self._error is not None or reported is not None:
+            emit(self, "crashed", error=self._error or reported)
+        else:
+            emit(self, "force_stopped" if state is _FORCE_STOPPED else "stopped")
         parent = self._parent
         if parent is not None and task is not None:
             parent._child_exited(self)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -316,21 +318,25 @@ async def test_status_is_a_json_tree() -> None:
         consumer.send(1)
         await wait_until(lambda: consumer.queue_size() == 0)
         status = json.loads(json.dumps(await tree.status()))
+    assert all(node["uptime"] >= 0 for node in walk(status))
+    for node in walk(status):
+        del node["uptime"]
+    common = {"state": "running", "restarts": 0, "error": None}
     assert status == {
         "name": "root",
-        "state": "running",
-        "error": None,
+        "path": "root",
+        **common,
         "workers": [
-            {"name": "idle", "state": "running", "error": None},
+            {"name": "idle", "path": "root/idle", **common},
             {
                 "name": "inner",
-                "state": "running",
-                "error": None,
+                "path": "root/inner",
+                **common,
                 "workers": [
                     {
                         "name": "consumer",
-                        "state": "running",
-                        "error": None,
+                        "path": "root/inner/consumer",
+                        **common,
                         "queue": {
                             "size": 0,
                             "capacity": None,
@@ -344,6 +350,12 @@ async def test_status_is_a_json_tree() -> None:
             },
         ],
     }
+
+
+def walk(status: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield status
+    for child in status.get("workers", []):
+        yield from walk(child)
 
 
 def test_heartbeat_is_validated_and_kept() -> None:
@@ -387,3 +399,16 @@ async def test_an_exit_seen_just_before_a_stop_does_not_stop_the_next_run() -> N
     await asyncio.sleep(0.01)  # give a stale exit the chance to act
     assert tree.is_running()
     await tree.shutdown()
+
+
+async def test_a_crash_during_a_forced_stop_is_still_the_trees_error() -> None:
+    crash = Crash()
+    deaf = Deaf(name="deaf", stopping_grace_period=5)  # stopped first, outlasts the tree's grace
+    tree = fluid.Workers(crash, deaf, stopping_grace_period=0.05)
+    await tree.startup()
+    crash.error = ValueError("lost?")
+    crash.go.set()  # it crashes while the tree is already stopping
+    with pytest.raises(ValueError, match="lost"):
+        async with asyncio.timeout(2):
+            await tree.shutdown()
+    assert tree.worker_state is WorkerState.FORCE_STOPPED

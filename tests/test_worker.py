@@ -371,15 +371,28 @@ async def test_async_with_starts_and_stops() -> None:
 
 async def test_status_is_json_serialisable_with_name_state_and_error() -> None:
     worker = Recording(name="job")
-    assert await worker.status() == {"name": "job", "state": "init", "error": None}
+    assert await worker.status() == {
+        "name": "job",
+        "path": "job",
+        "state": "init",
+        "restarts": 0,
+        "uptime": None,
+        "error": None,
+    }
     worker.fail_run = ValueError("bad input")
     await worker.startup()
+    running = await worker.status()
+    assert running["uptime"] is not None
+    assert running["uptime"] >= 0
     with pytest.raises(ValueError, match="bad input"):
         await worker.wait_for_shutdown()
     status = await worker.status()
     assert json.loads(json.dumps(status)) == {
         "name": "job",
+        "path": "job",
         "state": "stopped",
+        "restarts": 0,
+        "uptime": None,
         "error": "ValueError: bad input",
     }
 

@@ -1,0 +1,489 @@
+"""Supervision trees: restart types, strategies, intensity, backoff, held children (issue 4)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import Any
+
+import pytest
+
+import fluid
+from fluid import WorkerState
+
+from .helpers import Idle, wait_until
+
+NO_WAIT = fluid.Backoff(initial=0, jitter=0)
+
+
+class Crashy(fluid.Worker):
+    """Runs until told to end: with an error (``crash``) or cleanly (``finish``)."""
+
+    def __init__(self, name: str, log: list[str] | None = None) -> None:
+        super().__init__(name, 1.0)
+        self.log = log if log is not None else []
+        self._end: asyncio.Future[Exception | None] | None = None
+
+    async def on_startup(self) -> None:
+        self.log.append(f"start:{self.worker_name}")
+        self._end = asyncio.get_running_loop().create_future()
+
+    async def run(self) -> None:
+        assert self._end is not None
+        waiter = asyncio.ensure_future(self.sleep(3600))  # ends at once on a stop request
+        futures: list[asyncio.Future[Any]] = [self._end, waiter]
+        try:
+            await asyncio.wait(futures, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+        if self._end.done() and (error := self._end.result()) is not None:
+            raise error
+
+    async def on_shutdown(self) -> None:
+        self.log.append(f"stop:{self.worker_name}")
+
+    def crash(self, error: Exception | None = None) -> None:
+        assert self._end is not None
+        self._end.set_result(error or RuntimeError(f"{self.worker_name} crashed"))
+
+    def finish(self) -> None:
+        assert self._end is not None
+        self._end.set_result(None)
+
+
+def events_of(tree: fluid.Worker) -> list[fluid.LifecycleEvent]:
+    events: list[fluid.LifecycleEvent] = []
+    tree.add_observer(events.append)
+    return events
+
+
+async def restarted(worker: fluid.Worker, times: int = 1) -> None:
+    await wait_until(lambda: worker.restarts >= times and worker.is_running())
+
+
+# ------------------------------------------------------------ restart types
+
+
+async def test_one_for_one_restarts_only_the_child_that_crashed() -> None:
+    log: list[str] = []
+    a, b, c = (Crashy(n, log) for n in "abc")
+    tree = fluid.Workers(a, b, c, strategy="one_for_one", backoff=NO_WAIT)
+    async with tree:
+        log.clear()
+        b.crash()
+        await restarted(b)
+        assert log == ["stop:b", "start:b"]
+        assert a.restarts == c.restarts == 0
+        assert tree.is_running()
+
+
+@pytest.mark.parametrize(
+    ("restart", "with_error", "is_restarted"),
+    [
+        ("permanent", True, True),
+        ("permanent", False, True),
+        ("transient", True, True),
+        ("transient", False, False),
+        ("temporary", True, False),
+        ("temporary", False, False),
+    ],
+)
+async def test_restart_types(
+    restart: fluid.RestartType, with_error: bool, is_restarted: bool
+) -> None:
+    child = Crashy("child")
+    other = Idle(name="other")
+    tree = fluid.Workers(other, strategy="one_for_one", backoff=NO_WAIT)
+    tree.add_workers(child, restart=restart)
+    events = events_of(tree)
+    async with tree:
+        if with_error:
+            child.crash()
+        else:
+            child.finish()
+        if is_restarted:
+            await restarted(child)
+        else:
+            await wait_until(child.is_stopped)
+            await asyncio.sleep(0.01)  # a restart, if any, would come within loop turns
+            assert child.is_stopped()
+        assert tree.is_running()  # under supervision a child's end never stops the tree
+    kinds = [e.kind for e in events if e.worker is child]
+    assert ("restarted" in kinds) is is_restarted
+
+
+async def test_one_for_all_stops_the_others_in_reverse_and_restarts_all_in_order() -> None:
+    log: list[str] = []
+    a, b, c = (Crashy(n, log) for n in "abc")
+    tree = fluid.Workers(a, b, c, strategy="one_for_all", backoff=NO_WAIT)
+    async with tree:
+        log.clear()
+        b.crash()
+        await restarted(c)
+        assert log == ["stop:b", "stop:c", "stop:a", "start:a", "start:b", "start:c"]
+        assert [w.restarts for w in (a, b, c)] == [1, 1, 1]
+
+
+async def test_rest_for_one_restarts_the_child_and_those_after_it() -> None:
+    log: list[str] = []
+    a, b, c = (Crashy(n, log) for n in "abc")
+    tree = fluid.Workers(a, b, c, strategy="rest_for_one", backoff=NO_WAIT)
+    async with tree:
+        log.clear()
+        b.crash()
+        await restarted(c)
+        assert log == ["stop:b", "stop:c", "start:b", "start:c"]
+        assert [w.restarts for w in (a, b, c)] == [0, 1, 1]
+
+
+async def test_one_for_all_does_not_restart_temporary_siblings() -> None:
+    a, temp = Crashy("a"), Idle(name="temp")
+    tree = fluid.Workers(a, strategy="one_for_all", backoff=NO_WAIT)
+    tree.add_workers(temp, restart="temporary")
+    async with tree:
+        a.crash()
+        await restarted(a)
+        assert temp.is_stopped()
+
+
+# ----------------------------------------------------------------- intensity
+
+
+async def test_too_many_restarts_stop_the_tree_with_an_error_naming_the_child() -> None:
+    child = Crashy("flaky")
+    tree = fluid.Workers(
+        Idle(name="steady"), child, strategy="one_for_one", max_restarts=2, backoff=NO_WAIT
+    )
+    await tree.startup()
+    for n in range(1, 3):
+        child.crash(ValueError(f"crash {n}"))
+        await restarted(child, n)
+    child.crash(ValueError("crash 3"))
+    with pytest.raises(fluid.TooManyRestarts) as info:
+        async with asyncio.timeout(2):
+            await tree.wait_for_shutdown()
+    error = info.value
+    assert error.worker_name == "flaky"
+    assert error.restarts == 2
+    assert "worker 'flaky' of tree 'workers' ended more than 2 times in 5.0s" in str(error)
+    assert "last error: ValueError: crash 3" in str(error)
+    assert isinstance(error.__cause__, ValueError)
+    assert tree.worker_state is WorkerState.STOPPED
+    assert all(c.is_stopped() for c in tree.children)
+
+
+async def test_restarts_outside_the_period_do_not_count() -> None:
+    child = Crashy("flaky")
+    tree = fluid.Workers(
+        child, strategy="one_for_one", max_restarts=1, period=0.05, backoff=NO_WAIT
+    )
+    async with tree:
+        for n in range(1, 4):
+            child.crash()
+            await restarted(child, n)
+            await asyncio.sleep(0.06)  # let the window slide past this restart
+    assert child.restarts == 3
+
+
+# ------------------------------------------------------------------- backoff
+
+
+def test_backoff_grows_exponentially_and_is_capped() -> None:
+    backoff = fluid.Backoff(initial=0.1, factor=2, maximum=0.5, jitter=0)
+    assert [backoff.delay(n) for n in range(5)] == [0.1, 0.2, 0.4, 0.5, 0.5]
+    assert backoff.delay(10_000) == 0.5
+
+
+def test_backoff_jitter_stays_within_its_fraction() -> None:
+    backoff = fluid.Backoff(initial=1, factor=1, jitter=0.2)
+    rng = random.Random(7)
+    delays = [backoff.delay(0, rng) for _ in range(200)]
+    assert all(0.8 <= d <= 1.2 for d in delays)
+    assert len(set(delays)) > 100
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"initial": -1}, "initial"),
+        ({"factor": 0.5}, "factor must be >= 1"),
+        ({"jitter": 2}, "jitter must be a fraction"),
+        ({"maximum": float("inf")}, "maximum"),
+    ],
+)
+def test_bad_backoff_is_rejected(kwargs: dict[str, float], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        fluid.Backoff(**kwargs)
+
+
+async def test_restarts_of_one_child_wait_the_backoff() -> None:
+    child = Crashy("flaky")
+    backoff = fluid.Backoff(initial=0.01, factor=2, jitter=0, reset_after=60)
+    tree = fluid.Workers(child, strategy="one_for_one", max_restarts=10, backoff=backoff)
+    events = events_of(tree)
+    async with tree:
+        for n in range(1, 4):
+            child.crash()
+            await restarted(child, n)
+    delays = [e.delay for e in events if e.kind == "restarted"]
+    assert delays == [0.01, 0.02, 0.04]
+
+
+async def test_a_child_that_ran_long_enough_starts_its_backoff_again() -> None:
+    child = Crashy("flaky")
+    backoff = fluid.Backoff(initial=0.01, factor=2, jitter=0, reset_after=0.03)
+    tree = fluid.Workers(child, strategy="one_for_one", max_restarts=10, backoff=backoff)
+    events = events_of(tree)
+    async with tree:
+        child.crash()
+        await restarted(child, 1)
+        child.crash()
+        await restarted(child, 2)
+        await asyncio.sleep(0.04)  # run longer than reset_after
+        child.crash()
+        await restarted(child, 3)
+    delays = [e.delay for e in events if e.kind == "restarted"]
+    assert delays == [0.01, 0.02, 0.01]
+
+
+async def test_a_stop_cancels_a_restart_waiting_for_its_backoff() -> None:
+    child = Crashy("flaky")
+    tree = fluid.Workers(child, strategy="one_for_one", backoff=fluid.Backoff(initial=30, jitter=0))
+    await tree.startup()
+    child.crash()
+    await wait_until(child.is_stopped)
+    async with asyncio.timeout(1):  # not 30 s
+        await tree.shutdown()
+    assert child.restarts == 0
+
+
+async def test_a_child_failing_to_restart_counts_as_a_crash() -> None:
+    class BreaksOnRestart(Crashy):
+        starts = 0
+
+        async def on_startup(self) -> None:
+            self.starts += 1
+            if self.starts > 1:
+                raise ConnectionError("still down")
+            await super().on_startup()
+
+    child = BreaksOnRestart("db")
+    tree = fluid.Workers(child, strategy="one_for_one", max_restarts=3, backoff=NO_WAIT)
+    await tree.startup()
+    child.crash()
+    with pytest.raises(fluid.TooManyRestarts) as info:
+        async with asyncio.timeout(2):
+            await tree.wait_for_shutdown()
+    assert isinstance(info.value.__cause__, ConnectionError)
+    assert child.starts == 4  # the first start and three failed restarts
+
+
+# --------------------------------------------------- stop, start, remove by name
+
+
+async def test_stop_workers_by_pattern_across_nesting_keeps_them_stopped() -> None:
+    consumers = [Crashy(f"consumer-{i}") for i in range(3)]
+    inner = fluid.Workers(consumers[2], name="inner", strategy="one_for_one", backoff=NO_WAIT)
+    tree = fluid.Workers(
+        consumers[0], consumers[1], inner, Idle(name="api"), strategy="one_for_one"
+    )
+    async with tree:
+        stopped = await tree.stop_workers("consumer-*")
+        assert stopped == consumers
+        await asyncio.sleep(0.01)
+        assert all(c.is_stopped() and c.restarts == 0 for c in consumers)
+        assert tree.is_running()
+        assert inner.is_running()
+        assert await tree.start_workers("consumer-?") == consumers
+        assert all(c.is_running() for c in consumers)
+        consumers[2].crash()
+        await restarted(consumers[2])  # supervised again once started
+
+
+async def test_stopping_a_child_of_an_unsupervised_tree_does_not_stop_the_tree() -> None:
+    tree = fluid.Workers(Idle(name="a"), Idle(name="b"))
+    async with tree:
+        await tree.stop_workers("a")
+        await asyncio.sleep(0.01)
+        assert tree.is_running()
+
+
+async def test_remove_workers_across_nesting() -> None:
+    inner = fluid.Workers(Idle(name="job-2"), Idle(name="keep"), name="inner")
+    tree = fluid.Workers(Idle(name="job-1"), inner)
+    async with tree:
+        removed = await tree.remove_workers("job-*")
+        assert [w.worker_name for w in removed] == ["job-1", "job-2"]
+        assert all(w.is_stopped() for w in removed)
+        assert [w.worker_name for w in tree.workers()] == ["keep"]
+        assert tree.find("job-*") == []
+
+
+# ------------------------------------------------------------ concurrent stop
+
+
+async def test_concurrent_stop_asks_every_child_at_once() -> None:
+    stopping: list[str] = []
+    release = asyncio.Event()
+
+    class Slow(Idle):
+        async def on_shutdown(self) -> None:
+            stopping.append(self.worker_name)
+            await release.wait()
+
+    children = [Slow(name=f"s{i}") for i in range(3)]
+    tree = fluid.Workers(*children, concurrent_stop=True)
+    await tree.startup()
+    stop = asyncio.create_task(tree.shutdown())
+    await wait_until(lambda: len(stopping) == 3)  # one by one would block at the first
+    release.set()
+    await stop
+    assert all(c.is_stopped() for c in children)
+
+
+# --------------------------------------------------------------- lifecycle
+
+
+async def test_events_of_a_crash_and_a_restart_in_order() -> None:
+    child = Crashy("child")
+    inner = fluid.Workers(child, name="inner", strategy="one_for_one", backoff=NO_WAIT)
+    root = fluid.Workers(inner, name="root")
+    events = events_of(root)
+    async with root:
+        boom = ValueError("boom")
+        child.crash(boom)
+        await restarted(child)
+    mine = [(e.kind, e.path, e.restarts) for e in events if e.worker is child]
+    assert mine == [
+        ("started", "root/inner/child", 0),
+        ("crashed", "root/inner/child", 0),
+        ("started", "root/inner/child", 0),
+        ("restarted", "root/inner/child", 1),
+        ("stopping", "root/inner/child", 1),
+        ("stopped", "root/inner/child", 1),
+    ]
+    crash = next(e for e in events if e.kind == "crashed")
+    assert crash.error is boom
+    assert [e.kind for e in events if e.worker is root] == ["started", "stopping", "stopped"]
+
+
+async def test_a_forced_stop_is_its_own_event() -> None:
+    from .helpers import Deaf
+
+    deaf = Deaf(name="deaf")
+    events = events_of(deaf)
+    await deaf.startup()
+    await deaf.shutdown()
+    assert [e.kind for e in events] == ["started", "stopping", "force_stopped"]
+
+
+async def test_a_failing_observer_is_logged_and_changes_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def broken(event: fluid.LifecycleEvent) -> None:
+        raise RuntimeError("metrics down")
+
+    worker = Idle(name="w")
+    worker.add_observer(broken)
+    seen = events_of(worker)
+    async with worker:
+        pass
+    assert [e.kind for e in seen] == ["started", "stopping", "stopped"]
+    assert "observer" in caplog.text
+    worker.remove_observer(broken)
+    worker.remove_observer(broken)  # removing twice is harmless
+    with pytest.raises(TypeError, match="observer must be callable"):
+        worker.add_observer("not callable")  # type: ignore[arg-type]
+
+
+async def test_status_counts_restarts() -> None:
+    child = Crashy("child")
+    tree = fluid.Workers(child, name="t", strategy="one_for_one", backoff=NO_WAIT)
+    async with tree:
+        child.crash()
+        await restarted(child)
+        status = await tree.status()
+    (node,) = status["workers"]
+    assert node["restarts"] == 1
+    assert node["path"] == "t/child"
+    assert tree.strategy == "one_for_one"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"strategy": "one_for_some"}, ValueError, "strategy must be one of"),
+        ({"restart": "sometimes"}, ValueError, "restart must be one of"),
+        ({"max_restarts": -1}, ValueError, "max_restarts must be >= 0"),
+        ({"period": -1}, ValueError, "period"),
+        ({"backoff": 3}, TypeError, "backoff must be a fluid.Backoff"),
+    ],
+)
+def test_bad_policies_are_rejected(
+    kwargs: dict[str, object], error: type[Exception], match: str
+) -> None:
+    options = {"strategy": "one_for_one", **kwargs}
+    with pytest.raises(error, match=match):
+        fluid.Workers(**options)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------- chaos
+
+
+async def test_chaos_every_crash_is_restarted_and_accounted_for() -> None:
+    """200 workers crash at random for a while; the books must balance."""
+    rng = random.Random(42)
+    workers = [Crashy(f"w{i}") for i in range(200)]
+    tree = fluid.Workers(
+        *workers,
+        strategy="one_for_one",
+        max_restarts=100_000,
+        backoff=fluid.Backoff(initial=0.001, maximum=0.005, jitter=0.5),
+    )
+    events = events_of(tree)
+    crashes = 0
+    async with tree:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 1.0
+        while loop.time() < deadline:
+            for worker in rng.sample(workers, 10):
+                if worker.is_running() and worker._end is not None and not worker._end.done():
+                    worker.crash()
+                    crashes += 1
+            await asyncio.sleep(0.002)
+    assert crashes > 500
+    crashed = [e for e in events if e.kind == "crashed"]
+    restarts = [e for e in events if e.kind == "restarted"]
+    assert len(crashed) == crashes
+    for worker in workers:
+        mine = sum(1 for e in crashed if e.worker is worker)
+        # every crash was restarted, except possibly the last one if it was
+        # still waiting for its backoff when the tree stopped
+        assert worker.restarts in (mine, mine - 1)
+        assert worker.restarts == sum(1 for e in restarts if e.worker is worker)
+        assert worker.is_stopped()
+    assert tree.worker_state is WorkerState.STOPPED
+    fluid_tasks = [t for t in asyncio.all_tasks() if t.get_name().startswith("fluid:")]
+    assert not [t for t in fluid_tasks if not t.done()]
+
+
+async def test_chaos_intensity_gives_up_exactly_at_the_limit() -> None:
+    workers = [Crashy(f"w{i}") for i in range(20)]
+    tree = fluid.Workers(
+        *workers, strategy="one_for_one", max_restarts=25, period=60, backoff=NO_WAIT
+    )
+    events = events_of(tree)
+    await tree.startup()
+    rng = random.Random(1)
+
+    async def crash_until_it_gives_up() -> None:
+        while tree.is_running():
+            candidates = [w for w in workers if w.is_running() and w._end and not w._end.done()]
+            if candidates:
+                rng.choice(candidates).crash()
+            await asyncio.sleep(0)
+        await tree.wait_for_shutdown()
+
+    with pytest.raises(fluid.TooManyRestarts):
+        await asyncio.wait_for(crash_until_it_gives_up(), 5)
+    assert sum(1 for e in events if e.kind == "restarted") == 25
