@@ -23,7 +23,8 @@ Example:
 from __future__ import annotations
 
 from ._consumer import AsyncConsumer
-from ._dispatcher import AsyncDispatcher, BaseDispatcher, Dispatcher, Event
+from ._decorators import ConsumerOptions, consumer, on_event, worker
+from ._dispatcher import AsyncDispatcher, BaseDispatcher, Dispatcher, DispatchStats, Event
 from ._errors import (
     DuplicateWorkerName,
     FluidError,
@@ -32,12 +33,13 @@ from ._errors import (
     WorkerStartError,
     WorkerStateError,
 )
+from ._event import EventWorker
 from ._function import WorkerFunction
 from ._lifecycle import EventKind, LifecycleEvent, Observer
 from ._policy import ErrorCallback, OnError
 from ._queue import MessageProducer, QueueConsumer, QueueConsumerWorker
 from ._state import WorkerState
-from ._status import QueueStatus, WorkerStatus
+from ._status import EventStatus, QueueStatus, WorkerStatus
 from ._supervision import Backoff, RestartType, Strategy
 from ._tree import Workers
 from ._worker import STOPPING_GRACE_PERIOD, Worker
@@ -50,11 +52,15 @@ __all__ = [
     "AsyncDispatcher",
     "Backoff",
     "BaseDispatcher",
+    "ConsumerOptions",
+    "DispatchStats",
     "Dispatcher",
     "DuplicateWorkerName",
     "ErrorCallback",
     "Event",
     "EventKind",
+    "EventStatus",
+    "EventWorker",
     "FluidError",
     "LifecycleEvent",
     "MessageProducer",
@@ -74,4 +80,7 @@ __all__ = [
     "WorkerStateError",
     "WorkerStatus",
     "Workers",
+    "consumer",
+    "on_event",
+    "worker",
 ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from ._validate import check_async_callable, check_seconds, default_name
+from ._validate import check_async_callable, check_seconds, function_name
 from ._worker import STOPPING_GRACE_PERIOD, Worker
 
 __all__ = ["WorkerFunction"]
@@ -18,8 +18,14 @@ class WorkerFunction(Worker):
     heartbeat. An exception from ``run_function`` ends the worker with that
     error (``shutdown()`` raises it; a parent tree stops).
 
+    If ``run_function`` returns ``False`` (that exact value, not just a falsy
+    one) the worker stops by itself and ends ``STOPPED`` without an error, as
+    in atasker: a job that knows it is done says so. ``None`` and every other
+    value go on.
+
     Args:
-        run_function: the coroutine function to await on each iteration.
+        run_function: the coroutine function to await on each iteration;
+            returning ``False`` stops the worker.
         heartbeat: seconds to sleep between two calls (0: just yield).
         name: the worker's name; by default the function's name.
         stopping_grace_period: seconds given to a graceful stop.
@@ -35,6 +41,17 @@ class WorkerFunction(Worker):
 
         async with fluid.WorkerFunction(poll, heartbeat=5):
             await asyncio.sleep(12)  # polls three times
+
+        pages = iter(range(3))
+
+        async def fetch_next() -> bool:
+            page = next(pages, None)
+            print("fetched", page)
+            return page is not None  # False once there is nothing left: stop
+
+        fetcher = fluid.WorkerFunction(fetch_next)
+        await fetcher.startup()
+        await fetcher.wait_for_shutdown()  # returns after the fourth call
         ```
     """
 
@@ -42,7 +59,7 @@ class WorkerFunction(Worker):
 
     def __init__(
         self,
-        run_function: Callable[[], Awaitable[None]],
+        run_function: Callable[[], Awaitable[bool | None]],
         *,
         heartbeat: float = 0,
         name: str = "",
@@ -50,10 +67,10 @@ class WorkerFunction(Worker):
     ) -> None:
         self._run_function = check_async_callable("run_function", run_function)
         self._heartbeat = check_seconds("heartbeat", heartbeat)
-        fn_name = getattr(run_function, "__name__", "")
-        derived = not name and fn_name.isidentifier()
-        super().__init__(default_name(fn_name) if derived else name, stopping_grace_period)
-        self._auto_name = not name
+        super().__init__(name, stopping_grace_period)
+
+    def _derive_name(self) -> str:
+        return function_name(self._run_function) or super()._derive_name()
 
     @property
     def heartbeat(self) -> float:
@@ -61,9 +78,10 @@ class WorkerFunction(Worker):
         return self._heartbeat
 
     async def run(self) -> None:
-        """Await the function, then sleep the heartbeat, until stopped."""
+        """Await the function, then sleep the heartbeat, until stopped or it returns False."""
         run_function = self._run_function
         heartbeat = self._heartbeat
         while self.is_running():
-            await run_function()
+            if await run_function() is False:
+                return
             await self.sleep(heartbeat)

@@ -42,7 +42,7 @@ from ._errors import QueueFull
 from ._policy import OnError, check_on_error, handle_error
 from ._state import WorkerState
 from ._status import WorkerStatus
-from ._validate import check_async_callable, check_count
+from ._validate import check_async_callable, check_count, function_name
 from ._worker import STOPPING_GRACE_PERIOD, Worker, _release
 
 __all__ = ["MessageProducer", "QueueConsumer", "QueueConsumerWorker"]
@@ -473,7 +473,7 @@ class QueueConsumerWorker(QueueConsumer[MessageT]):
 
     Args:
         on_message: the coroutine function each message is passed to.
-        name: the worker's name; by default derived from the class name.
+        name: the worker's name; by default the function's name.
         stopping_grace_period: seconds given to a graceful stop (and drain).
         on_error: what a failing ``on_message`` leads to: ``"log"`` it and go
             on with the next message (default), ``"stop"`` the worker with the
@@ -529,3 +529,6 @@ class QueueConsumerWorker(QueueConsumer[MessageT]):
     async def run(self) -> None:
         """Pass each message to ``on_message`` until stopped and drained."""
         await self._consume_concurrently(self._on_message)
+
+    def _derive_name(self) -> str:
+        return function_name(self._on_message) or super()._derive_name()

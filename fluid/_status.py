@@ -6,7 +6,7 @@ from typing import NotRequired, TypedDict
 
 from ._state import WorkerState
 
-__all__ = ["QueueStatus", "WorkerStatus"]
+__all__ = ["EventStatus", "QueueStatus", "WorkerStatus"]
 
 
 class QueueStatus(TypedDict):
@@ -36,6 +36,28 @@ class QueueStatus(TypedDict):
     undelivered: int
 
 
+class EventStatus(TypedDict):
+    """Figures of an event worker, under the ``event`` key of its status.
+
+    Attributes:
+        runs: runs that ended, returning or raising.
+        failures: runs that raised (reported to ``on_error``).
+        pending: a trigger is waiting for a run to start.
+        in_progress: a run is in progress.
+
+    Example:
+        ```python
+        status = await worker.status()
+        print(status["event"])  # {"runs": 3, "failures": 0, "pending": False, ...}
+        ```
+    """
+
+    runs: int
+    failures: int
+    pending: bool
+    in_progress: bool
+
+
 class WorkerStatus(TypedDict):
     """What ``await worker.status()`` returns: plain data, ready for ``json.dumps``.
 
@@ -47,6 +69,7 @@ class WorkerStatus(TypedDict):
         uptime: seconds since it last started, while it runs; else ``None``.
         error: the error it ended with, as ``"Type: message"``, or ``None``.
         queue: for queue consumers, their figures.
+        event: for event workers, their figures.
         workers: for trees, the status of each child, in start order.
 
     Example:
@@ -63,4 +86,5 @@ class WorkerStatus(TypedDict):
     uptime: float | None
     error: str | None
     queue: NotRequired[QueueStatus]
+    event: NotRequired[EventStatus]
     workers: NotRequired[list[WorkerStatus]]

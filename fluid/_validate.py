@@ -19,6 +19,7 @@ __all__ = [
     "check_name",
     "check_seconds",
     "default_name",
+    "function_name",
 ]
 
 _ACRONYM = re.compile(r"([A-Z]+)([A-Z][a-z])")
@@ -56,6 +57,12 @@ def check_async_callable(what: str, fn: Any) -> Callable[..., Any]:
     if not is_async_callable(fn):
         raise TypeError(f"{what} must be a coroutine function (async def), got {fn!r}")
     return fn  # type: ignore[no-any-return]
+
+
+def function_name(fn: object) -> str:
+    """A worker name from a function's name (``fetch_prices``), or "" if it has none."""
+    name = getattr(fn, "__name__", "")
+    return default_name(name) if isinstance(name, str) and name.isidentifier() else ""
 
 
 def default_name(obj: object) -> str:

@@ -118,7 +118,7 @@ class Worker(ABC):
         name: str = "",
         stopping_grace_period: float = STOPPING_GRACE_PERIOD,
     ) -> None:
-        self._name = check_name(name) or default_name(self)
+        self._name = check_name(name) or self._derive_name()
         self._auto_name = not name
         self._grace = check_seconds("stopping_grace_period", stopping_grace_period)
         self._state = _INIT
@@ -447,6 +447,10 @@ class Worker(ABC):
         await self.shutdown()
 
     # ------------------------------------------------- internals for subclasses
+
+    def _derive_name(self) -> str:
+        """The name of a worker created without one (workers of a function use its name)."""
+        return default_name(self)
 
     async def _before_run(self) -> None:
         """Runs after ``on_startup`` and before the task starts (trees start children)."""

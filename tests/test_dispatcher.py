@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 from typing import NamedTuple
 
 import pytest
@@ -158,3 +160,217 @@ def test_message_type_is_required_unless_overridden() -> None:
     dispatcher.register_handler("a", got.append)
     dispatcher.dispatch(Msg("a"))
     assert got == [Msg("a")]
+
+
+# ------------------------------------------------------------- catch-all
+
+
+def test_catch_all_handlers_get_every_message_after_the_types_own() -> None:
+    got: list[str] = []
+    dispatcher = fluid.Dispatcher[Msg](message_type=msg_type)
+    dispatcher.register_handler("*.log", lambda m: got.append(f"log:{m.type}"))
+    dispatcher.register_handler("order.store", lambda m: got.append("store"))
+    dispatcher.register_handler("*", lambda m: got.append(f"all:{m.type}"))
+    assert dispatcher.dispatch(Msg("order")) == 3
+    assert dispatcher.dispatch(Msg("unknown")) == 2
+    assert got == ["store", "log:order", "all:order", "log:unknown", "all:unknown"]
+    assert sorted(dispatcher.event_types()) == ["*", "order"]
+    assert dispatcher.get_handlers(Msg("order")) is not None
+    assert list(dispatcher.get_handlers(Msg("order")) or {}) == ["store"]
+
+
+def test_unregistering_a_catch_all_handler_removes_it_from_every_type() -> None:
+    got: list[str] = []
+    dispatcher = fluid.Dispatcher[Msg](message_type=msg_type)
+    dispatcher.register_handler("order", lambda m: got.append("order"))
+    dispatcher.register_handler("*.log", lambda m: got.append("log"))
+    assert dispatcher.unregister_handler("*.log") is not None
+    assert dispatcher.dispatch(Msg("order")) == 1
+    assert dispatcher.dispatch(Msg("other")) == 0
+    assert got == ["order"]
+    assert dispatcher.event_types() == ["order"]
+
+
+def test_a_type_without_own_handlers_left_still_gets_the_catch_all() -> None:
+    got: list[str] = []
+    dispatcher = fluid.Dispatcher[Msg](message_type=msg_type)
+    dispatcher.register_handler("order", lambda m: got.append("order"))
+    dispatcher.register_handler("*", lambda m: got.append("all"))
+    dispatcher.unregister_handler("order")
+    assert dispatcher.dispatch(Msg("order")) == 1
+    assert got == ["all"]
+
+
+async def test_a_failing_handler_does_not_keep_the_catch_all_from_the_message() -> None:
+    got: list[str] = []
+
+    async def bad(m: Msg) -> None:
+        raise KeyError("own")
+
+    async def record(m: Msg) -> None:
+        got.append(m.type)
+
+    async def worse(m: Msg) -> None:
+        raise ValueError("catch-all")
+
+    dispatcher = fluid.AsyncDispatcher[Msg](message_type=msg_type)
+    dispatcher.register_handler("a", bad)
+    dispatcher.register_handler("*.record", record)
+    dispatcher.register_handler("*.worse", worse)
+    with pytest.raises(ExceptionGroup, match="2 of 3 handlers failed") as info:
+        await dispatcher.dispatch(Msg("a"))
+    assert [type(e) for e in info.value.exceptions] == [KeyError, ValueError]
+    assert got == ["a"]
+
+
+# ------------------------------------------------------------ statistics
+
+
+def test_stats_count_messages_per_type_and_failures_per_handler() -> None:
+    calls = 0
+
+    def flaky(m: Msg) -> None:
+        nonlocal calls
+        calls += 1
+        if calls % 2 == 0:  # the second registration of the same function fails
+            raise KeyError(m.body)
+
+    def fail(m: Msg) -> None:
+        raise ValueError(m.body)
+
+    dispatcher = fluid.Dispatcher[Msg](message_type=msg_type)
+    dispatcher.register_handler("order.first", flaky)
+    dispatcher.register_handler("order.second", flaky)
+    dispatcher.register_handler("refund", lambda m: None)
+    dispatcher.register_handler("*.audit", fail)
+    for _ in range(3):
+        with pytest.raises(ExceptionGroup):
+            dispatcher.dispatch(Msg("order"))
+    with pytest.raises(ValueError, match="x"):
+        dispatcher.dispatch(Msg("other", "x"))
+    with pytest.raises(ValueError, match="x"):
+        dispatcher.dispatch(Msg("refund", "x"))
+    assert dispatcher.stats() == {
+        "order": {"dispatched": 3, "failures": {"order.second": 3, "*.audit": 3}},
+        "refund": {"dispatched": 1, "failures": {"*.audit": 1}},
+        "*": {"dispatched": 1, "failures": {"*.audit": 1}},
+    }
+
+
+async def test_async_stats_and_a_snapshot_that_does_not_change() -> None:
+    async def ok(m: Msg) -> None:
+        pass
+
+    async def bad(m: Msg) -> None:
+        raise KeyError(m.body)
+
+    dispatcher = fluid.AsyncDispatcher[Msg](message_type=msg_type)
+    dispatcher.register_handler("a.ok", ok)
+    dispatcher.register_handler("a.bad", bad)
+    with pytest.raises(KeyError):
+        await dispatcher.dispatch(Msg("a"))
+    snapshot = dispatcher.stats()
+    dispatcher.unregister_handler("a.bad")  # figures survive a change of handlers
+    await dispatcher.dispatch(Msg("a"))
+    await dispatcher.dispatch(Msg("b"))
+    assert snapshot == {
+        "a": {"dispatched": 1, "failures": {"a.bad": 1}},
+        "*": {"dispatched": 0, "failures": {}},
+    }
+    assert dispatcher.stats() == {
+        "a": {"dispatched": 2, "failures": {"a.bad": 1}},
+        "*": {"dispatched": 1, "failures": {}},
+    }
+
+
+# ------------------------------------------------------- concurrent mode
+
+
+async def test_concurrent_handlers_run_at_the_same_time() -> None:
+    both_started = asyncio.Event()
+    started = 0
+
+    async def meet(m: Msg) -> None:
+        nonlocal started
+        started += 1
+        if started == 2:
+            both_started.set()
+        await both_started.wait()  # in turn, the first would wait forever
+
+    dispatcher = fluid.AsyncDispatcher[Msg](message_type=msg_type, concurrent=True)
+    assert dispatcher.concurrent
+    dispatcher.register_handler("a.1", meet)
+    dispatcher.register_handler("*.2", meet)
+    async with asyncio.timeout(2):
+        assert await dispatcher.dispatch(Msg("a")) == 2
+
+
+async def test_concurrent_failures_are_raised_together_in_registration_order() -> None:
+    got: list[str] = []
+
+    async def slow_failure(m: Msg) -> None:
+        await asyncio.sleep(0.01)
+        raise KeyError("first registered, last to fail")
+
+    async def fine(m: Msg) -> None:
+        got.append("fine")
+
+    async def needs_two(m: Msg, extra: int) -> None:
+        pass
+
+    dispatcher = fluid.AsyncDispatcher[Msg](message_type=msg_type, concurrent=True)
+    dispatcher.register_handler("a.slow", slow_failure)
+    dispatcher.register_handler("a.fine", fine)
+    dispatcher.register_handler("a.call", functools.partial(needs_two, extra=1, bogus=2))  # type: ignore[call-arg]
+    with pytest.raises(ExceptionGroup, match="2 of 3 handlers failed") as info:
+        await dispatcher.dispatch(Msg("a"))
+    assert [type(e) for e in info.value.exceptions] == [KeyError, TypeError]
+    assert got == ["fine"]
+    assert dispatcher.stats()["a"]["failures"] == {"a.slow": 1, "a.call": 1}
+
+
+async def test_cancelling_a_concurrent_dispatch_cancels_and_waits_for_every_handler() -> None:
+    cancelled: list[str] = []
+    both_started = asyncio.Event()
+    started = 0
+
+    async def hang(m: Msg) -> None:
+        nonlocal started
+        started += 1
+        if started == 2:
+            both_started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            await asyncio.sleep(0)  # cleanup that takes a turn
+            cancelled.append(m.body)
+            raise
+
+    dispatcher = fluid.AsyncDispatcher[Msg](message_type=msg_type, concurrent=True)
+    dispatcher.register_handler("a.1", hang)
+    dispatcher.register_handler("a.2", hang)
+    task = asyncio.create_task(dispatcher.dispatch(Msg("a", "x")))
+    await both_started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert cancelled == ["x", "x"]  # both ended before the dispatch did
+
+
+async def test_a_handler_that_cancels_itself_cancels_a_concurrent_dispatch() -> None:
+    async def quits(m: Msg) -> None:
+        raise asyncio.CancelledError
+
+    async def fine(m: Msg) -> None:
+        pass
+
+    dispatcher = fluid.AsyncDispatcher[Msg](message_type=msg_type, concurrent=True)
+    dispatcher.register_handler("a.quits", quits)
+    dispatcher.register_handler("a.fine", fine)
+    with pytest.raises(asyncio.CancelledError):
+        await dispatcher.dispatch(Msg("a"))
+
+
+def test_concurrent_must_be_a_bool() -> None:
+    with pytest.raises(TypeError, match="concurrent must be True or False"):
+        fluid.AsyncDispatcher[Msg](message_type=msg_type, concurrent=1)  # type: ignore[arg-type]

@@ -91,3 +91,34 @@ def test_a_bad_heartbeat_is_rejected(heartbeat: float) -> None:
 
     with pytest.raises(ValueError, match="heartbeat"):
         fluid.WorkerFunction(noop, heartbeat=heartbeat)
+
+
+async def test_returning_false_stops_the_worker_without_an_error() -> None:
+    answers = [None, True, False]
+    calls = 0
+
+    async def until_done() -> bool | None:
+        nonlocal calls
+        calls += 1
+        return answers.pop(0)
+
+    worker = fluid.WorkerFunction(until_done, heartbeat=0.001)
+    await worker.startup()
+    async with asyncio.timeout(2):
+        await worker.wait_for_shutdown()  # raises if the worker ended with an error
+    assert worker.worker_state is WorkerState.STOPPED
+    assert calls == 3  # None and True go on, False stops
+
+
+async def test_a_falsy_value_other_than_false_does_not_stop_the_worker() -> None:
+    calls = 0
+
+    async def zero() -> bool | None:
+        nonlocal calls
+        calls += 1
+        return 0  # type: ignore[return-value]
+
+    worker = fluid.WorkerFunction(zero)
+    async with worker:
+        await wait_until(lambda: calls >= 3)
+        assert worker.is_running()

@@ -300,3 +300,13 @@ async def test_queue_status_is_json_serialisable() -> None:
         "in_flight": 0,
         "undelivered": 0,
     }
+
+
+def test_a_consumer_is_named_after_its_handler_and_suffixed_in_a_tree() -> None:
+    async def store_order(message: object) -> None:
+        pass
+
+    first = fluid.QueueConsumerWorker(store_order)
+    assert first.worker_name == "store_order"
+    tree = fluid.Workers(first, fluid.QueueConsumerWorker(store_order))
+    assert [c.worker_name for c in tree.children] == ["store_order", "store_order-2"]
