@@ -8,14 +8,14 @@ import time
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
-from . import consumers, fanout, grace, queue, stop, supervision, threads, tree
+from . import consumers, executors, fanout, grace, queue, stop, supervision, threads, tree
 from ._harness import Options, Row, header, run_case, summary, table, write_json
 
 Case = Callable[[Options], Coroutine[Any, Any, list[Row]]]
 
 CASES: dict[str, Case] = {
     module.NAME: module.run
-    for module in (queue, threads, fanout, tree, stop, grace, consumers, supervision)
+    for module in (queue, threads, fanout, tree, stop, grace, consumers, supervision, executors)
 }
 
 

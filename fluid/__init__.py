@@ -37,10 +37,13 @@ from ._event import EventWorker
 from ._function import WorkerFunction
 from ._lifecycle import EventKind, LifecycleEvent, Observer
 from ._policy import ErrorCallback, OnError
+from ._pools import ProcessPool, ThreadPool
+from ._processes import ProcessWorker, ProcessWorkerError
 from ._queue import MessageProducer, QueueConsumer, QueueConsumerWorker
 from ._state import WorkerState
-from ._status import EventStatus, QueueStatus, WorkerStatus
+from ._status import EventStatus, ProcessStatus, QueueStatus, ThreadStatus, WorkerStatus
 from ._supervision import Backoff, RestartType, Strategy
+from ._threads import ThreadWorker
 from ._tree import Workers
 from ._worker import STOPPING_GRACE_PERIOD, Worker
 
@@ -66,12 +69,19 @@ __all__ = [
     "MessageProducer",
     "Observer",
     "OnError",
+    "ProcessPool",
+    "ProcessStatus",
+    "ProcessWorker",
+    "ProcessWorkerError",
     "QueueConsumer",
     "QueueConsumerWorker",
     "QueueFull",
     "QueueStatus",
     "RestartType",
     "Strategy",
+    "ThreadPool",
+    "ThreadStatus",
+    "ThreadWorker",
     "TooManyRestarts",
     "Worker",
     "WorkerFunction",

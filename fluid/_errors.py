@@ -10,8 +10,11 @@ The hierarchy::
     │                               (also a ValueError)
     ├── QueueFull                   a bounded queue is full and the sender
     │                               could not wait
-    └── TooManyRestarts             a supervising tree gave up on a child that
-                                    kept ending (its last error is the cause)
+    ├── TooManyRestarts             a supervising tree gave up on a child that
+    │                               kept ending (its last error is the cause)
+    └── ProcessWorkerError          a child process died without a Python error
+                                    to show (exit code, signal, unpicklable),
+                                    defined in _child.py
 
 Bad arguments raise the builtin that fits (``TypeError`` or ``ValueError``) at the
 call that made them, with a message that names the offending value.

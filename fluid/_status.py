@@ -6,7 +6,7 @@ from typing import NotRequired, TypedDict
 
 from ._state import WorkerState
 
-__all__ = ["EventStatus", "QueueStatus", "WorkerStatus"]
+__all__ = ["EventStatus", "ProcessStatus", "QueueStatus", "ThreadStatus", "WorkerStatus"]
 
 
 class QueueStatus(TypedDict):
@@ -58,6 +58,50 @@ class EventStatus(TypedDict):
     in_progress: bool
 
 
+class ThreadStatus(TypedDict):
+    """Figures of a thread worker's thread, under the ``thread`` key of its status.
+
+    Attributes:
+        name: the name of the thread of the last run (``fluid:<worker name>``),
+            or ``None`` before the first start.
+        alive: whether that thread is still running.
+        abandoned: whether it ignored a stop past the grace period and was
+            left running.
+
+    Example:
+        ```python
+        status = await worker.status()
+        print(status["thread"])  # {"name": "fluid:poll", "alive": True, "abandoned": False}
+        ```
+    """
+
+    name: str | None
+    alive: bool
+    abandoned: bool
+
+
+class ProcessStatus(TypedDict):
+    """Figures of a process worker's child, under the ``process`` key of its status.
+
+    Attributes:
+        pid: the process id of the current or last child, ``None`` before the
+            first start.
+        alive: whether that child is still running.
+        exitcode: its exit code once it ended (negative: killed by that
+            signal), else ``None``.
+
+    Example:
+        ```python
+        status = await worker.status()
+        print(status["process"])  # {"pid": 4242, "alive": True, "exitcode": None}
+        ```
+    """
+
+    pid: int | None
+    alive: bool
+    exitcode: int | None
+
+
 class WorkerStatus(TypedDict):
     """What ``await worker.status()`` returns: plain data, ready for ``json.dumps``.
 
@@ -70,6 +114,8 @@ class WorkerStatus(TypedDict):
         error: the error it ended with, as ``"Type: message"``, or ``None``.
         queue: for queue consumers, their figures.
         event: for event workers, their figures.
+        thread: for thread workers, their thread's figures.
+        process: for process workers, their child process's figures.
         workers: for trees, the status of each child, in start order.
 
     Example:
@@ -87,4 +133,6 @@ class WorkerStatus(TypedDict):
     error: str | None
     queue: NotRequired[QueueStatus]
     event: NotRequired[EventStatus]
+    thread: NotRequired[ThreadStatus]
+    process: NotRequired[ProcessStatus]
     workers: NotRequired[list[WorkerStatus]]
