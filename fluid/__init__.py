@@ -39,7 +39,7 @@ from ._lifecycle import EventKind, LifecycleEvent, Observer
 from ._policy import ErrorCallback, OnError
 from ._pools import ProcessPool, ThreadPool
 from ._processes import ProcessWorker, ProcessWorkerError
-from ._queue import MessageProducer, QueueConsumer, QueueConsumerWorker
+from ._queue import MessageProducer, QueueConsumer, QueueConsumerWorker, RunIn
 from ._state import WorkerState
 from ._status import EventStatus, ProcessStatus, QueueStatus, ThreadStatus, WorkerStatus
 from ._supervision import Backoff, RestartType, Strategy
@@ -78,6 +78,7 @@ __all__ = [
     "QueueFull",
     "QueueStatus",
     "RestartType",
+    "RunIn",
     "Strategy",
     "ThreadPool",
     "ThreadStatus",

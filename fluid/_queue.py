@@ -30,22 +30,25 @@ with at most one message in flight, so that slow I/O handlers overlap.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import math
+import pickle
 import threading
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Literal, Protocol, TypeAlias, TypeVar
 
 from ._buffer import PriorityBuffer, WaitingPut
 from ._errors import QueueFull
 from ._policy import OnError, check_on_error, handle_error
+from ._pools import ProcessPool, ThreadPool
 from ._state import WorkerState
 from ._status import WorkerStatus
-from ._validate import check_async_callable, check_count, function_name
+from ._validate import check_async_callable, check_count, function_name, is_async_callable
 from ._worker import STOPPING_GRACE_PERIOD, Worker, _release
 
-__all__ = ["MessageProducer", "QueueConsumer", "QueueConsumerWorker"]
+__all__ = ["MessageProducer", "QueueConsumer", "QueueConsumerWorker", "RunIn"]
 
 logger = logging.getLogger("fluid")
 
@@ -53,6 +56,9 @@ MessageT = TypeVar("MessageT")
 MessageT_contra = TypeVar("MessageT_contra", contravariant=True)
 
 _RUNNING = WorkerState.RUNNING
+
+RunIn: TypeAlias = Literal["loop", "thread", "process"]
+"""Where a consumer's handler runs: on the event loop, in threads, in processes."""
 
 
 class MessageProducer(Protocol[MessageT_contra]):
@@ -469,26 +475,43 @@ class _Messages(Generic[MessageT]):
 
 
 class QueueConsumerWorker(QueueConsumer[MessageT]):
-    """A queue consumer that awaits one async callback per message.
+    """A queue consumer that passes each message to one handler.
+
+    The handler is a coroutine function awaited on the event loop (the
+    default), or a plain function run in a pool of ``concurrency`` threads
+    (``run_in="thread"``: blocking I/O, sync libraries) or processes
+    (``run_in="process"``: CPU-bound work). The pool belongs to the worker: it
+    starts with it and is closed when it stops.
 
     Args:
-        on_message: the coroutine function each message is passed to.
+        on_message: the handler each message is passed to.
         name: the worker's name; by default the function's name.
         stopping_grace_period: seconds given to a graceful stop (and drain).
-        on_error: what a failing ``on_message`` leads to: ``"log"`` it and go
-            on with the next message (default), ``"stop"`` the worker with the
-            error, or a function ``(message, error)`` (sync or async), e.g. to
-            send the message to a dead-letter queue.
+        on_error: what a failing handler leads to: ``"log"`` it and go on with
+            the next message (default), ``"stop"`` the worker with the error,
+            or a function ``(message, error)`` (sync or async), e.g. to send
+            the message to a dead-letter queue.
         drain: on a graceful stop, handle what is queued before ending.
         maxsize: the most messages the queue holds (0: no limit); see
             [`QueueConsumer`][fluid.QueueConsumer].
         priority: a function giving each message's priority, lowest first.
-        concurrency: how many messages are handled at once; a graceful stop
-            waits for all of them (within the grace period) and drains.
+        concurrency: how many messages are handled at once (the size of the
+            thread or process pool); a graceful stop waits for all of them
+            (within the grace period) and drains.
+        run_in: ``"loop"``, ``"thread"`` or ``"process"``: where the handler runs.
+        on_result: a function ``(message, result)`` (sync or async) called on
+            the loop with what the handler returned (atasker's
+            ``process_result``); if it raises, that is the message's failure.
 
     Raises:
-        TypeError: ``on_message`` is not a coroutine function.
-        ValueError: ``on_error``, ``maxsize`` or ``concurrency`` is invalid.
+        TypeError: ``on_message`` is not a coroutine function (``run_in="loop"``),
+            is one (``"thread"``, ``"process"``), or does not pickle
+            (``"process"``); ``on_result`` is not callable.
+        ValueError: ``on_error``, ``maxsize``, ``concurrency`` or ``run_in`` is invalid.
+
+    A forced stop cancels the wait for a thread or process call but cannot
+    interrupt it: the message goes back to the queue (it may then be handled
+    twice) and the thread finishes its call in the background.
 
     Example:
         ```python
@@ -496,16 +519,19 @@ class QueueConsumerWorker(QueueConsumer[MessageT]):
             await db.save(order)
 
         consumer = fluid.QueueConsumerWorker(store, name="orders")
-        async with consumer:
-            consumer.send({"id": 1})
+
+        def resize(path: str) -> str:  # CPU-bound: module-level, picklable
+            ...
+
+        thumbnails = fluid.QueueConsumerWorker(resize, run_in="process", concurrency=2)
         ```
     """
 
-    __slots__ = ("_on_message",)
+    __slots__ = ("_on_message", "_on_result", "_run_in")
 
     def __init__(
         self,
-        on_message: Callable[[MessageT], Awaitable[None]],
+        on_message: Callable[[MessageT], Any],
         name: str = "",
         stopping_grace_period: float = STOPPING_GRACE_PERIOD,
         *,
@@ -514,8 +540,14 @@ class QueueConsumerWorker(QueueConsumer[MessageT]):
         maxsize: int = 0,
         priority: Callable[[MessageT], Any] | None = None,
         concurrency: int = 1,
+        run_in: RunIn = "loop",
+        on_result: Callable[[MessageT, Any], Any] | None = None,
     ) -> None:
-        self._on_message = check_async_callable("on_message", on_message)
+        self._run_in = _check_run_in(run_in, on_message)
+        self._on_message = on_message
+        if on_result is not None and not callable(on_result):
+            raise TypeError(f"on_result must be callable, got {on_result!r}")
+        self._on_result = on_result
         super().__init__(
             name,
             stopping_grace_period,
@@ -526,9 +558,69 @@ class QueueConsumerWorker(QueueConsumer[MessageT]):
             concurrency=concurrency,
         )
 
+    @property
+    def run_in(self) -> RunIn:
+        """Where the handler runs: ``"loop"``, ``"thread"`` or ``"process"``."""
+        return self._run_in
+
     async def run(self) -> None:
-        """Pass each message to ``on_message`` until stopped and drained."""
-        await self._consume_concurrently(self._on_message)
+        """Pass each message to the handler until stopped and drained."""
+        if self._run_in == "loop":
+            if self._on_result is None:
+                await self._consume_concurrently(self._on_message)
+            else:
+                await self._consume_concurrently(self._with_result(self._on_message))
+            return
+        pool: ThreadPool | ProcessPool = (
+            ThreadPool(self._concurrency, name=f"fluid:{self._name}")
+            if self._run_in == "thread"
+            else ProcessPool(self._concurrency, name=f"fluid:{self._name}")
+        )
+        fn = self._on_message
+
+        async def call(message: MessageT) -> Any:
+            return await pool.run(fn, message)
+
+        try:
+            await self._consume_concurrently(self._with_result(call))
+        finally:
+            await pool.aclose()
+
+    def _with_result(
+        self, handler: Callable[[MessageT], Awaitable[Any]]
+    ) -> Callable[[MessageT], Awaitable[None]]:
+        on_result = self._on_result
+
+        async def handle(message: MessageT) -> None:
+            result = await handler(message)
+            if on_result is not None:
+                outcome = on_result(message, result)
+                if inspect.isawaitable(outcome):
+                    await outcome
+
+        return handle
 
     def _derive_name(self) -> str:
         return function_name(self._on_message) or super()._derive_name()
+
+
+def _check_run_in(run_in: object, handler: object) -> RunIn:
+    if run_in == "loop":
+        check_async_callable("on_message", handler)
+        return "loop"
+    if run_in not in ("thread", "process"):
+        raise ValueError(f"run_in must be 'loop', 'thread' or 'process', got {run_in!r}")
+    if not callable(handler) or is_async_callable(handler):
+        raise TypeError(
+            f"with run_in={run_in!r} on_message must be a plain function "
+            f"(not async def), got {handler!r}"
+        )
+    if run_in == "process":
+        try:
+            pickle.dumps(handler)
+        except Exception as exc:
+            raise TypeError(
+                f"with run_in='process' on_message must pickle (a module-level "
+                f"function): {handler!r} does not ({exc})"
+            ) from exc
+    return run_in

@@ -184,3 +184,8 @@ def send_two_and_exit(conn: Connection) -> None:
     """A bare child of ``fluid._child.Child``: two messages, then exit."""
     conn.send_bytes(b"one")
     conn.send_bytes(b"two")
+
+
+def square(number: int) -> int:
+    """A CPU-bound handler for a consumer's process pool."""
+    return number * number

@@ -24,6 +24,16 @@ def _child_pids() -> set[int]:
     return pids
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _resource_tracker() -> None:
+    # The spawn start method starts multiprocessing's resource tracker, a child
+    # process that lives as long as this one: start it before any leak check
+    # takes its snapshot, so that it is not taken for a leaked child.
+    from multiprocessing import resource_tracker
+
+    resource_tracker.ensure_running()
+
+
 @pytest.fixture(autouse=True)
 def _no_leaked_threads_or_processes() -> Iterator[None]:
     threads = set(threading.enumerate())

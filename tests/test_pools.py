@@ -18,15 +18,6 @@ from . import _process_targets as targets
 from .helpers import wait_until
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _resource_tracker() -> None:
-    # Spawn starts multiprocessing's resource tracker, a child process that
-    # lives as long as this one: start it before the leak check's snapshot.
-    from multiprocessing import resource_tracker
-
-    resource_tracker.ensure_running()
-
-
 class Peak:
     """Counts the calls running at once, from any thread."""
 

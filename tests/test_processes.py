@@ -25,16 +25,6 @@ from . import _process_targets as targets
 from .helpers import wait_until
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _resource_tracker() -> None:
-    # The spawn start method starts multiprocessing's resource tracker, a
-    # child process that lives as long as this one: start it before the
-    # per-test leak check takes its snapshot of child processes.
-    from multiprocessing import resource_tracker
-
-    resource_tracker.ensure_running()
-
-
 def sleeper(worker: fluid.ThreadWorker) -> None:
     """A thread worker's target: sleep until a stop is requested."""
     while worker.is_running():

@@ -241,7 +241,7 @@ def test_bad_on_error_and_handler_are_rejected() -> None:
     with pytest.raises(ValueError, match="on_error must be 'log', 'stop' or a callable"):
         fluid.QueueConsumerWorker(handle, on_error="ignore")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="on_message must be a coroutine function"):
-        fluid.QueueConsumerWorker(print)  # type: ignore[arg-type]
+        fluid.QueueConsumerWorker(print)
 
 
 # ------------------------------------------------- QueueConsumer for subclasses
