@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
-from . import consumers, executors, fanout, grace, queue, stop, supervision, threads, tree
+from . import consumers, executors, fanout, grace, queue, schedule, stop, supervision, threads, tree
 from ._harness import Options, Row, header, run_case, summary, table, write_json
 
 Case = Callable[[Options], Coroutine[Any, Any, list[Row]]]
@@ -17,6 +17,7 @@ CASES: dict[str, Case] = {
     module.NAME: module.run
     for module in (queue, threads, fanout, tree, stop, grace, consumers, supervision, executors)
 }
+CASES[schedule.NAME] = schedule.run
 
 
 def parse(argv: Sequence[str] | None = None) -> tuple[Options, list[str]]:

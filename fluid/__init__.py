@@ -22,7 +22,9 @@ Example:
 
 from __future__ import annotations
 
+from ._actor import OneShotWorker
 from ._consumer import AsyncConsumer
+from ._cron import CronExpression
 from ._decorators import ConsumerOptions, consumer, on_event, worker
 from ._dispatcher import AsyncDispatcher, BaseDispatcher, Dispatcher, DispatchStats, Event
 from ._errors import (
@@ -40,8 +42,16 @@ from ._policy import ErrorCallback, OnError
 from ._pools import ProcessPool, ThreadPool
 from ._processes import ProcessWorker, ProcessWorkerError
 from ._queue import MessageProducer, QueueConsumer, QueueConsumerWorker, RunIn
+from ._schedule import ScheduledWorker, scheduled
 from ._state import WorkerState
-from ._status import EventStatus, ProcessStatus, QueueStatus, ThreadStatus, WorkerStatus
+from ._status import (
+    EventStatus,
+    ProcessStatus,
+    QueueStatus,
+    ScheduleStatus,
+    ThreadStatus,
+    WorkerStatus,
+)
 from ._supervision import Backoff, RestartType, Strategy
 from ._threads import ThreadWorker
 from ._tree import Workers
@@ -56,6 +66,7 @@ __all__ = [
     "Backoff",
     "BaseDispatcher",
     "ConsumerOptions",
+    "CronExpression",
     "DispatchStats",
     "Dispatcher",
     "DuplicateWorkerName",
@@ -69,6 +80,7 @@ __all__ = [
     "MessageProducer",
     "Observer",
     "OnError",
+    "OneShotWorker",
     "ProcessPool",
     "ProcessStatus",
     "ProcessWorker",
@@ -79,6 +91,8 @@ __all__ = [
     "QueueStatus",
     "RestartType",
     "RunIn",
+    "ScheduleStatus",
+    "ScheduledWorker",
     "Strategy",
     "ThreadPool",
     "ThreadStatus",
@@ -93,5 +107,6 @@ __all__ = [
     "Workers",
     "consumer",
     "on_event",
+    "scheduled",
     "worker",
 ]

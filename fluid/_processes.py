@@ -49,8 +49,8 @@ from ._child import (
 )
 from ._state import WorkerState
 from ._status import ProcessStatus, WorkerStatus
-from ._threads import check_sync_target, target_name
-from ._validate import check_seconds
+from ._threads import check_sync_target
+from ._validate import check_seconds, function_name
 from ._worker import STOPPING_GRACE_PERIOD, Worker, _release
 
 if TYPE_CHECKING:
@@ -171,12 +171,11 @@ class ProcessWorker(Worker):
             raise ValueError("worker_factory runs in ProcessWorker.main(): do not override it")
         if loop_factory is not None and not callable(loop_factory):
             raise TypeError(f"loop_factory must be callable, got {loop_factory!r}")
-        super().__init__(target_name(target or worker_factory, name), stopping_grace_period)
-        self._auto_name = not name
-        self._kill_after = check_seconds("kill_after", kill_after)
-        self._context = get_context(mp_context)
         self._target = target
         self._factory = worker_factory
+        super().__init__(name, stopping_grace_period)
+        self._kill_after = check_seconds("kill_after", kill_after)
+        self._context = get_context(mp_context)
         self._loop_factory = loop_factory
         self._daemon = bool(daemon)
         self._init_runtime()
@@ -383,6 +382,9 @@ class ProcessWorker(Worker):
         error = self._child_error(child)
         if error is not None:
             raise error
+
+    def _derive_name(self) -> str:
+        return function_name(self._target or self._factory) or super()._derive_name()
 
     async def status(self) -> WorkerStatus:
         """The worker's status with its child's figures under ``process``.

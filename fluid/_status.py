@@ -6,7 +6,14 @@ from typing import NotRequired, TypedDict
 
 from ._state import WorkerState
 
-__all__ = ["EventStatus", "ProcessStatus", "QueueStatus", "ThreadStatus", "WorkerStatus"]
+__all__ = [
+    "EventStatus",
+    "ProcessStatus",
+    "QueueStatus",
+    "ScheduleStatus",
+    "ThreadStatus",
+    "WorkerStatus",
+]
 
 
 class QueueStatus(TypedDict):
@@ -102,6 +109,38 @@ class ProcessStatus(TypedDict):
     exitcode: int | None
 
 
+class ScheduleStatus(TypedDict):
+    """Figures of a scheduled or one-shot worker, under the ``schedule`` key of its status.
+
+    Attributes:
+        next_run: when the next run is due, as an ISO 8601 wall-clock time,
+            or ``None`` (paused, running, stopped, or nothing left to run).
+        runs: runs that ended since the worker last started, returning or raising.
+        failures: runs that raised (reported to ``on_error``).
+        overruns: slots missed because a run overran or the loop was blocked.
+        skipped: missed slots that were dropped (``missed="skip"``).
+        drift: seconds the last scheduled run started after its due time
+            (``None`` before the first one).
+        paused: the schedule is paused.
+        in_progress: a run is in progress.
+
+    Example:
+        ```python
+        status = await worker.status()
+        print(status["schedule"])  # {"next_run": "2025-01-01T09:00:00+00:00", ...}
+        ```
+    """
+
+    next_run: str | None
+    runs: int
+    failures: int
+    overruns: int
+    skipped: int
+    drift: float | None
+    paused: bool
+    in_progress: bool
+
+
 class WorkerStatus(TypedDict):
     """What ``await worker.status()`` returns: plain data, ready for ``json.dumps``.
 
@@ -116,6 +155,7 @@ class WorkerStatus(TypedDict):
         event: for event workers, their figures.
         thread: for thread workers, their thread's figures.
         process: for process workers, their child process's figures.
+        schedule: for scheduled and one-shot workers, their figures.
         workers: for trees, the status of each child, in start order.
 
     Example:
@@ -135,4 +175,5 @@ class WorkerStatus(TypedDict):
     event: NotRequired[EventStatus]
     thread: NotRequired[ThreadStatus]
     process: NotRequired[ProcessStatus]
+    schedule: NotRequired[ScheduleStatus]
     workers: NotRequired[list[WorkerStatus]]

@@ -31,7 +31,7 @@ from collections.abc import Callable
 
 from ._state import WorkerState
 from ._status import ThreadStatus, WorkerStatus
-from ._validate import default_name, is_async_callable
+from ._validate import function_name, is_async_callable
 from ._worker import STOPPING_GRACE_PERIOD, Worker
 
 __all__ = ["ThreadWorker"]
@@ -78,14 +78,6 @@ def check_sync_target(owner: type, target: object, main: object) -> None:
             f"target must be a plain (sync) function, got the coroutine function {target!r}: "
             "use fluid.WorkerFunction for async code"
         )
-
-
-def target_name(target: object, name: str) -> str:
-    """The name given, else one derived from the target's name, else ``""``."""
-    fn_name = getattr(target, "__name__", "")
-    if not name and isinstance(fn_name, str) and fn_name.isidentifier():
-        return default_name(fn_name)
-    return name
 
 
 class ThreadWorker(Worker):
@@ -142,9 +134,8 @@ class ThreadWorker(Worker):
         stopping_grace_period: float = STOPPING_GRACE_PERIOD,
     ) -> None:
         check_sync_target(type(self), target, ThreadWorker.main)
-        super().__init__(target_name(target, name), stopping_grace_period)
-        self._auto_name = not name
         self._target = target
+        super().__init__(name, stopping_grace_period)
         self._thread: threading.Thread | None = None
         self._stop_event: threading.Event | None = None
         self._ended: asyncio.Future[_Outcome] | None = None
@@ -297,6 +288,9 @@ class ThreadWorker(Worker):
         thread.join()  # its last step just ran: this returns at once
         if error is not None:
             raise error
+
+    def _derive_name(self) -> str:
+        return function_name(self._target) or super()._derive_name()
 
     async def status(self) -> WorkerStatus:
         """The worker's status with its thread's figures under ``thread``.

@@ -487,24 +487,38 @@ class Worker(ABC):
             raise
         except BaseException as exc:  # KeyboardInterrupt, SystemExit
             self._fail(exc)
-            self._after_run()
+            self._end_of_run()
             await self._call_on_shutdown(exc)
             self._finish(_STOPPED, exc)
             raise
-        self._after_run()
+        self._end_of_run()
         forced = await self._call_on_shutdown(None) or forced
         self._finish(_FORCE_STOPPED if forced else _STOPPED, self._error)
 
+    def _end_of_run(self) -> None:
+        try:
+            self._after_run()
+        except Exception as exc:  # a bug in a subclass must not leave the task half-done
+            logger.error("worker %r failed after its run", self._name, exc_info=exc)
+            self._fail(exc)
+
     def _task_done(self, task: asyncio.Task[None]) -> None:
-        # A task cancelled before its first step never runs _main(): finish the
-        # lifecycle in a new task so that on_shutdown() still runs.
-        if task is self._task and not self._state.is_final:
+        if task is not self._task or self._state.is_final:
+            return
+        if task.cancelled():
+            # Cancelled before its first step, _main() never ran: finish the
+            # lifecycle in a new task so that on_shutdown() still runs.
             self._task = asyncio.get_running_loop().create_task(
                 self._cancelled_before_start(), name=task.get_name()
             )
+            return
+        # Something escaped _main() itself: end the worker with it, never hang.
+        error = task.exception()
+        logger.error("worker %r ended abnormally", self._name, exc_info=error)
+        self._finish(_STOPPED, error)
 
     async def _cancelled_before_start(self) -> None:
-        self._after_run()
+        self._end_of_run()
         await self._call_on_shutdown(None)
         self._finish(_FORCE_STOPPED, None)
 

@@ -449,3 +449,16 @@ def test_gracefully_stop_from_a_thread_after_the_loop_closed_does_not_raise() ->
     thread.start()
     thread.join()
     assert worker.is_running()  # nothing could run it; the call just returned
+
+
+async def test_an_error_after_the_run_ends_the_worker_instead_of_hanging() -> None:
+    class Buggy(Idle):
+        def _after_run(self) -> None:  # a subclass bug in an internal hook
+            raise RuntimeError("hook bug")
+
+    worker = Buggy()
+    await worker.startup()
+    with pytest.raises(RuntimeError, match="hook bug"):
+        async with asyncio.timeout(2):
+            await worker.shutdown()
+    assert worker.is_stopped()
