@@ -19,8 +19,9 @@ from ._errors import WorkerStateError
 from ._policy import OnError, check_on_error, handle_error
 from ._state import WorkerState
 from ._status import ScheduleStatus, WorkerStatus
-from ._timing import RESYNC, TOLERANCE, TimedWorker, wall_time
+from ._timing import RESYNC, TOLERANCE, wall_time
 from ._validate import check_async_callable, check_seconds, function_name
+from ._wakeable import TimedWorker
 from ._worker import STOPPING_GRACE_PERIOD
 
 __all__ = ["OneShotWorker"]

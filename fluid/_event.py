@@ -10,12 +10,9 @@ Why it is shaped this way:
 * Waiting is one future, resolved by ``trigger()`` or by a stop request: an
   idle event worker costs nothing, wakes in the same loop turn, and stops at
   once.
-* ``trigger_threadsafe()`` from another thread is the queue's protocol: set
-  the flag, then look for a waiter; the worker publishes its waiter, then
-  looks at the flag a last time. Whatever the interleaving, either the worker
-  sees the flag or the thread sees the waiter and wakes it with one
-  ``call_soon_threadsafe`` (a second flag turns a burst of triggers from
-  threads into one wake-up).
+* The flag and the waiting are ``TimedWorker``'s (``_wakeable.py``), shared
+  with the schedules: a trigger is a poke, safe from any thread, and a burst
+  of triggers from threads costs one ``call_soon_threadsafe``.
 * A run cancelled by a forced stop sets the flag again, as a queue puts a
   cancelled message back: a trigger still pending when the worker stops is
   kept (``status()`` shows it) and the next start runs it.
@@ -31,14 +28,15 @@ from ._policy import OnError, check_on_error, handle_error
 from ._state import WorkerState
 from ._status import EventStatus, WorkerStatus
 from ._validate import check_async_callable, function_name
-from ._worker import STOPPING_GRACE_PERIOD, Worker, _release
+from ._wakeable import TimedWorker
+from ._worker import STOPPING_GRACE_PERIOD
 
 __all__ = ["EventWorker"]
 
 _RUNNING = WorkerState.RUNNING
 
 
-class EventWorker(Worker):
+class EventWorker(TimedWorker):
     """A worker that awaits ``fn`` once per trigger, never two runs at once.
 
     [`trigger`][fluid.EventWorker.trigger] (from the loop) or
@@ -87,10 +85,7 @@ class EventWorker(Worker):
         "_fn",
         "_in_progress",
         "_on_error",
-        "_pending",
         "_runs",
-        "_waiter",
-        "_wake_pending",
     )
 
     def __init__(
@@ -105,16 +100,13 @@ class EventWorker(Worker):
         check_on_error(on_error)
         super().__init__(name, stopping_grace_period)
         self._on_error = on_error
-        self._pending = False
-        self._waiter: asyncio.Future[None] | None = None
-        self._wake_pending = False
         self._in_progress = False
         self._runs = self._failures = 0
 
     @property
     def pending(self) -> bool:
         """True while a trigger waits for a run to start."""
-        return self._pending
+        return self._poked
 
     def trigger(self) -> None:
         """Ask for a run; call it from the event loop's thread.
@@ -136,10 +128,7 @@ class EventWorker(Worker):
                 f"trigger() of worker {self._name!r} was called from another thread "
                 "than its event loop's: use trigger_threadsafe()"
             )
-        self._pending = True
-        waiter = self._waiter
-        if waiter is not None:
-            _release(waiter)
+        self._poke()
 
     def trigger_threadsafe(self) -> None:
         """Ask for a run from any thread; returns at once and never blocks.
@@ -152,27 +141,13 @@ class EventWorker(Worker):
                 worker.trigger_threadsafe()
             ```
         """
-        # Set the flag first, then look for a waiter: the worker publishes its
-        # waiter first, then looks at the flag (see the module docstring).
-        self._pending = True
-        if self._waiter is None:
-            return
-        if threading.get_ident() == self._thread_id:
-            self._wake()
-        elif not self._wake_pending:
-            self._wake_pending = True
-            loop = self._loop
-            assert loop is not None
-            try:
-                loop.call_soon_threadsafe(self._wake)
-            except RuntimeError:  # the loop is closed: nothing waits any more
-                self._wake_pending = False
+        self._poke()
 
     async def run(self) -> None:
         """Await ``fn`` once per trigger until stopped or ``fn`` returns False."""
         self._wake_pending = False  # a wake-up lost with a closed loop must not block this run
         while self._state is _RUNNING:
-            if not self._pending:
+            if not self._poked:
                 await self._wait_for_trigger()
             elif await self._run_once() is False:
                 return
@@ -190,7 +165,7 @@ class EventWorker(Worker):
         event: EventStatus = {
             "runs": self._runs,
             "failures": self._failures,
-            "pending": self._pending,
+            "pending": self._poked,
             "in_progress": self._in_progress,
         }
         status["event"] = event
@@ -203,12 +178,12 @@ class EventWorker(Worker):
 
     async def _run_once(self) -> bool | None:
         # Cleared as the run starts: a trigger from now on asks for another run.
-        self._pending = False
+        self._poked = False
         self._in_progress = True
         try:
             result = await self._fn()
         except asyncio.CancelledError:
-            self._pending = True  # the run did not finish: keep its trigger
+            self._poked = True  # the run did not finish: keep its trigger
             raise
         except Exception as exc:
             self._runs += 1
@@ -223,21 +198,8 @@ class EventWorker(Worker):
         return None
 
     async def _wait_for_trigger(self) -> None:
-        waiter = asyncio.get_running_loop().create_future()
-        self._waiter = waiter
+        waiter, handle = self._sleep_until(asyncio.get_running_loop(), None)
         try:
-            # A thread may have set the flag before it could see the waiter.
-            if not self._pending and self._state is _RUNNING:
-                await waiter
+            await waiter
         finally:
-            self._waiter = None
-
-    def _wake(self) -> None:
-        self._wake_pending = False
-        waiter = self._waiter
-        if waiter is not None:
-            _release(waiter)
-
-    def _stop_requested(self) -> None:
-        super()._stop_requested()
-        self._wake()
+            self._woke(handle)

@@ -29,11 +29,11 @@ from ._state import WorkerState
 from ._status import ScheduleStatus, WorkerStatus
 from ._timing import (
     Missed,
-    TimedWorker,
     check_missed,
     check_mode,
 )
 from ._validate import check_async_callable, check_count, check_seconds, function_name
+from ._wakeable import TimedWorker
 from ._worker import STOPPING_GRACE_PERIOD
 
 __all__ = ["ScheduledWorker", "scheduled"]

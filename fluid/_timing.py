@@ -16,20 +16,17 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from typing import Literal
 
 from ._cron import CronExpression
 from ._state import WorkerState
 from ._validate import check_seconds
-from ._worker import Worker, _release
 
 __all__ = [
     "RESYNC",
     "TOLERANCE",
     "Missed",
-    "TimedWorker",
     "check_missed",
     "check_mode",
     "wall_time",
@@ -46,68 +43,6 @@ def wall_time(loop: asyncio.AbstractEventLoop) -> float:
     """The wall clock of ``loop``: its ``wall_time()`` if it has one, else ``time.time()``."""
     clock = getattr(loop, "wall_time", None)
     return float(clock()) if clock is not None else time.time()
-
-
-class TimedWorker(Worker):
-    """Base of the schedules: one future to sleep on, woken by its timer, a stop or a poke."""
-
-    __slots__ = ("_poked", "_waiter", "_wake_pending")
-
-    def __init__(self, name: str, stopping_grace_period: float) -> None:
-        super().__init__(name, stopping_grace_period)
-        self._waiter: asyncio.Future[None] | None = None
-        self._poked = False
-        self._wake_pending = False
-
-    def _poke(self) -> None:
-        """Something changed: wake the worker if it sleeps. Safe from any thread.
-
-        The flag is set before looking for a waiter, and the worker publishes
-        its waiter before looking at the flag: either it sees the flag or the
-        caller sees the waiter. A burst of pokes from threads is one wake-up.
-        """
-        self._poked = True
-        if self._waiter is None:
-            return
-        if threading.get_ident() == self._thread_id:
-            self._wake()
-        elif not self._wake_pending and self._loop is not None:
-            self._wake_pending = True
-            try:
-                self._loop.call_soon_threadsafe(self._wake)
-            except RuntimeError:  # the loop is closed: nothing waits any more
-                self._wake_pending = False
-
-    def _wake(self) -> None:
-        self._wake_pending = False
-        waiter = self._waiter
-        if waiter is not None:
-            _release(waiter)
-
-    def _stop_requested(self) -> None:
-        super()._stop_requested()
-        self._wake()
-
-    def _sleep_until(
-        self, loop: asyncio.AbstractEventLoop, when: float | None
-    ) -> tuple[asyncio.Future[None], asyncio.TimerHandle | None]:
-        """A future to sleep on until loop time ``when`` (None: no timer), a poke or a stop.
-
-        The caller awaits the future, then calls ``_woke(handle)`` in a
-        ``finally``. (Not a coroutine of its own: that would cost a coroutine
-        per wait, and waits are the hot path of ten thousand schedules.)
-        """
-        waiter = loop.create_future()
-        self._waiter = waiter
-        if self._poked or self._state is not _RUNNING:  # a poke came before the waiter
-            waiter.set_result(None)
-            return waiter, None
-        return waiter, None if when is None else loop.call_at(when, _release, waiter)
-
-    def _woke(self, handle: asyncio.TimerHandle | None) -> None:
-        self._waiter = None
-        if handle is not None:
-            handle.cancel()
 
 
 def check_mode(
