@@ -1,5 +1,8 @@
 """An order pipeline you can watch: `make run`, then Ctrl-C to stop it cleanly.
 
+Also `fluid run examples.pipeline:build`: `fluid.run` handles the signals (a
+second Ctrl-C forces the stop) and the exit status.
+
 producer ──send──► orders (QueueConsumerWorker) ──send──► events (AsyncConsumer)
                                                              ├── audit
                                                              └── notify
@@ -14,14 +17,33 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
-import signal
+import sys
 
 import fluid
 
 Order = dict[str, object]
 
 
-def build() -> fluid.Workers:
+class Pipeline(fluid.Workers):
+    """The tree, with hooks that show where it is in its life."""
+
+    async def on_startup(self) -> None:
+        print("pipeline running: press Ctrl-C to stop", flush=True)
+
+    async def on_shutdown(self) -> None:
+        print("pipeline on_shutdown: every worker stopped, queues drained", flush=True)
+
+    def after_shutdown(self, reason: str, code: int = 0) -> None:
+        print(f"pipeline {reason}: bye", flush=True)
+
+
+def announce_stop(event: fluid.LifecycleEvent) -> None:
+    """A lifecycle observer: say so when the whole pipeline is asked to stop."""
+    if event.kind == "stopping" and isinstance(event.worker, Pipeline):
+        print("\nstopping: producer first, consumers drain their queues ...", flush=True)
+
+
+def build() -> Pipeline:
     """The worker tree of the example."""
     dispatcher = fluid.AsyncDispatcher[Order](message_type=lambda m: str(m["type"]))
 
@@ -61,31 +83,16 @@ def build() -> fluid.Workers:
         ]
         print(f"[status] {status['state']} | " + " | ".join(parts), flush=True)
 
-    tree = fluid.Workers(
+    tree = Pipeline(
         fluid.WorkerFunction(report, heartbeat=1, name="reporter"),
         events,
         orders,
         fluid.WorkerFunction(produce, heartbeat=0.2, name="producer"),
         name="pipeline",
     )
+    tree.add_observer(announce_stop)
     return tree
 
 
-async def main() -> None:
-    tree = build()
-    loop = asyncio.get_running_loop()
-
-    def stop() -> None:
-        print("\nstopping: producer first, consumers drain their queues ...", flush=True)
-        tree.gracefully_stop()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop)
-    async with tree:
-        print("pipeline running: press Ctrl-C to stop", flush=True)
-        await tree.wait_for_shutdown()
-    print(f"pipeline {tree.worker_state}: bye", flush=True)
-
-
 if __name__ == "__main__":
-    asyncio.run(main())
+    sys.exit(fluid.run(build))

@@ -40,8 +40,10 @@ from ._function import WorkerFunction
 from ._lifecycle import EventKind, LifecycleEvent, Observer
 from ._policy import ErrorCallback, OnError
 from ._pools import ProcessPool, ThreadPool
+from ._prefork import Prefork, PreforkChild, prefork_child
 from ._processes import ProcessWorker, ProcessWorkerError
 from ._queue import MessageProducer, QueueConsumer, QueueConsumerWorker, RunIn
+from ._runner import run, run_async_safely, set_uvloop_if_available
 from ._schedule import ScheduledWorker, scheduled
 from ._state import WorkerState
 from ._status import (
@@ -81,6 +83,8 @@ __all__ = [
     "Observer",
     "OnError",
     "OneShotWorker",
+    "Prefork",
+    "PreforkChild",
     "ProcessPool",
     "ProcessStatus",
     "ProcessWorker",
@@ -107,6 +111,10 @@ __all__ = [
     "Workers",
     "consumer",
     "on_event",
+    "prefork_child",
+    "run",
+    "run_async_safely",
     "scheduled",
+    "set_uvloop_if_available",
     "worker",
 ]

@@ -1,0 +1,12 @@
+"""``python -m fluid``: the ``fluid`` command (see [`fluid.cli`][fluid.cli])."""
+
+from __future__ import annotations
+
+import sys
+
+from .cli import main
+
+# Guarded: a child process started with ``spawn`` imports this module again
+# (as ``__mp_main__``) and must not run the command a second time.
+if __name__ == "__main__":
+    sys.exit(main())

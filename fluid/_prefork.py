@@ -1,0 +1,432 @@
+"""Prefork: N processes run the same worker and share the master's listening sockets.
+
+Why it is shaped this way:
+
+* The master is a supervising tree of [`ProcessWorker`][fluid.ProcessWorker]s,
+  one per child, each running the user's worker on the child's own event
+  loop. Everything a prefork master must do is already a property of that
+  tree: a child's death is seen at once (its sentinel), it is respawned by
+  the ``one_for_one`` restart policy after a [`Backoff`][fluid.Backoff]
+  delay, too many deaths in a window stop the master with its error;
+  ``startup()`` returns once every child's worker runs; a stop asks all
+  children at once to stop gracefully, then sends SIGTERM (the child forces
+  its worker, whose ``on_shutdown`` hooks still run), then SIGKILL; and
+  ``fluid.run`` gives the master its signals and exit status.
+* Sockets travel by pickling. With the ``spawn`` start method, a socket
+  pickled while a child is being started has its descriptor passed to that
+  child (``pass_fds``): every child accepts on the very same listening
+  socket, nothing is bound twice, and a respawned child gets it again.
+* Output: each child slot has two socket pairs that the child puts in place
+  of its stdout and stderr (``dup2``: ``print``, logging, tracebacks and
+  C-level writes all go there). The master reads them on its loop and copies
+  every line to its own stdout or stderr with ``[child N]`` in front. The
+  pairs live as long as the master runs, so a respawned child writes to the
+  same place; when a child ends, whatever it left is read and a partial last
+  line is ended. A spawned child starts without logging configured: it gets
+  the level and format of the master's root logger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import os
+import pickle
+import socket
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+from ._child import KILL_AFTER
+from ._lifecycle import LifecycleEvent
+from ._processes import ProcessWorker
+from ._runner import build_worker, loop_factory
+from ._supervision import Backoff
+from ._tree import Workers
+from ._validate import check_count, check_seconds
+from ._worker import STOPPING_GRACE_PERIOD, Worker
+
+__all__ = ["Prefork", "PreforkChild", "prefork_child"]
+
+logger = logging.getLogger("fluid")
+
+_FINAL = ("stopped", "force_stopped", "crashed")
+
+
+@dataclass(frozen=True, slots=True)
+class PreforkChild:
+    """What a process of a prefork knows about itself: see [`prefork_child`][fluid.prefork_child].
+
+    Attributes:
+        id: the child's number, from 1 to ``processes``; a respawned child
+            keeps the number of the one it replaces.
+        processes: how many children the master runs.
+        sockets: the listening sockets the master shared, in the order given.
+
+    Example:
+        ```python
+        child = fluid.prefork_child()
+        if child is not None:
+            print(f"child {child.id} of {child.processes}")
+        ```
+    """
+
+    id: int
+    processes: int
+    sockets: tuple[socket.socket, ...]
+
+
+_current: PreforkChild | None = None
+
+
+def prefork_child() -> PreforkChild | None:
+    """In a child of a [`Prefork`][fluid.Prefork], its id and the shared sockets; else None.
+
+    Call it from the worker factory the children run (or later in the
+    child): it is set before the factory is called.
+
+    Example:
+        ```python
+        def build() -> fluid.Worker:
+            child = fluid.prefork_child()
+            if child is None:
+                raise RuntimeError("run me with: fluid run app:build --processes 2 --bind :8000")
+            return HttpServer(sock=child.sockets[0])
+        ```
+    """
+    return _current
+
+
+class Prefork(Workers):
+    """A master that runs a worker in ``processes`` child processes sharing its sockets.
+
+    Each child runs the worker made by ``target`` on its own event loop (a
+    tree, typically a web server and its background workers), serving the
+    listening ``sockets`` the master opened: the kernel spreads connections
+    among the children. A child that dies (crash, SIGKILL, its worker
+    ended) is respawned after a backoff delay; more than ``max_restarts``
+    deaths within ``period`` seconds stop the master with
+    [`TooManyRestarts`][fluid.TooManyRestarts]. A stop asks every child to
+    stop gracefully, sends SIGTERM to those still running after ``grace``
+    seconds (their workers are then cancelled, ``on_shutdown`` hooks still
+    run) and SIGKILL ``kill_after`` seconds later.
+
+    The children are [`ProcessWorker`][fluid.ProcessWorker]s named
+    ``child-1`` ... ``child-N``: the master is a supervising tree, its status
+    shows each child's pid. Run it with [`fluid.run`][fluid.run] (or
+    ``fluid run module:attr --processes N --bind HOST:PORT``). In a child,
+    [`prefork_child`][fluid.prefork_child] gives its id and the sockets. The
+    children's output reaches the master's stdout and stderr, each line
+    prefixed with ``[child N]``.
+
+    Args:
+        target: what each child runs: ``"package.module:attribute"`` (a
+            Worker, or a function returning one, imported in each child) or a
+            picklable, module-level function returning a Worker.
+        processes: the number of children.
+        sockets: listening sockets opened by the caller, shared by all children.
+        name: the master's name.
+        grace: seconds a child is given to stop gracefully before SIGTERM.
+        kill_after: seconds between SIGTERM and SIGKILL.
+        backoff: the delay before a respawn; by default 0.5 s doubling up
+            to 10 s.
+        max_restarts: respawns allowed within ``period``; by default 5 per
+            child.
+        period: the window of ``max_restarts``, in seconds.
+        use_uvloop: the children's loop: ``None`` uvloop when installed,
+            ``True`` uvloop, ``False`` asyncio's.
+        capture_output: prefix the children's output with their id; if
+            False they write straight to the master's stdout and stderr.
+
+    Raises:
+        TypeError: ``target`` is a Worker, not callable, does not pickle, or
+            a socket is not a ``socket.socket``.
+        ValueError: ``target`` is a string without ``module:attribute``,
+            ``processes`` < 1, or a negative ``grace``, ``kill_after`` or
+            ``period``.
+
+    Example:
+        ```python
+        import socket
+        import sys
+        import fluid
+
+        def build() -> fluid.Worker:  # module level: each child calls it
+            child = fluid.prefork_child()
+            assert child is not None
+            return EchoServer(child.sockets[0])
+
+        if __name__ == "__main__":
+            sock = socket.create_server(("127.0.0.1", 8000))
+            sys.exit(fluid.run(fluid.Prefork(build, processes=4, sockets=[sock])))
+        ```
+    """
+
+    __slots__ = ("_capture", "_entries", "_relays", "_sockets")
+
+    def __init__(
+        self,
+        target: str | Callable[[], Worker],
+        *,
+        processes: int,
+        sockets: Iterable[socket.socket] = (),
+        name: str = "prefork",
+        grace: float = STOPPING_GRACE_PERIOD,
+        kill_after: float = KILL_AFTER,
+        backoff: Backoff | None = None,
+        max_restarts: int | None = None,
+        period: float = 60.0,
+        use_uvloop: bool | None = None,
+        capture_output: bool = True,
+    ) -> None:
+        _check_target(target)
+        processes = check_count("processes", processes, 1)
+        shared = tuple(sockets)
+        for sock in shared:
+            if not isinstance(sock, socket.socket):
+                raise TypeError(f"sockets must be socket.socket objects, got {sock!r}")
+        grace = check_seconds("grace", grace)
+        kill_after = check_seconds("kill_after", kill_after)
+        factory = loop_factory(use_uvloop)
+        entries = [_ChildEntry(target, i, processes, shared) for i in range(1, processes + 1)]
+        children = [
+            ProcessWorker(
+                worker_factory=entry,
+                name=f"child-{entry.child_id}",
+                stopping_grace_period=grace,
+                kill_after=kill_after,
+                loop_factory=factory,
+                daemon=False,  # a child may start processes of its own
+            )
+            for entry in entries
+        ]
+        super().__init__(
+            *children,
+            name=name,
+            # the children stop together: each within grace, then SIGTERM, then SIGKILL
+            stopping_grace_period=grace + kill_after + 1.0,
+            strategy="one_for_one",
+            restart="permanent",
+            max_restarts=5 * processes if max_restarts is None else max_restarts,
+            period=period,
+            backoff=backoff or Backoff(initial=0.5, maximum=10.0),
+            concurrent_stop=True,
+        )
+        self._entries = entries
+        self._sockets = shared
+        self._capture = bool(capture_output)
+        self._relays: dict[str, tuple[_Relay, _Relay]] = {}
+        self.add_observer(self._on_event)
+
+    @property
+    def processes(self) -> int:
+        """The number of children."""
+        return len(self._entries)
+
+    @property
+    def sockets(self) -> tuple[socket.socket, ...]:
+        """The listening sockets shared with the children."""
+        return self._sockets
+
+    async def on_startup(self) -> None:
+        """Tell where the master listens and prepare the children's output relays."""
+        for sock in self._sockets:
+            logger.info("%s: listening on %s", self._name, describe_socket(sock))
+        config = _logging_config()
+        loop = asyncio.get_running_loop()
+        for entry in self._entries:
+            entry.logging = config
+            if self._capture:
+                prefix = f"[child {entry.child_id}] "
+                out, err = _Relay(loop, prefix, "stdout"), _Relay(loop, prefix, "stderr")
+                self._relays[f"child-{entry.child_id}"] = (out, err)
+                entry.stdout, entry.stderr = out.writer, err.writer
+
+    async def on_shutdown(self) -> None:
+        """Copy what the children left and close their output relays."""
+        relays, self._relays = self._relays, {}
+        for entry in self._entries:
+            entry.stdout = entry.stderr = None
+        for out, err in relays.values():
+            out.close()
+            err.close()
+
+    def _on_event(self, event: LifecycleEvent) -> None:
+        child = event.worker
+        if child._parent is not self or not isinstance(child, ProcessWorker):
+            return
+        if event.kind in _FINAL:
+            for relay in self._relays.get(child.worker_name, ()):
+                relay.flush()
+            if event.kind == "crashed" and self.is_running():
+                logger.warning(
+                    "%s: %s (pid %s) ended: %s; respawning it",
+                    self._name,
+                    child.worker_name,
+                    child.pid,
+                    event.error,
+                )
+        elif event.kind == "restarted":
+            logger.info(
+                "%s: %s respawned (pid %s) after %.2fs",
+                self._name,
+                child.worker_name,
+                child.pid,
+                event.delay or 0.0,
+            )
+
+
+def describe_socket(sock: socket.socket) -> str:
+    """``127.0.0.1:8000``, ``[::1]:8000`` or a unix socket's path."""
+    address = sock.getsockname()
+    if isinstance(address, tuple):
+        host, port = address[0], address[1]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return str(address)
+
+
+# ------------------------------------------------------------- internals
+
+
+def _check_target(target: object) -> None:
+    if isinstance(target, Worker):
+        raise TypeError(
+            f"a Worker cannot be sent to child processes, got {target!r}: pass a "
+            "module-level function returning one, or 'package.module:attribute'"
+        )
+    if isinstance(target, str):
+        module, _, attribute = target.partition(":")
+        if not module or not attribute:
+            raise ValueError(f"target must look like 'package.module:attribute', got {target!r}")
+        return
+    if not callable(target):
+        raise TypeError(f"target must be a function returning a Worker, got {target!r}")
+    try:
+        pickle.dumps(target)
+    except Exception as exc:
+        raise TypeError(
+            f"target {target!r} cannot be sent to child processes ({exc}): define it at "
+            "module level, or pass 'package.module:attribute'"
+        ) from exc
+
+
+def _logging_config() -> tuple[int, str] | None:
+    """The level and format of the master's root logger, if logging is configured."""
+    root = logging.getLogger()
+    if not root.handlers:
+        return None
+    formatter = root.handlers[0].formatter
+    fmt = formatter._fmt if formatter is not None else None
+    style = getattr(formatter, "_style", None)
+    if not fmt or not isinstance(style, logging.PercentStyle):
+        fmt = logging.BASIC_FORMAT
+    return root.level, fmt
+
+
+class _ChildEntry:
+    """The worker factory of one child slot, pickled to the child at each (re)start."""
+
+    def __init__(
+        self,
+        target: str | Callable[[], Worker],
+        child_id: int,
+        processes: int,
+        sockets: tuple[socket.socket, ...],
+    ) -> None:
+        self.target = target
+        self.child_id = child_id
+        self.processes = processes
+        self.sockets = sockets
+        self.stdout: socket.socket | None = None
+        self.stderr: socket.socket | None = None
+        self.logging: tuple[int, str] | None = None
+
+    def __repr__(self) -> str:
+        return f"<prefork child {self.child_id} of {self.processes}: {self.target!r}>"
+
+    def __call__(self) -> Worker:
+        """In the child: take over the output, configure logging, build the worker."""
+        global _current
+        _redirect(self.stdout, 1, "stdout")
+        _redirect(self.stderr, 2, "stderr")
+        self.stdout = self.stderr = None
+        if self.logging is not None:
+            level, fmt = self.logging
+            logging.basicConfig(level=level, format=fmt, force=True)
+        _current = PreforkChild(self.child_id, self.processes, self.sockets)
+        if isinstance(self.target, str):
+            from .cli import load_target
+
+            return build_worker(load_target(self.target))
+        return build_worker(self.target)
+
+
+def _redirect(sock: socket.socket | None, fd: int, name: Literal["stdout", "stderr"]) -> None:
+    if sock is None:
+        return
+    stream = getattr(sys, name)
+    if stream is not None:
+        stream.flush()
+    os.dup2(sock.fileno(), fd)
+    sock.close()
+    if isinstance(stream, io.TextIOWrapper):
+        stream.reconfigure(line_buffering=True)  # a line reaches the master at once
+
+
+class _Relay:
+    """Lines a child writes to one of its streams, copied to the master's with a prefix."""
+
+    __slots__ = ("_buffer", "_loop", "_name", "_prefix", "_reader", "writer")
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        prefix: str,
+        name: Literal["stdout", "stderr"],
+    ) -> None:
+        self._reader, self.writer = socket.socketpair()
+        self._reader.setblocking(False)
+        self._loop = loop
+        self._prefix = prefix
+        self._name = name
+        self._buffer = b""
+        loop.add_reader(self._reader.fileno(), self._read)
+
+    def _read(self) -> None:
+        while True:
+            try:
+                data = self._reader.recv(65536)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:  # closed
+                return
+            if not data:
+                return
+            *lines, self._buffer = (self._buffer + data).split(b"\n")
+            self._write(lines)
+
+    def flush(self) -> None:
+        """Copy what is there now, and end a partial last line (its writer ended)."""
+        self._read()
+        if self._buffer:
+            self._write([self._buffer])
+            self._buffer = b""
+
+    def close(self) -> None:
+        self.flush()
+        self._loop.remove_reader(self._reader.fileno())
+        self._reader.close()
+        self.writer.close()
+
+    def _write(self, lines: list[bytes]) -> None:
+        if not lines:
+            return
+        stream = getattr(sys, self._name)
+        text = "".join(f"{self._prefix}{line.decode('utf-8', 'replace')}\n" for line in lines)
+        try:
+            stream.write(text)
+            stream.flush()
+        except (AttributeError, OSError, ValueError):  # no stream, or it is closed
+            pass

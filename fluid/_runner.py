@@ -1,0 +1,443 @@
+"""Running a worker as a program: signals, uvloop, exit codes, ``run_async_safely``.
+
+Why it is shaped this way:
+
+* One task owns the run. It makes the worker (a factory is called on the
+  loop, so constructors may need one), starts it and waits for its end. The
+  signal handlers are installed with ``loop.add_signal_handler``: they run on
+  the loop between callbacks, never in the middle of a worker's code, and
+  they only talk to that task and to the worker. They are removed, and the
+  handlers found before restored, when the run ends.
+* The first SIGINT or SIGTERM asks for a graceful stop and starts one timer
+  (``loop.call_later``): the grace period. When it runs out, or when a second
+  signal comes, the main task is cancelled. That interrupts whatever it
+  awaits, ``startup()`` included (a hung ``on_startup`` or a tree half
+  started), and a cancelled wait forces the worker: a forced tree cancels
+  every descendant and waits for them. A third signal cancels the worker
+  again at once. Unlike aiorun, the second signal is not ignored: someone
+  who presses Ctrl-C twice wants the program to end now, and the forced stop
+  still runs the ``on_shutdown`` hooks.
+* The outcome is an exit status, never an exception: 0 after a clean stop, 1
+  after a failure (its traceback logged), ``128 + signal`` after a forced
+  stop (130 for SIGINT, 143 for SIGTERM, as a shell reports a program killed
+  by that signal). The CLI uses 2 for a bad command line or target.
+* uvloop is chosen with ``asyncio.Runner(loop_factory=...)``, not with an
+  event loop policy: policies are deprecated from Python 3.14 and global.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import threading
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeAlias, TypeVar
+
+from ._group import force
+from ._state import WorkerState
+from ._validate import check_seconds
+from ._worker import Worker
+
+__all__ = [
+    "EXIT_FAILURE",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "NotAWorker",
+    "WorkerOrFactory",
+    "build_worker",
+    "check_target",
+    "loop_factory",
+    "run",
+    "run_async_safely",
+    "set_uvloop_if_available",
+]
+
+logger = logging.getLogger("fluid")
+
+T = TypeVar("T")
+
+WorkerOrFactory: TypeAlias = Worker | Callable[[], Worker]
+"""A worker, or a function without arguments that returns one."""
+
+EXIT_OK = 0
+"""Exit status after a clean stop: the worker ended on its own or stopped gracefully."""
+EXIT_FAILURE = 1
+"""Exit status after the worker failed (to start, or while running)."""
+EXIT_USAGE = 2
+"""Exit status of the ``fluid`` command for a bad command line or target."""
+
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_background: set[asyncio.Task[Any]] = set()
+
+
+class NotAWorker(TypeError):
+    """A factory returned something that is not a Worker (the CLI exits 2 on it)."""
+
+
+def check_target(target: object) -> None:
+    """Raise ``TypeError`` unless ``target`` is a Worker or a callable."""
+    if not isinstance(target, Worker) and not callable(target):
+        raise TypeError(f"expected a fluid.Worker or a function returning one, got {target!r}")
+
+
+def build_worker(target: WorkerOrFactory) -> Worker:
+    """The worker itself, or what the factory returned once checked."""
+    if isinstance(target, Worker):
+        return target
+    worker: object = target()
+    if asyncio.iscoroutine(worker):
+        worker.close()
+        raise NotAWorker(
+            f"{target!r} returned a coroutine: a factory must be a plain function "
+            "that returns a fluid.Worker (open resources in the worker's on_startup)"
+        )
+    if not isinstance(worker, Worker):
+        raise NotAWorker(f"{target!r} returned {worker!r}, not a fluid.Worker")
+    return worker
+
+
+def loop_factory(use_uvloop: bool | None) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """``uvloop.new_event_loop`` when wanted and installed, else None (asyncio's loop).
+
+    Raises:
+        TypeError: ``use_uvloop`` is not a bool or None.
+        RuntimeError: ``use_uvloop`` is True and uvloop is not installed.
+    """
+    if use_uvloop is not None and not isinstance(use_uvloop, bool):
+        raise TypeError(f"use_uvloop must be True, False or None, got {use_uvloop!r}")
+    if use_uvloop is False:
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if use_uvloop:
+            raise RuntimeError(
+                "use_uvloop=True but uvloop is not installed: pip install uvloop"
+            ) from None
+        return None
+    return uvloop.new_event_loop
+
+
+def run(
+    worker: WorkerOrFactory,
+    *,
+    grace: float | None = None,
+    use_uvloop: bool | None = None,
+) -> int:
+    """Run a worker as a program until it ends or a signal stops it; return the exit status.
+
+    The worker (a tree, usually) is started on a new event loop and runs
+    until it ends on its own or SIGINT / SIGTERM arrives:
+
+    * the first signal asks for a graceful stop and gives the worker
+      ``grace`` seconds to end;
+    * a second signal, or the grace period running out, forces the stop: the
+      worker is cancelled (a tree cancels all its descendants) and its
+      ``on_shutdown`` hooks still run; a third cancels it again at once.
+
+    The exit status is ``0`` after a clean stop, ``1`` if the worker failed
+    to start or ended with an error (logged with its traceback on the
+    ``fluid`` logger), and ``128 + signal number`` after a forced stop:
+    ``130`` for SIGINT, ``143`` for SIGTERM. Signal handlers are installed
+    only in the main thread, and the ones found before are restored after.
+
+    Args:
+        worker: the worker, or a function without arguments returning one;
+            it is called on the new loop, so it may create loop-bound objects.
+        grace: seconds the worker is given to stop after the first signal;
+            by default its own ``stopping_grace_period``.
+        use_uvloop: ``None`` uses uvloop when it is installed, ``True``
+            requires it, ``False`` uses asyncio's own loop.
+
+    Returns:
+        The exit status, for ``sys.exit``.
+
+    Raises:
+        TypeError: ``worker`` is neither a Worker nor callable, or the
+            factory returned something else than a Worker.
+        ValueError: ``grace`` is negative or not finite.
+        RuntimeError: called from a running event loop, or ``use_uvloop`` is
+            True and uvloop is not installed.
+
+    Example:
+        ```python
+        import sys
+        import fluid
+
+        async def tick() -> None:
+            print("tick")
+
+        def build() -> fluid.Workers:
+            return fluid.Workers(fluid.WorkerFunction(tick, heartbeat=1))
+
+        if __name__ == "__main__":
+            sys.exit(fluid.run(build))  # Ctrl-C stops it, twice forces it
+        ```
+    """
+    check_target(worker)
+    if grace is not None:
+        grace = check_seconds("grace", grace)
+    factory = loop_factory(use_uvloop)
+    if _has_running_loop():
+        raise RuntimeError(
+            "fluid.run() cannot be called from a running event loop: "
+            "use `async with worker:` or `await worker.startup()` there"
+        )
+    try:
+        with asyncio.Runner(loop_factory=factory) as runner:
+            return runner.run(_serve(worker, grace))
+    except KeyboardInterrupt:  # SIGINT before our handler was installed
+        logger.warning("interrupted: exit status %d", 128 + signal.SIGINT)
+        return 128 + signal.SIGINT
+
+
+def run_async_safely(coro: Coroutine[Any, Any, T]) -> T | asyncio.Task[T]:
+    """Run a coroutine from sync code, whether an event loop is running or not.
+
+    Without a running loop (plain sync code) the coroutine runs to
+    completion on a new loop and its result is returned. With a running loop
+    (a sync callback called by async code) it becomes a task, which is
+    returned and kept referenced until it is done, so it is never
+    garbage-collected half way. Nobody has to await that task; if it fails
+    and nobody retrieved its error, asyncio reports it through the loop's
+    exception handler.
+
+    Args:
+        coro: the coroutine object to run.
+
+    Returns:
+        The coroutine's result without a running loop, else its task.
+
+    Raises:
+        TypeError: ``coro`` is not a coroutine object.
+        Exception: without a running loop, whatever the coroutine raised.
+
+    Example:
+        ```python
+        import asyncio
+        import fluid
+
+        async def save(value: int) -> int:
+            await asyncio.sleep(0.01)
+            return value
+
+        def on_change(value: int) -> None:  # a sync callback
+            fluid.run_async_safely(save(value))  # a task, kept until done
+
+        print(fluid.run_async_safely(save(1)))  # no loop: runs it, prints 1
+
+        async def main() -> None:
+            on_change(2)
+            await asyncio.sleep(0.05)
+
+        asyncio.run(main())
+        ```
+    """
+    if not asyncio.iscoroutine(coro):
+        raise TypeError(f"run_async_safely() needs a coroutine object, got {coro!r}")
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    task = loop.create_task(coro)
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+    return task
+
+
+def set_uvloop_if_available() -> bool:
+    """Make uvloop the event loop of ``asyncio.run`` and new loops, if it is installed.
+
+    It sets uvloop's event loop policy for the whole process.
+    [`fluid.run`][fluid.run] does not need it: it picks uvloop itself,
+    without touching the policy (policies are deprecated from Python 3.14,
+    where this warns).
+
+    Returns:
+        True if uvloop is now the policy, False if it is not installed.
+
+    Example:
+        ```python
+        import asyncio
+        import fluid
+
+        async def main() -> None:
+            print(type(asyncio.get_running_loop()).__name__)
+
+        fluid.set_uvloop_if_available()
+        asyncio.run(main())  # Loop, uvloop's, when it is installed
+        asyncio.set_event_loop_policy(None)  # back to asyncio's default
+        ```
+    """
+    try:
+        import uvloop
+    except ImportError:
+        return False
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    return True
+
+
+# ------------------------------------------------------------- internals
+
+
+def _has_running_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+class _Signals:
+    """What the run does on SIGINT and SIGTERM (see the module docstring)."""
+
+    __slots__ = (
+        "_deadline",
+        "_grace",
+        "_loop",
+        "_previous",
+        "_task",
+        "_worker",
+        "count",
+        "done",
+        "forced",
+        "last",
+    )
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        task: asyncio.Task[Any],
+        worker: Worker,
+        grace: float,
+    ) -> None:
+        self._loop = loop
+        self._task = task
+        self._worker = worker
+        self._grace = grace
+        self._deadline: asyncio.TimerHandle | None = None
+        self._previous: dict[int, Any] = {}
+        self.count = 0
+        self.last = 0
+        self.done = False
+        self.forced = False
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            logger.debug("fluid.run() outside the main thread: signals are not handled")
+            return
+        for sig in _SIGNALS:
+            self._previous[sig] = signal.getsignal(sig)
+            try:
+                self._loop.add_signal_handler(sig, self._received, sig)
+            except NotImplementedError:  # Windows: a plain handler, handed to the loop
+                signal.signal(sig, self._from_handler)
+
+    def remove(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+        for sig, previous in self._previous.items():
+            with contextlib.suppress(NotImplementedError):
+                self._loop.remove_signal_handler(sig)
+            if previous is not None:
+                signal.signal(sig, previous)
+        self._previous.clear()
+
+    def _from_handler(self, signum: int, frame: object) -> None:
+        self._loop.call_soon_threadsafe(self._received, signum)
+
+    def _received(self, signum: int) -> None:
+        if self.done:  # the worker ended: the run is returning anyway
+            return
+        self.count += 1
+        self.last = signum
+        name = signal.Signals(signum).name
+        worker = self._worker.worker_name
+        if self.count == 1:
+            logger.warning(
+                "received %s: stopping worker %r gracefully within %ss (again to force)",
+                name,
+                worker,
+                self._grace,
+            )
+            self._worker.gracefully_stop()
+            self._deadline = self._loop.call_later(self._grace, self._grace_over)
+        elif not self.forced:
+            logger.warning("received %s again: forcing worker %r to stop", name, worker)
+            self._force(f"{name} received twice")
+        else:
+            logger.warning("received %s again: cancelling worker %r again", name, worker)
+            self._worker._cancel(f"{name} received again")
+
+    def _grace_over(self) -> None:
+        if not self.done:
+            worker = self._worker.worker_name
+            logger.warning(
+                "worker %r did not stop within %ss: forcing it to stop", worker, self._grace
+            )
+            self._force(f"worker {worker!r} did not stop within {self._grace}s")
+
+    def _force(self, reason: str) -> None:
+        if not self.done and not self.forced:
+            self.forced = True
+            self._task.cancel(reason)
+
+
+async def _serve(target: WorkerOrFactory, grace: float | None) -> int:
+    try:
+        worker = build_worker(target)
+    except NotAWorker:
+        raise
+    except Exception as exc:
+        logger.error(
+            "%r failed to make the worker: exit status %d", target, EXIT_FAILURE, exc_info=exc
+        )
+        return EXIT_FAILURE
+    task = asyncio.current_task()
+    assert task is not None
+    grace = worker.stopping_grace_period if grace is None else grace
+    signals = _Signals(asyncio.get_running_loop(), task, worker, grace)
+    signals.install()
+    try:
+        return await _run_to_the_end(worker, task, signals)
+    finally:
+        signals.done = True
+        signals.remove()
+
+
+async def _run_to_the_end(worker: Worker, task: asyncio.Task[Any], signals: _Signals) -> int:
+    name = worker.worker_name
+    try:
+        try:
+            await worker.startup()
+        except Exception as exc:
+            logger.error(
+                "worker %r failed to start: exit status %d", name, EXIT_FAILURE, exc_info=exc
+            )
+            return EXIT_FAILURE
+        logger.info("worker %r is running: SIGINT or SIGTERM stops it", name)
+        await worker.wait_for_shutdown()
+    except asyncio.CancelledError:
+        if not signals.forced:
+            raise
+        task.uncancel()
+        await force([worker], "the program was forced to stop")
+    except Exception:
+        pass  # the worker's error, raised again below
+    signals.done = True
+    try:
+        await worker.wait_for_shutdown()
+    except Exception as exc:
+        logger.error("worker %r failed: exit status %d", name, EXIT_FAILURE, exc_info=exc)
+        return EXIT_FAILURE
+    if signals.forced:
+        code = 128 + signals.last
+        logger.warning("worker %r was forced to stop: exit status %d", name, code)
+        return code
+    if worker.worker_state is WorkerState.FORCE_STOPPED:
+        logger.warning("worker %r was cancelled: exit status %d", name, EXIT_FAILURE)
+        return EXIT_FAILURE
+    logger.info("worker %r stopped: exit status %d", name, EXIT_OK)
+    return EXIT_OK

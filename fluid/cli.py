@@ -1,0 +1,263 @@
+"""The ``fluid`` command: run a worker as a program.
+
+``fluid run package.module:attribute`` imports the module, takes the
+attribute (a Worker, or a function returning one) and runs it with
+[`fluid.run`][fluid.run]: the first SIGINT or SIGTERM stops it gracefully, a
+second forces it. With ``--processes N`` it runs a
+[`Prefork`][fluid.Prefork] master instead, whose N children each import the
+target and run it, sharing the sockets of ``--bind``.
+
+Exit status: 0 after a clean stop, 1 after a failure, 2 for a bad command
+line or target, 128 + N after a stop forced by signal N (130 for SIGINT, 143
+for SIGTERM).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import socket
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+
+from . import __version__
+from ._runner import EXIT_FAILURE, EXIT_USAGE, NotAWorker, loop_factory, run
+from ._validate import check_seconds
+from ._worker import STOPPING_GRACE_PERIOD, Worker
+
+__all__ = ["LOG_FORMAT", "TargetError", "load_target", "main"]
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+"""The log format of the ``fluid`` command (and of its prefork children)."""
+
+_LEVELS = ("critical", "error", "warning", "info", "debug")
+
+
+class TargetError(Exception):
+    """The target of ``fluid run`` cannot be loaded; the message says why.
+
+    Example:
+        ```python
+        try:
+            load_target("myapp.workers:missing")
+        except TargetError as exc:
+            print(exc)  # module 'myapp.workers' has no attribute 'missing'
+        ```
+    """
+
+
+def load_target(spec: str) -> Worker | Callable[[], Worker]:
+    """Import ``"package.module:attribute"`` and return the attribute, checked.
+
+    The attribute may be dotted (``module:app.tree``). It must be a
+    [`Worker`][fluid.Worker] or a callable (a function or class returning
+    one); what a callable returns is checked when it is called.
+
+    Raises:
+        TargetError: the spec is malformed, the module is not found or fails
+            to import (the message has its traceback), the attribute is
+            missing, or it is neither a Worker nor callable.
+
+    Example:
+        ```python
+        target = load_target("examples.pipeline:build")
+        sys.exit(fluid.run(target))
+        ```
+    """
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise TargetError(f"expected a target like 'package.module:attribute', got {spec!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        missing = exc.name or ""
+        if missing and (module_name == missing or module_name.startswith(missing + ".")):
+            raise TargetError(
+                f"module {module_name!r} not found (is {os.getcwd()!r} the right directory?)"
+            ) from None
+        raise TargetError(_import_failed(module_name, exc)) from exc
+    except Exception as exc:
+        raise TargetError(_import_failed(module_name, exc)) from exc
+    target: object = module
+    for part in attribute.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise TargetError(f"module {module_name!r} has no attribute {attribute!r}") from None
+    if not isinstance(target, Worker) and not callable(target):
+        raise TargetError(
+            f"{spec!r} is {target!r}, not a fluid.Worker nor a function returning one"
+        )
+    return target
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The ``fluid`` command (also ``python -m fluid``); returns the exit status.
+
+    Args:
+        argv: the arguments, without the program name; by default ``sys.argv[1:]``.
+
+    Returns:
+        The exit status (see the module docstring). A bad option makes
+        argparse exit with status 2 (``SystemExit``).
+
+    Example:
+        ```python
+        from fluid.cli import main
+
+        status = main(["run", "examples.pipeline:build", "--grace", "5"])
+        ```
+    """
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command != "run":
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    if args.bind and args.processes is None:
+        return _error("--bind needs --processes: the sockets are for prefork children")
+    return _run(args)
+
+
+# ------------------------------------------------------------- internals
+
+
+def _error(message: str) -> int:
+    print(f"fluid run: error: {message}", file=sys.stderr, flush=True)
+    return EXIT_USAGE
+
+
+def _import_failed(module: str, exc: BaseException) -> str:
+    text = "".join(traceback.format_exception(exc)).rstrip()
+    return f"importing module {module!r} failed:\n{text}"
+
+
+def _seconds(value: str) -> float:
+    try:
+        return check_seconds("the grace period", float(value))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _count(value: str) -> int:
+    try:
+        count = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of processes, got {value!r}") from None
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"needs at least 1 process, got {count}")
+    return count
+
+
+def _address(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {value!r}")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fluid", description="Run fluid workers.")
+    parser.add_argument("--version", action="version", version=f"fluid {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    cmd = commands.add_parser(
+        "run",
+        help="run a worker until it ends or SIGINT/SIGTERM stops it",
+        description=(
+            "Run TARGET, a fluid.Worker or a function returning one, until it ends or a "
+            "signal stops it: the first SIGINT/SIGTERM stops it gracefully, a second "
+            "forces it. Exit status: 0 clean stop, 1 failure, 2 bad target, "
+            "128+N forced by signal N."
+        ),
+    )
+    cmd.add_argument("target", metavar="TARGET", help="package.module:attribute")
+    cmd.add_argument(
+        "--grace",
+        type=_seconds,
+        metavar="SECONDS",
+        help="seconds to stop gracefully after the first signal before forcing "
+        "(default: the worker's own grace period; with --processes, "
+        f"{STOPPING_GRACE_PERIOD:g} per child)",
+    )
+    cmd.add_argument(
+        "--log-level",
+        type=str.lower,
+        choices=_LEVELS,
+        default="info",
+        help="logging level (default: info)",
+    )
+    cmd.add_argument(
+        "--uvloop",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="use uvloop (default: when installed)",
+    )
+    cmd.add_argument(
+        "--processes",
+        type=_count,
+        metavar="N",
+        help="prefork N child processes, each running the target (respawned if they die)",
+    )
+    cmd.add_argument(
+        "--bind",
+        type=_address,
+        action="append",
+        default=[],
+        metavar="HOST:PORT",
+        help="open a listening socket shared by the children (repeatable; needs --processes)",
+    )
+    cmd.add_argument(
+        "--app-dir",
+        default=".",
+        metavar="DIR",
+        help="directory put first on sys.path to import the target (default: .)",
+    )
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=args.log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
+    app_dir = os.path.abspath(args.app_dir)
+    if app_dir not in sys.path:
+        sys.path.insert(0, app_dir)
+    try:
+        loop_factory(args.uvloop)
+        target = load_target(args.target)
+    except (RuntimeError, TargetError) as exc:
+        return _error(str(exc))
+    if args.processes is not None:
+        return _prefork(args)
+    try:
+        return run(target, grace=args.grace, use_uvloop=args.uvloop)
+    except NotAWorker as exc:
+        return _error(str(exc))
+
+
+def _prefork(args: argparse.Namespace) -> int:
+    from ._prefork import Prefork, describe_socket
+
+    sockets: list[socket.socket] = []
+    try:
+        for host, port in args.bind:
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            try:
+                sockets.append(socket.create_server((host, port), family=family, backlog=1024))
+            except OSError as exc:
+                logging.getLogger("fluid").error("cannot listen on %s:%s: %s", host, port, exc)
+                return EXIT_FAILURE
+        master = Prefork(
+            args.target,
+            processes=args.processes,
+            sockets=sockets,
+            grace=STOPPING_GRACE_PERIOD if args.grace is None else args.grace,
+            use_uvloop=args.uvloop,
+        )
+        logging.getLogger("fluid").debug(
+            "prefork of %s on %s", args.target, [describe_socket(s) for s in sockets]
+        )
+        return run(master, use_uvloop=args.uvloop)
+    finally:
+        for sock in sockets:
+            sock.close()

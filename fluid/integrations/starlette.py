@@ -1,0 +1,173 @@
+"""Starlette and FastAPI: run a fluid worker tree with the app, and serve its status.
+
+How it fits together:
+
+* [`lifespan`][fluid.integrations.starlette.lifespan] returns what
+  ``Starlette(lifespan=...)`` and ``FastAPI(lifespan=...)`` take. At startup
+  it makes the worker (calling the factory, on the app's loop), puts it on
+  ``app.state`` and starts it: ``startup()`` returns once every worker of
+  the tree runs, and an error there fails the app's startup, so the server
+  never serves without its workers. Then it enters the app's own lifespan,
+  which can use the running tree.
+* It yields the lifespan state: the app lifespan's state plus the worker,
+  so handlers find it as ``request.state.<name>`` as well as
+  ``request.app.state.<name>``.
+* At shutdown, in reverse: the app's own lifespan exits, then the tree
+  stops (gracefully, forced after its grace period). If the tree crashed
+  while the app served, its error is raised here: the server reports a
+  failed shutdown instead of losing it.
+* A tree that crashes while the app serves does not stop the app: the status
+  route answers 503 with the error, which is what health checks act on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from typing import Any, TypeAlias
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from .._runner import WorkerOrFactory, build_worker, check_target
+from .._worker import Worker
+from . import health
+
+__all__ = ["AppLifespan", "lifespan", "status_endpoint", "status_route"]
+
+AppLifespan: TypeAlias = Callable[[Any], AbstractAsyncContextManager[Mapping[str, Any] | None]]
+"""An app's own lifespan: a function of the app returning an async context manager."""
+
+
+def lifespan(
+    worker: WorkerOrFactory,
+    *,
+    app_lifespan: AppLifespan | None = None,
+    name: str = "workers",
+) -> Callable[[Any], AbstractAsyncContextManager[dict[str, Any]]]:
+    """A lifespan that starts ``worker`` before the app serves and stops it after.
+
+    The worker is kept as ``app.state.<name>`` and in the lifespan state
+    (``request.state.<name>``). See the module docstring for the order of
+    events.
+
+    Args:
+        worker: the worker (tree), or a function returning one, called at
+            each startup of the app, on its event loop.
+        app_lifespan: the app's own lifespan, entered once the worker runs
+            and exited before it stops; the state it yields is kept.
+        name: the attribute and state key of the worker.
+
+    Returns:
+        A lifespan for ``Starlette(lifespan=...)`` or ``FastAPI(lifespan=...)``.
+
+    Raises:
+        TypeError: ``worker`` is neither a Worker nor callable, or
+            ``app_lifespan`` is not callable.
+        ValueError: ``name`` is not an identifier.
+
+    The returned lifespan raises what ``startup()`` raised at startup, and
+    the worker's error at shutdown.
+
+    Example:
+        ```python
+        from contextlib import asynccontextmanager
+        from fastapi import FastAPI
+        from fluid.integrations.starlette import lifespan, status_route
+
+        @asynccontextmanager
+        async def database(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
+            yield {"db": await connect()}  # runs once the workers run
+
+        app = FastAPI(lifespan=lifespan(build_tree, app_lifespan=database))
+        app.router.routes.append(status_route("/status"))
+        ```
+    """
+    check_target(worker)
+    if app_lifespan is not None and not callable(app_lifespan):
+        raise TypeError(f"app_lifespan must be callable, got {app_lifespan!r}")
+    _check_name(name)
+
+    @asynccontextmanager
+    async def fluid_lifespan(app: Any) -> AsyncIterator[dict[str, Any]]:
+        tree = build_worker(worker)
+        setattr(app.state, name, tree)
+        async with AsyncExitStack() as stack:
+            await tree.startup()
+            stack.push_async_callback(tree.shutdown)
+            state: dict[str, Any] = {}
+            if app_lifespan is not None:
+                app_state = await stack.enter_async_context(app_lifespan(app))
+                state.update(app_state or {})
+            state[name] = tree
+            yield state
+
+    return fluid_lifespan
+
+
+def status_endpoint(name: str = "workers") -> Callable[[Request], Awaitable[Response]]:
+    """An endpoint answering with the status of the app's worker as JSON.
+
+    200 while the worker runs without error, 503 once it failed or stopped,
+    or when the lifespan did not start it (see
+    [`health`][fluid.integrations.health]).
+
+    Args:
+        name: the name given to [`lifespan`][fluid.integrations.starlette.lifespan].
+
+    Raises:
+        ValueError: ``name`` is not an identifier.
+
+    Example:
+        ```python
+        app = FastAPI(lifespan=lifespan(build_tree))
+        app.add_route("/status", status_endpoint(), include_in_schema=False)
+        ```
+    """
+    _check_name(name)
+
+    async def fluid_status(request: Request) -> Response:
+        code, body = await health(_find(request, name))
+        return JSONResponse(body, status_code=code)
+
+    return fluid_status
+
+
+def status_route(
+    path: str = "/status", *, name: str = "workers", include_in_schema: bool = False
+) -> Route:
+    """A ``GET`` route at ``path`` answering with the status of the app's worker.
+
+    Its endpoint is [`status_endpoint`][fluid.integrations.starlette.status_endpoint].
+
+    Args:
+        path: the route's path.
+        name: the name given to [`lifespan`][fluid.integrations.starlette.lifespan].
+        include_in_schema: list the route in FastAPI's OpenAPI schema.
+
+    Example:
+        ```python
+        app = Starlette(routes=[status_route("/status")], lifespan=lifespan(build_tree))
+        ```
+    """
+    return Route(
+        path,
+        status_endpoint(name),
+        methods=["GET"],
+        name="fluid_status",
+        include_in_schema=include_in_schema,
+    )
+
+
+def _check_name(name: object) -> None:
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ValueError(f"name must be an identifier, got {name!r}")
+
+
+def _find(request: Request, name: str) -> Worker | None:
+    for state in (request.state, request.app.state):
+        worker = getattr(state, name, None)
+        if isinstance(worker, Worker):
+            return worker
+    return None

@@ -1,0 +1,53 @@
+"""Targets for ``fluid run`` and ``Prefork`` in the tests: imported by name in other processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+
+import fluid
+
+
+class Stubborn(fluid.Worker):
+    """Ignores graceful stops: only a cancel ends it. Says what happens to it."""
+
+    def __init__(self) -> None:
+        super().__init__(stopping_grace_period=30)
+
+    async def on_startup(self) -> None:
+        print(f"stubborn started (pid {os.getpid()})", flush=True)
+
+    async def run(self) -> None:
+        await asyncio.Event().wait()
+
+    async def on_shutdown(self) -> None:
+        print("stubborn on_shutdown ran", flush=True)
+
+
+class Failing(fluid.Worker):
+    """Fails as soon as it runs."""
+
+    async def run(self) -> None:
+        raise ValueError("boom from the failing worker")
+
+
+class Quick(fluid.Worker):
+    """Ends on its own, after saying which event loop it ran on."""
+
+    async def run(self) -> None:
+        print(f"quick ran on {type(asyncio.get_running_loop()).__module__}", flush=True)
+
+
+not_a_worker = 42
+
+
+def returns_a_string() -> str:
+    """A factory returning something else than a Worker."""
+    return "not a worker"
+
+
+def deaf_to_sigterm() -> fluid.Worker:
+    """In a prefork child: a worker that ignores stops, in a process that blocks SIGTERM."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    return Stubborn()

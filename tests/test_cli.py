@@ -1,0 +1,169 @@
+"""The ``fluid`` command: ``fluid run module:attr`` as a real process, signals and exit status.
+
+The programs run ``python -m fluid`` from the project's root; targets live in
+``examples/`` and ``tests/_run_targets.py``.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fluid import cli
+
+from ._programs import Program
+
+
+async def test_sigterm_stops_the_example_gracefully_with_exit_0_and_runs_its_hooks() -> None:
+    async with await Program.fluid("run", "examples.pipeline:build") as program:
+        await program.expect(r"\[status\] running .* handled [1-9]")  # it works
+        program.send(signal.SIGTERM)
+        assert await program.wait() == 0, program.output
+    output = program.output
+    assert "received SIGTERM: stopping worker 'pipeline' gracefully" in output
+    assert "stopping: producer first" in output  # a lifecycle observer
+    assert "pipeline on_shutdown: every worker stopped" in output  # on_shutdown ran
+    assert "pipeline stopped: bye" in output  # after_shutdown too
+    assert "exit status 0" in output
+    assert "Traceback" not in output
+
+
+async def test_a_second_sigint_forces_the_stop_with_exit_130() -> None:
+    async with await Program.fluid("run", "tests._run_targets:Stubborn") as program:
+        await program.expect("stubborn started")
+        program.send(signal.SIGINT)
+        await program.expect("received SIGINT: stopping worker 'stubborn' gracefully within 30")
+        program.send(signal.SIGINT)
+        assert await program.wait() == 130, program.output
+    assert "received SIGINT again: forcing worker 'stubborn' to stop" in program.output
+    assert "stubborn on_shutdown ran" in program.output  # even when forced
+
+
+async def test_the_grace_period_running_out_forces_the_stop_with_128_plus_the_signal() -> None:
+    async with await Program.fluid(
+        "run", "tests._run_targets:Stubborn", "--grace", "0.2"
+    ) as program:
+        await program.expect("stubborn started")
+        program.send(signal.SIGTERM)
+        assert await program.wait() == 143, program.output
+    assert "did not stop within 0.2s: forcing it to stop" in program.output
+    assert "stubborn on_shutdown ran" in program.output
+
+
+async def test_a_failing_worker_exits_1_with_its_traceback_logged() -> None:
+    async with await Program.fluid("run", "tests._run_targets:Failing") as program:
+        assert await program.wait() == 1, program.output
+    assert "Traceback" in program.output
+    assert "ValueError: boom from the failing worker" in program.output
+    assert "worker 'failing' failed: exit status 1" in program.output
+
+
+async def test_a_worker_that_ends_on_its_own_exits_0() -> None:
+    async with await Program.fluid(
+        "run", "tests._run_targets:Quick", "--log-level", "WARNING"
+    ) as program:
+        assert await program.wait() == 0, program.output
+    assert "quick ran on uvloop" in program.output  # uvloop when installed
+    assert "is running" not in program.output  # an INFO line, hidden at WARNING
+
+
+async def test_a_module_not_found_exits_2_with_a_readable_message() -> None:
+    async with await Program.fluid("run", "no_such_package.workers:tree") as program:
+        assert await program.wait() == 2, program.output
+    assert "fluid run: error: module 'no_such_package.workers' not found" in program.output
+    assert "Traceback" not in program.output
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ("examples.pipeline:no_such_tree", "module 'examples.pipeline' has no attribute"),
+        ("tests._run_targets:not_a_worker", "is 42, not a fluid.Worker nor a function"),
+        ("tests._run_targets:returns_a_string", "returned 'not a worker', not a fluid.Worker"),
+        ("examples.pipeline", "expected a target like 'package.module:attribute'"),
+        ("tests.no_such_module:x", "module 'tests.no_such_module' not found"),
+    ],
+)
+def test_bad_targets_exit_2_with_a_readable_message(
+    target: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["run", target]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fluid run: error: ")
+    assert message in err
+    assert "Traceback" not in err
+
+
+def test_a_module_that_fails_to_import_exits_2_and_shows_where(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    (tmp_path / "broken_app.py").write_text("import a_dependency_that_is_not_installed\n")
+    assert cli.main(["run", "broken_app:tree", "--app-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "importing module 'broken_app' failed" in err
+    assert "No module named 'a_dependency_that_is_not_installed'" in err
+    assert "broken_app.py" in err  # the traceback says where
+
+
+def test_the_app_dir_is_searched_first(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    (tmp_path / "my_app.py").write_text(
+        "import fluid\n\n"
+        "class Hello(fluid.Worker):\n"
+        "    async def run(self) -> None:\n"
+        "        print('hello from my_app')\n"
+    )
+    assert cli.main(["run", "my_app:Hello", "--app-dir", str(tmp_path), "--no-uvloop"]) == 0
+    assert "hello from my_app" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["run"],  # no target
+        ["run", "examples.pipeline:build", "--grace", "-1"],
+        ["run", "examples.pipeline:build", "--processes", "0"],
+        ["run", "examples.pipeline:build", "--log-level", "loud"],
+        ["run", "examples.pipeline:build", "--processes", "2", "--bind", "8000"],
+    ],
+)
+def test_bad_options_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc_info:
+        cli.main(argv)
+    assert exc_info.value.code == 2
+    assert "usage: fluid" in capsys.readouterr().err
+
+
+def test_bind_without_processes_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["run", "examples.pipeline:build", "--bind", "127.0.0.1:0"]) == 2
+    assert "--bind needs --processes" in capsys.readouterr().err
+
+
+def test_no_command_prints_the_help_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main([]) == 2
+    assert "usage: fluid" in capsys.readouterr().err
+
+
+def test_the_fluid_console_script_is_installed() -> None:
+    script = Path(sys.executable).parent / "fluid"
+    done = subprocess.run(
+        [str(script), "run", "--help"], capture_output=True, text=True, timeout=20, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert "package.module:attribute" in done.stdout
+    assert "--processes" in done.stdout
+
+
+def test_load_target_returns_the_attribute() -> None:
+    from examples import pipeline
+
+    assert cli.load_target("examples.pipeline:build") is pipeline.build
+    with pytest.raises(cli.TargetError, match=r"has no attribute 'Pipeline\.nope'"):
+        cli.load_target("examples.pipeline:Pipeline.nope")

@@ -1,0 +1,173 @@
+"""Prefork: ``--processes N`` and ``fluid.Prefork``, with real processes and a real socket.
+
+The master binds 127.0.0.1 on a free port (``--bind 127.0.0.1:0``) and says
+which in its log; the children of ``examples/prefork_server.py`` answer HTTP
+requests with their id and pid, and say when they start and stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import socket
+import time
+from collections.abc import Callable
+from typing import Any, cast
+
+import pytest
+
+import fluid
+from fluid import cli
+
+from ._programs import Program, children_of, wait_gone
+
+HELLO = re.compile(r"hello from child (\d+) \(pid (\d+)\)")
+
+
+async def http_get(port: int) -> tuple[int, int]:
+    """GET / from the server on ``port``: the (child id, pid) that answered."""
+    async with asyncio.timeout(5):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET / HTTP/1.0\r\nHost: test\r\n\r\n")
+        data = (await reader.read()).decode()
+        writer.close()
+        await writer.wait_closed()
+    match = HELLO.search(data)
+    assert match, data
+    assert data.startswith("HTTP/1.0 200 OK")
+    return int(match[1]), int(match[2])
+
+
+async def test_three_children_serve_one_port_a_killed_one_is_respawned_sigterm_stops_all() -> None:
+    async with await Program.fluid(
+        "run", "examples.prefork_server:build", "--processes", "3", "--bind", "127.0.0.1:0"
+    ) as master:
+        port = int((await master.expect(r"listening on 127\.0\.0\.1:(\d+)"))[1])
+        pids: dict[int, int] = {}
+        for _ in range(3):  # each child's output, prefixed with its id by the master
+            match = await master.expect(r"\[child (\d)\] child \1 serving \(pid (\d+)\)")
+            pids[int(match[1])] = int(match[2])
+        await master.expect("worker 'prefork' is running")
+        assert sorted(pids) == [1, 2, 3]
+        assert set(pids.values()) <= children_of(master.pid)
+
+        answered: set[int] = set()
+        async with asyncio.timeout(10):
+            while len(answered) < 2:  # one port, served by more than one process
+                answered.add((await http_get(port))[1])
+        assert answered <= set(pids.values())
+
+        os.kill(pids[2], signal.SIGKILL)
+        for _ in range(20):  # the others go on serving the port meanwhile
+            child, pid = await http_get(port)
+            assert pid != pids[2]
+        respawned = int((await master.expect(r"\[child 2\] child 2 serving \(pid (\d+)\)"))[1])
+        assert respawned != pids[2]
+        delay = float((await master.expect(r"child-2 respawned \(pid \d+\) after ([\d.]+)s"))[1])
+        assert delay > 0  # after a backoff
+        for _ in range(10):
+            await http_get(port)
+
+        everything = children_of(master.pid) | set(pids.values())
+        assert respawned in everything
+        master.send(signal.SIGTERM)
+        assert await master.wait() == 0, master.output
+    for child in (1, 2, 3):  # each stopped gracefully: its on_shutdown ran
+        assert f"[child {child}] child {child} stopped" in master.output
+    await wait_gone(everything)
+
+
+async def test_children_that_ignore_the_stop_get_sigterm_after_the_grace_period() -> None:
+    async with await Program.fluid(
+        "run", "tests._run_targets:Stubborn", "--processes", "2", "--grace", "0.2"
+    ) as master:
+        for _ in range(2):
+            await master.expect(r"\[child \d\] stubborn started")
+        await master.expect("worker 'prefork' is running")
+        children = children_of(master.pid)
+        master.send(signal.SIGTERM)
+        assert await master.wait() == 0, master.output
+    # SIGTERM forced the worker of each child, whose on_shutdown still ran
+    assert master.output.count("stubborn on_shutdown ran") == 2
+    assert "[child 1] stubborn on_shutdown ran" in master.output
+    await wait_gone(children)
+
+
+async def test_children_that_ignore_sigterm_are_killed() -> None:
+    async with await Program.fluid(
+        "run", "tests._run_targets:deaf_to_sigterm", "--processes", "2", "--grace", "0.1"
+    ) as master:
+        for _ in range(2):
+            await master.expect(r"\[child \d\] stubborn started")
+        await master.expect("worker 'prefork' is running")
+        children = children_of(master.pid)
+        start = time.monotonic()
+        master.send(signal.SIGTERM)
+        assert await master.wait() == 0, master.output
+        assert time.monotonic() - start < 5  # grace, SIGTERM, then SIGKILL 0.5 s later
+    assert master.output.count("ignored SIGTERM: killing it (SIGKILL)") == 2
+    await wait_gone(children)
+
+
+# ------------------------------------------------------------ the Python API
+
+
+async def test_prefork_as_a_worker_prefixes_the_output_of_its_children(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    sock = socket.create_server(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    master = fluid.Prefork(
+        "examples.prefork_server:build", processes=2, sockets=[sock], use_uvloop=False
+    )
+    try:
+        async with master:
+            status = await master.status()
+            processes = [cast(dict[str, Any], child)["process"] for child in status["workers"]]
+            assert [p["alive"] for p in processes] == [True, True]
+            child, pid = await http_get(port)
+            assert pid in {p["pid"] for p in processes}
+            assert fluid.prefork_child() is None  # this is the master
+    finally:
+        sock.close()
+    out = capsys.readouterr().out
+    assert f"[child {child}] child {child} serving (pid {pid})" in out
+    assert "[child 1] child 1 stopped" in out
+    assert "[child 2] child 2 stopped" in out
+
+
+async def test_a_child_that_cannot_start_fails_the_master_startup() -> None:
+    master = fluid.Prefork("tests._run_targets:returns_a_string", processes=2, capture_output=False)
+    with pytest.raises(TypeError, match=r"returned 'not a worker', not a fluid\.Worker"):
+        await master.startup()
+    assert master.is_stopped()
+
+
+def test_a_target_the_master_cannot_load_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["run", "no_such_package:build", "--processes", "2"]) == 2
+    assert "module 'no_such_package' not found" in capsys.readouterr().err
+
+
+def local_factory() -> Callable[[], fluid.Worker]:
+    return lambda: fluid.Workers()
+
+
+@pytest.mark.parametrize(
+    ("target", "kwargs", "error", "message"),
+    [
+        ("examples.prefork_server:build", {"processes": 0}, ValueError, "processes must be >= 1"),
+        ("examples.prefork_server", {"processes": 1}, ValueError, "package.module:attribute"),
+        (fluid.Workers(), {"processes": 1}, TypeError, "a Worker cannot be sent"),
+        (local_factory(), {"processes": 1}, TypeError, "cannot be sent to child processes"),
+        (42, {"processes": 1}, TypeError, "a function returning a Worker"),
+        ("m:a", {"processes": 1, "sockets": [42]}, TypeError, "socket.socket"),
+        ("m:a", {"processes": 1, "grace": -1}, ValueError, "grace"),
+    ],
+)
+def test_bad_arguments_raise_at_the_call(
+    target: Any, kwargs: dict[str, Any], error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=message):
+        fluid.Prefork(target, **kwargs)

@@ -1,0 +1,397 @@
+"""fluid.run, run_async_safely and set_uvloop_if_available: DESIGN.md item 18, in process.
+
+``fluid.run`` runs in the test's own (main) thread, so the workers below
+send signals to this very process: the runner's handlers receive them. A
+fixture installs recording handlers first, so that a signal the runner
+failed to handle cannot kill the test run, and checks they are restored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import pytest
+
+import fluid
+from fluid import WorkerState
+from fluid._runner import NotAWorker
+
+from ._run_targets import Failing, Quick
+
+ROOT = Path(__file__).resolve().parent.parent
+
+Received = list[int]
+
+
+@pytest.fixture
+def unhandled() -> Iterator[Received]:
+    """Signals that reached the handlers found before ``run`` (none should)."""
+    received: Received = []
+
+    def record(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)
+
+    previous = {sig: signal.signal(sig, record) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield received
+        for sig in previous:  # run() gave the handlers back
+            assert signal.getsignal(sig) is record
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def run(worker: fluid.Worker | Callable[[], fluid.Worker], **kwargs: Any) -> int:
+    """``fluid.run`` on asyncio's loop unless told otherwise.
+
+    pytest-timeout's SIGALRM cannot interrupt uvloop's loop: with asyncio's,
+    a run that hangs fails its test instead of blocking the whole suite.
+    """
+    kwargs.setdefault("use_uvloop", False)
+    return fluid.run(worker, **kwargs)
+
+
+def kill_me(sig: signal.Signals) -> None:
+    os.kill(os.getpid(), sig)
+
+
+class Polite(fluid.Worker):
+    """Sends itself a signal once running; stops when asked."""
+
+    def __init__(self, sig: signal.Signals = signal.SIGTERM) -> None:
+        super().__init__()
+        self.sig = sig
+        self.shutdown_ran = False
+
+    async def run(self) -> None:
+        kill_me(self.sig)
+        while self.is_running():
+            await self.sleep(10)
+
+    async def on_shutdown(self) -> None:
+        self.shutdown_ran = True
+
+
+class Deaf(fluid.Worker):
+    """Ignores the stop request: sends a second signal once it saw the first."""
+
+    def __init__(self, second: signal.Signals | None = signal.SIGINT) -> None:
+        super().__init__(stopping_grace_period=30)
+        self.second = second
+        self.shutdown_ran = False
+
+    async def run(self) -> None:
+        kill_me(signal.SIGINT)
+        await self.sleep(30)  # returns once the first signal asked for a stop
+        assert self.is_stopping()
+        if self.second is not None:
+            kill_me(self.second)
+        await asyncio.Event().wait()
+
+    async def on_shutdown(self) -> None:
+        self.shutdown_ran = True
+
+
+# ------------------------------------------------------------------ signals
+
+
+def test_a_worker_that_ends_on_its_own_exits_0(unhandled: Received) -> None:
+    worker = Quick()
+    assert run(worker) == 0
+    assert worker.worker_state is WorkerState.STOPPED
+    assert unhandled == []
+
+
+def test_the_first_signal_stops_gracefully_and_exits_0(unhandled: Received) -> None:
+    worker = Polite(signal.SIGTERM)
+    assert run(worker) == 0
+    assert worker.worker_state is WorkerState.STOPPED
+    assert worker.shutdown_ran
+    assert unhandled == []
+
+
+def test_sigint_stops_gracefully_too(unhandled: Received) -> None:
+    worker = Polite(signal.SIGINT)
+    assert run(worker) == 0
+    assert worker.worker_state is WorkerState.STOPPED
+    assert unhandled == []
+
+
+def test_a_second_signal_forces_the_stop(
+    unhandled: Received, caplog: pytest.LogCaptureFixture
+) -> None:
+    worker = Deaf(second=signal.SIGINT)
+    start = time.monotonic()
+    assert run(worker) == 128 + signal.SIGINT
+    assert time.monotonic() - start < 5  # not after the grace period of 30 s
+    assert "received SIGINT again: forcing worker 'deaf' to stop" in caplog.text
+    assert worker.worker_state is WorkerState.FORCE_STOPPED
+    assert worker.shutdown_ran  # forced, and on_shutdown still ran
+    assert unhandled == []
+
+
+def test_the_exit_status_names_the_signal_that_forced(unhandled: Received) -> None:
+    assert run(Deaf(second=signal.SIGTERM)) == 128 + signal.SIGTERM
+
+
+def test_the_grace_period_running_out_forces_the_stop(
+    unhandled: Received, caplog: pytest.LogCaptureFixture
+) -> None:
+    worker = Deaf(second=None)
+    assert run(worker, grace=0.05) == 128 + signal.SIGINT
+    assert worker.worker_state is WorkerState.FORCE_STOPPED
+    assert "did not stop within 0.05s" in caplog.text
+
+
+def test_a_third_signal_cancels_again_a_worker_that_swallowed_the_cancel(
+    unhandled: Received,
+) -> None:
+    class Swallower(fluid.Worker):
+        async def run(self) -> None:
+            kill_me(signal.SIGINT)
+            kill_me(signal.SIGINT)
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                kill_me(signal.SIGINT)  # swallowed; the third signal cancels it again
+            await asyncio.Event().wait()
+
+    worker = Swallower(stopping_grace_period=30)
+    assert run(worker) == 130
+    assert worker.worker_state is WorkerState.FORCE_STOPPED
+
+
+def test_a_second_signal_interrupts_a_hung_on_startup(unhandled: Received) -> None:
+    class Hung(fluid.Worker):
+        shutdown_ran = False
+
+        async def on_startup(self) -> None:
+            kill_me(signal.SIGTERM)
+            kill_me(signal.SIGTERM)
+            await asyncio.Event().wait()
+
+        async def run(self) -> None:
+            raise AssertionError("never runs")
+
+    worker = Hung(stopping_grace_period=30)
+    assert run(worker) == 143
+    assert worker.worker_state is WorkerState.STOPPED
+
+
+def test_a_forced_tree_stops_every_descendant(unhandled: Received) -> None:
+    leaf = Deaf(second=signal.SIGINT)
+    tree = fluid.Workers(fluid.Workers(leaf, name="inner"), name="outer")
+    assert run(tree) == 130
+    assert leaf.worker_state is WorkerState.FORCE_STOPPED
+    assert leaf.shutdown_ran
+
+
+def test_without_signals_handled_outside_the_main_thread() -> None:
+    codes: list[int] = []
+    thread = threading.Thread(target=lambda: codes.append(run(Quick())))
+    thread.start()
+    thread.join(10)
+    assert codes == [0]
+
+
+# ----------------------------------------------------------------- failures
+
+
+def test_a_failure_exits_1_and_logs_the_traceback(
+    unhandled: Received, caplog: pytest.LogCaptureFixture
+) -> None:
+    worker = Failing()
+    assert run(worker) == 1
+    final = [r for r in caplog.records if "exit status 1" in r.getMessage()]
+    assert final, caplog.text
+    assert final[0].levelno == logging.ERROR
+    assert final[0].exc_info is not None
+    assert "boom from the failing worker" in str(final[0].exc_info[1])
+
+
+def test_a_failure_to_start_exits_1(unhandled: Received, caplog: pytest.LogCaptureFixture) -> None:
+    class NoStart(fluid.Worker):
+        async def on_startup(self) -> None:
+            raise ConnectionError("no database")
+
+        async def run(self) -> None:
+            raise AssertionError("never runs")
+
+    assert run(NoStart()) == 1
+    assert "failed to start" in caplog.text
+    assert "ConnectionError: no database" in caplog.text
+
+
+def test_an_error_in_a_tree_exits_1(unhandled: Received) -> None:
+    assert run(fluid.Workers(Failing(), Polite())) == 1
+
+
+def test_a_failing_factory_exits_1(unhandled: Received, caplog: pytest.LogCaptureFixture) -> None:
+    def factory() -> fluid.Worker:
+        raise KeyError("no config")
+
+    assert run(factory) == 1
+    assert "KeyError: 'no config'" in caplog.text
+
+
+# ---------------------------------------------------------------- factories
+
+
+def test_a_factory_is_called_on_the_running_loop(unhandled: Received) -> None:
+    loops: list[asyncio.AbstractEventLoop] = []
+
+    def factory() -> fluid.Worker:
+        loops.append(asyncio.get_running_loop())
+        return Quick()
+
+    assert run(factory) == 0
+    assert len(loops) == 1
+
+
+def test_a_factory_returning_something_else_raises_type_error(unhandled: Received) -> None:
+    with pytest.raises(NotAWorker, match=r"returned 42, not a fluid\.Worker"):
+        run(lambda: 42)  # type: ignore[arg-type, return-value]
+
+
+def test_an_async_factory_is_refused_clearly(unhandled: Received) -> None:
+    async def factory() -> fluid.Worker:
+        return Quick()
+
+    with pytest.raises(TypeError, match="returned a coroutine"):
+        run(factory)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------- arguments
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"worker": 42}, TypeError, "expected a fluid.Worker or a function"),
+        ({"worker": Quick(), "grace": -1}, ValueError, "grace must be a finite number >= 0"),
+        ({"worker": Quick(), "grace": "5"}, TypeError, "grace must be a number"),
+        ({"worker": Quick(), "use_uvloop": "yes"}, TypeError, "use_uvloop must be"),
+    ],
+)
+def test_bad_arguments_raise_at_the_call(
+    kwargs: dict[str, object], error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=message):
+        run(**kwargs)  # type: ignore[arg-type]
+
+
+async def test_run_refuses_a_running_loop() -> None:
+    with pytest.raises(RuntimeError, match="cannot be called from a running event loop"):
+        run(Quick())
+
+
+# ------------------------------------------------------------------- uvloop
+
+
+class LoopKind(fluid.Worker):
+    kind = ""
+
+    async def run(self) -> None:
+        self.kind = type(asyncio.get_running_loop()).__module__.split(".")[0]
+
+
+@pytest.mark.parametrize(
+    ("use_uvloop", "kind"), [(None, "uvloop"), (True, "uvloop"), (False, "asyncio")]
+)
+def test_uvloop_is_used_when_installed_unless_turned_off(
+    use_uvloop: bool | None, kind: str, unhandled: Received
+) -> None:
+    worker = LoopKind()
+    assert run(worker, use_uvloop=use_uvloop) == 0
+    assert worker.kind == kind
+
+
+def test_without_uvloop_installed(monkeypatch: pytest.MonkeyPatch, unhandled: Received) -> None:
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # import uvloop now fails
+    worker = LoopKind()
+    assert run(worker, use_uvloop=None) == 0  # falls back to asyncio's loop
+    assert worker.kind == "asyncio"
+    with pytest.raises(RuntimeError, match="uvloop is not installed"):
+        run(worker, use_uvloop=True)
+    assert fluid.set_uvloop_if_available() is False
+
+
+def test_set_uvloop_if_available_sets_the_policy() -> None:
+    import uvloop
+
+    try:
+        assert fluid.set_uvloop_if_available() is True
+        loop = asyncio.new_event_loop()
+        try:
+            assert isinstance(loop, uvloop.Loop)
+        finally:
+            loop.close()
+    finally:
+        asyncio.set_event_loop_policy(None)
+
+
+# -------------------------------------------------------- run_async_safely
+
+
+async def double(value: int) -> int:
+    await asyncio.sleep(0)
+    return 2 * value
+
+
+def test_run_async_safely_without_a_loop_runs_to_completion() -> None:
+    assert fluid.run_async_safely(double(21)) == 42
+
+
+async def test_run_async_safely_with_a_loop_returns_a_task_it_keeps() -> None:
+    results: list[int] = []
+
+    async def record(value: int) -> None:
+        await asyncio.sleep(0.01)
+        results.append(value)
+
+    def sync_callback() -> None:  # drops the task at once
+        task = fluid.run_async_safely(record(7))
+        assert isinstance(task, asyncio.Task)
+
+    sync_callback()
+    gc.collect()  # a task nobody references would be collected here
+    await asyncio.sleep(0.05)
+    assert results == [7]
+
+    task = fluid.run_async_safely(double(4))
+    assert isinstance(task, asyncio.Task)
+    assert await task == 8
+
+
+def test_run_async_safely_needs_a_coroutine() -> None:
+    with pytest.raises(TypeError, match="needs a coroutine object"):
+        fluid.run_async_safely(double)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------- the docs
+
+
+@pytest.mark.parametrize(
+    ("page", "example"),
+    [
+        ("running.md", "pipeline.py"),
+        ("fastapi.md", "fastapi_app.py"),
+        ("aiohttp.md", "aiohttp_app.py"),
+        ("prefork.md", "prefork_server.py"),
+    ],
+)
+def test_each_page_shows_its_runnable_example_verbatim(page: str, example: str) -> None:
+    text = (ROOT / "docs" / page).read_text()
+    code = (ROOT / "examples" / example).read_text()
+    assert f"```python\n{code}```" in text, f"docs/{page} is out of date with examples/{example}"
