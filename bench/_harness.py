@@ -233,15 +233,18 @@ async def idle_task(stop: asyncio.Event, started: Countdown | None = None) -> No
 
 
 @contextlib.contextmanager
-def quiet_fluid_logs() -> Iterator[None]:
-    """Hide fluid's expected warnings (e.g. a forced stop) while a case runs."""
+def quiet_fluid_logs(level: int = logging.ERROR) -> Iterator[None]:
+    """Hide fluid's expected logs below ``level`` (e.g. a forced stop) while a case runs.
+
+    ``logging.CRITICAL`` silences crash reports too, for cases that crash on purpose.
+    """
     logger = logging.getLogger("fluid")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
+    previous = logger.level
+    logger.setLevel(level)
     try:
         yield
     finally:
-        logger.setLevel(level)
+        logger.setLevel(previous)
 
 
 # ------------------------------------------------------------ running cases

@@ -36,13 +36,22 @@ import os
 import signal
 import statistics
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import fluid
 
-from ._harness import Options, Row, at_least, at_most, interleave_many, interleaved, wait_for
+from ._harness import (
+    Options,
+    Row,
+    at_least,
+    at_most,
+    interleave_many,
+    interleaved,
+    quiet_fluid_logs,
+    wait_for,
+)
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
@@ -86,18 +95,6 @@ def sleep_forever_bare(conn: Connection) -> None:
     """The same for a bare ``multiprocessing.Process``, saying when it is ready."""
     conn.send_bytes(b"ready")
     time.sleep(3600)
-
-
-@contextlib.contextmanager
-def silent_fluid_logs() -> Iterator[None]:
-    """Silence fluid's log (the killed worker's failure) while the case runs."""
-    logger = logging.getLogger("fluid")
-    level = logger.level
-    logger.setLevel(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
 
 
 def executor_call(executor: Executor) -> Call:
@@ -273,7 +270,7 @@ async def kill_row(options: Options) -> Row:
     runs = options.size(5, 2)
     executor = ThreadPoolExecutor(1)  # one thread: waits for readiness, then joins
     try:
-        with silent_fluid_logs():
+        with quiet_fluid_logs(logging.CRITICAL):
             fluid_s, asyncio_s = await interleaved(kill_fluid, lambda: kill_plain(executor), runs)
     finally:
         executor.shutdown()

@@ -17,31 +17,17 @@ times the supervision, as the hand-written side has no log at all.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import statistics
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import fluid
 
-from ._harness import Options, Row, at_most, wait_for
+from ._harness import Options, Row, at_most, quiet_fluid_logs, wait_for
 
 NAME = "supervision"
 CASE = "8 restart"
-
-
-@contextlib.contextmanager
-def silent_fluid_logs() -> Iterator[None]:
-    """Silence fluid's log, crash reports included, while the case runs."""
-    logger = logging.getLogger("fluid")
-    level = logger.level
-    logger.setLevel(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
 
 
 class Fragile(fluid.Worker):
@@ -84,7 +70,7 @@ async def fluid_latencies(crashes: int) -> list[float]:
     tree.add_observer(observe)
     latencies = []
     loop = asyncio.get_running_loop()
-    with silent_fluid_logs():
+    with quiet_fluid_logs(logging.CRITICAL):
         async with tree:
             for _ in range(crashes):
                 if child.doom is None or child.doom.done():
