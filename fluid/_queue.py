@@ -25,12 +25,18 @@ taken with [`take_undelivered`][fluid.QueueConsumer.take_undelivered].
 
 ``concurrency=N`` runs N copies of the consuming loop over the one queue, each
 with at most one message in flight, so that slow I/O handlers overlap.
+
+The books always balance: ``sent = handled + failed + taken + size +
+in_flight`` (see [`queue_stats`][fluid.QueueConsumer.queue_stats]). ``sent``
+is counted without a lock by an ``itertools.count``, whose ``next()`` is a
+single C call and so atomic from any thread; its ``repr`` gives the count.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
+import itertools
 import logging
 import math
 import pickle
@@ -44,7 +50,7 @@ from ._errors import QueueFull
 from ._policy import OnError, check_on_error, handle_error
 from ._pools import ProcessPool, ThreadPool
 from ._state import WorkerState
-from ._status import WorkerStatus
+from ._status import QueueStatus, WorkerStatus
 from ._validate import check_async_callable, check_count, function_name, is_async_callable
 from ._worker import STOPPING_GRACE_PERIOD, Worker, _release
 
@@ -118,6 +124,7 @@ class QueueConsumer(Worker, Generic[MessageT]):
     __slots__ = (
         "_abort",
         "_concurrency",
+        "_count_sent",
         "_drain",
         "_failed",
         "_getters",
@@ -128,6 +135,8 @@ class QueueConsumer(Worker, Generic[MessageT]):
         "_messages",
         "_on_error",
         "_puts",
+        "_sent",
+        "_taken",
         "_undelivered",
         "_wake_pending",
     )
@@ -159,7 +168,10 @@ class QueueConsumer(Worker, Generic[MessageT]):
         self._getters: deque[asyncio.Future[None]] = deque()
         self._wake_pending = False
         self._abort = False
-        self._handled = self._failed = self._in_flight = self._undelivered = 0
+        self._handled = self._failed = self._in_flight = self._undelivered = self._taken = 0
+        # next() of an itertools.count is one C call: atomic, from any thread
+        self._sent = itertools.count()
+        self._count_sent = self._sent.__next__
 
     # ----------------------------------------------------------- producing
 
@@ -190,11 +202,13 @@ class QueueConsumer(Worker, Generic[MessageT]):
         lock = self._lock
         if lock is None:
             self._messages.append(message)
+            self._count_sent()
         else:
             with lock:
                 room = len(self._messages) < self._maxsize and not self._puts
                 if room:
                     self._messages.append(message)
+                    self._count_sent()
             if not room:
                 self._send_when_room(message, timeout)
                 return
@@ -216,6 +230,7 @@ class QueueConsumer(Worker, Generic[MessageT]):
         with lock:
             if len(self._messages) < self._maxsize and not self._puts:
                 self._messages.append(message)
+                self._count_sent()
                 put = None
             else:
                 put = WaitingPut(message, asyncio.get_running_loop().create_future())
@@ -244,6 +259,7 @@ class QueueConsumer(Worker, Generic[MessageT]):
         """
         messages = self._messages
         taken = [messages.popleft() for _ in range(len(messages))]
+        self._taken += len(taken)
         self._admit_puts()
         return taken
 
@@ -270,17 +286,44 @@ class QueueConsumer(Worker, Generic[MessageT]):
         """
         return _Messages(self)
 
-    async def status(self) -> WorkerStatus:
-        """The worker's status with a ``queue`` entry of figures."""
-        status = await super().status()
-        status["queue"] = {
+    @property
+    def sent(self) -> int:
+        """How many messages were accepted into the queue, ever."""
+        return int(repr(self._sent)[6:-1])  # "count(N)": N is the next value
+
+    def queue_stats(self) -> QueueStatus:
+        """The queue's books: where every message sent has gone.
+
+        They always balance: ``sent = handled + failed + taken + size +
+        in_flight``. Nothing is dropped silently; a message is handled, failed
+        (and given to ``on_error``), taken back with ``take_undelivered()``, or
+        still queued or in flight. While another thread is inside ``send()``
+        the figures may be one message apart for that instant.
+
+        Example:
+            ```python
+            books = consumer.queue_stats()
+            assert books["sent"] == (
+                books["handled"] + books["failed"] + books["taken"]
+                + books["size"] + books["in_flight"]
+            )
+            ```
+        """
+        return {
+            "sent": self.sent,
             "size": len(self._messages),
             "capacity": self._maxsize or None,
             "handled": self._handled,
             "failed": self._failed,
             "in_flight": self._in_flight,
+            "taken": self._taken,
             "undelivered": self._undelivered,
         }
+
+    async def status(self) -> WorkerStatus:
+        """The worker's status, with the [`queue_stats()`][fluid.QueueConsumer.queue_stats]."""
+        status = await super().status()
+        status["queue"] = self.queue_stats()
         return status
 
     # ------------------------------------------------------------- internals
@@ -289,7 +332,9 @@ class QueueConsumer(Worker, Generic[MessageT]):
         return self._state is _RUNNING or (self._drain and not self._abort)
 
     def _take(self) -> MessageT:
+        """Give a message to ``run`` itself; from then on it counts as handled."""
         message = self._messages.popleft()
+        self._handled += 1
         if self._puts:
             self._admit_puts()
         return message
@@ -305,6 +350,7 @@ class QueueConsumer(Worker, Generic[MessageT]):
                 put = puts.popleft()
                 if put.admit():
                     messages.append(put.message)
+                    self._count_sent()
 
     def _send_when_room(self, message: MessageT, timeout: float) -> None:
         if timeout <= 0:

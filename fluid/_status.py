@@ -17,16 +17,22 @@ __all__ = [
 
 
 class QueueStatus(TypedDict):
-    """Figures of a queue consumer, under the ``queue`` key of its status.
+    """The books of a queue consumer, under the ``queue`` key of its status.
+
+    They always balance: ``sent = handled + failed + taken + size +
+    in_flight``; no message vanishes.
 
     Attributes:
+        sent: messages accepted into the queue (``send``, ``put``), ever.
         size: messages queued and not yet taken by the consumer.
         capacity: the queue's ``maxsize``, or None when unbounded.
-        handled: messages whose handler returned without error.
+        handled: messages whose handler returned without error (for a
+            subclass reading ``messages()`` itself: messages given to ``run``).
         failed: messages whose handler raised (reported to ``on_error``).
         in_flight: messages taken from the queue whose handler is running.
+        taken: messages removed unhandled with ``take_undelivered()``.
         undelivered: messages left in the queue when the worker last stopped
-            (still there, see ``take_undelivered()``).
+            (still there and counted in ``size``, see ``take_undelivered()``).
 
     Example:
         ```python
@@ -35,11 +41,13 @@ class QueueStatus(TypedDict):
         ```
     """
 
+    sent: int
     size: int
     capacity: int | None
     handled: int
     failed: int
     in_flight: int
+    taken: int
     undelivered: int
 
 

@@ -134,11 +134,13 @@ async def test_a_forced_stop_puts_the_interrupted_message_back(
     await wait_until(lambda: gate.entered == [0])
     status = await consumer.status()
     assert status["queue"] == {
+        "sent": 3,
         "size": 2,
         "capacity": None,
         "handled": 0,
         "failed": 0,
         "in_flight": 1,
+        "taken": 0,
         "undelivered": 0,
     }
     await consumer.shutdown()
@@ -146,6 +148,8 @@ async def test_a_forced_stop_puts_the_interrupted_message_back(
     assert "3 undelivered messages" in caplog.text
     assert (await consumer.status())["queue"]["undelivered"] == 3
     assert consumer.take_undelivered() == [0, 1, 2]
+    books = consumer.queue_stats()
+    assert (books["sent"], books["taken"], books["size"], books["in_flight"]) == (3, 3, 0, 0)
 
 
 async def test_a_restarted_consumer_handles_what_was_left() -> None:
@@ -293,11 +297,13 @@ async def test_queue_status_is_json_serialisable() -> None:
     collector.send(5)
     status = await collector.status()
     assert json.loads(json.dumps(status))["queue"] == {
+        "sent": 1,
         "size": 1,
         "capacity": None,
         "handled": 0,
         "failed": 0,
         "in_flight": 0,
+        "taken": 0,
         "undelivered": 0,
     }
 

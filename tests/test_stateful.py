@@ -923,8 +923,22 @@ class Lifecycle(RuleBasedStateMachine):
                 done = Counter(m.kind for m in worker.done)
                 in_flight = 0 if worker.current is None else 1
                 queue = status["queue"]
-                figures = (queue["size"], queue["handled"], queue["failed"], queue["in_flight"])
-                want = (worker.queue_size(), done["ok"], done["fail"], in_flight)
+                figures = (
+                    queue["sent"],
+                    queue["size"],
+                    queue["handled"],
+                    queue["failed"],
+                    queue["in_flight"],
+                    queue["taken"],
+                )
+                want = (
+                    self.sent[name],
+                    worker.queue_size(),
+                    done["ok"],
+                    done["fail"],
+                    in_flight,
+                    self.retrieved[name],
+                )
                 assert figures == want, f"{name}: status {queue}, expected {want}"
                 assert self.sent[name] == (
                     done["ok"]

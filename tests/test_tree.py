@@ -338,11 +338,13 @@ async def test_status_is_a_json_tree() -> None:
                         "path": "root/inner/consumer",
                         **common,
                         "queue": {
+                            "sent": 1,
                             "size": 0,
                             "capacity": None,
                             "handled": 1,
                             "failed": 0,
                             "in_flight": 0,
+                            "taken": 0,
                             "undelivered": 0,
                         },
                     }
