@@ -129,13 +129,13 @@ class QueueConsumer(Worker, Generic[MessageT]):
         "_failed",
         "_getters",
         "_handled",
-        "_in_flight",
         "_lock",
         "_maxsize",
         "_messages",
         "_on_error",
         "_puts",
         "_sent",
+        "_started",
         "_taken",
         "_undelivered",
         "_wake_pending",
@@ -168,7 +168,8 @@ class QueueConsumer(Worker, Generic[MessageT]):
         self._getters: deque[asyncio.Future[None]] = deque()
         self._wake_pending = False
         self._abort = False
-        self._handled = self._failed = self._in_flight = self._undelivered = self._taken = 0
+        # in flight = started - handled - failed: one counter less on the hot path
+        self._started = self._handled = self._failed = self._undelivered = self._taken = 0
         # next() of an itertools.count is one C call: atomic, from any thread
         self._sent = itertools.count()
         self._count_sent = self._sent.__next__
@@ -315,7 +316,7 @@ class QueueConsumer(Worker, Generic[MessageT]):
             "capacity": self._maxsize or None,
             "handled": self._handled,
             "failed": self._failed,
-            "in_flight": self._in_flight,
+            "in_flight": self._started - self._handled - self._failed,
             "taken": self._taken,
             "undelivered": self._undelivered,
         }
@@ -334,6 +335,7 @@ class QueueConsumer(Worker, Generic[MessageT]):
     def _take(self) -> MessageT:
         """Give a message to ``run`` itself; from then on it counts as handled."""
         message = self._messages.popleft()
+        self._started += 1
         self._handled += 1
         if self._puts:
             self._admit_puts()
@@ -451,19 +453,18 @@ class QueueConsumer(Worker, Generic[MessageT]):
                 message = messages.popleft()
                 if self._puts:
                     self._admit_puts()
-                self._in_flight += 1
+                self._started += 1
                 try:
                     await handler(message)
                 except asyncio.CancelledError:
+                    self._started -= 1
                     messages.appendleft(message)
                     raise
                 except Exception as exc:
-                    self._failed += 1
+                    self._failed += 1  # before on_error runs: no longer in flight
                     await handle_error(self._name, self._on_error, message, exc)
                 else:
                     self._handled += 1
-                finally:
-                    self._in_flight -= 1
             elif not await self._wait_for_messages():
                 return
 

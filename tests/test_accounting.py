@@ -55,6 +55,24 @@ async def test_every_message_is_handled_failed_taken_or_still_queued() -> None:
     assert failures == [0, 3, 6]
 
 
+async def test_the_books_balance_while_an_async_on_error_callback_runs() -> None:
+    seen: list[QueueStatus] = []
+
+    async def fail(n: int) -> None:
+        raise ValueError(n)
+
+    async def dead_letter(n: int, exc: Exception) -> None:
+        await asyncio.sleep(0)  # the callback awaits: the failure is already booked
+        seen.append(consumer.queue_stats())
+
+    consumer = fluid.QueueConsumerWorker(fail, on_error=dead_letter)
+    async with consumer:
+        consumer.send(1)
+        await wait_until(lambda: len(seen) == 1)
+    assert (seen[0]["failed"], seen[0]["in_flight"]) == (1, 0)
+    assert balance(seen[0]) == seen[0]["sent"] == 1
+
+
 async def test_refused_and_cancelled_sends_are_not_counted() -> None:
     consumer = fluid.QueueConsumerWorker(_ignore, maxsize=2)
     consumer.send(1)
