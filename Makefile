@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint typecheck pytest docs bench run clean
+.PHONY: install test lint typecheck pytest stress docs bench run clean
 
 install: $(STAMP)
 
@@ -26,14 +26,55 @@ pytest: $(STAMP)
 
 test: lint typecheck pytest
 
+# Fault injection for longer: every scenario of tests/stress for 20 s each.
+stress: $(STAMP)
+	FLUID_STRESS_SECONDS=$${FLUID_STRESS_SECONDS:-20} FLUID_STRESS_REPORT=stress-report.json \
+		$(BIN)/pytest tests/stress -o timeout=300 -q
+
 docs: $(STAMP)
 	$(BIN)/mkdocs build --strict
 
-bench: $(STAMP)
-	$(BIN)/python -m bench
+# Benchmarks, in environments of their own: fluid against hand-written asyncio
+# (python -m bench) and against aio-fluid, aiomisc and aiojobs (python -m
+# bench.others), on the asyncio loop and on uvloop; then docs/benchmarks.md and
+# its chart (python -m bench.report). aio-fluid installs a package also named
+# `fluid`, so it gets a virtualenv without this project. About 5 minutes;
+# `make bench BENCH_FLAGS=--quick` checks the whole chain in under a minute.
+BENCH_VENV := .venv-bench
+BENCH_BIN := $(BENCH_VENV)/bin
+BENCH_STAMP := $(BENCH_VENV)/.installed
+AIOFLUID_VENV := .venv-aiofluid
+AIOFLUID_STAMP := $(AIOFLUID_VENV)/.installed
+BENCH_RESULTS := .bench
+BENCH_FLAGS ?=
+
+$(BENCH_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_BIN)/python -m pip install --quiet --upgrade pip
+	$(BENCH_BIN)/python -m pip install --quiet -e '.[bench]' uvloop
+	touch $(BENCH_STAMP)
+
+$(AIOFLUID_STAMP): Makefile
+	$(PYTHON) -m venv $(AIOFLUID_VENV)
+	$(AIOFLUID_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(AIOFLUID_VENV)/bin/python -m pip install --quiet --upgrade aio-fluid uvloop
+	touch $(AIOFLUID_STAMP)
+
+bench: $(BENCH_STAMP) $(AIOFLUID_STAMP)
+	mkdir -p $(BENCH_RESULTS)
+	for loop in asyncio uvloop; do \
+		$(BENCH_BIN)/python -m bench --loop $$loop $(BENCH_FLAGS) \
+			--json $(BENCH_RESULTS)/suite-$$loop.json || exit 1; \
+		$(BENCH_BIN)/python -m bench.others --loop $$loop $(BENCH_FLAGS) \
+			--aiofluid-python $(AIOFLUID_VENV)/bin/python \
+			--json $(BENCH_RESULTS)/others-$$loop.json || exit 1; \
+	done
+	$(BENCH_BIN)/python -m bench.report --results $(BENCH_RESULTS) \
+		--markdown docs/benchmarks.md --chart docs/benchmarks.png
 
 run: $(STAMP)
 	$(BIN)/python examples/pipeline.py
 
 clean:
 	rm -rf $(VENV) site .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(BENCH_VENV) $(AIOFLUID_VENV) $(BENCH_RESULTS)

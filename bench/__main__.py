@@ -8,16 +8,39 @@ import time
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
-from . import consumers, executors, fanout, grace, queue, schedule, stop, supervision, threads, tree
+from . import (
+    consumers,
+    executors,
+    fanout,
+    grace,
+    jobs,
+    queue,
+    schedule,
+    stop,
+    supervision,
+    threads,
+    tree,
+)
 from ._harness import Options, Row, header, run_case, summary, table, write_json
 
 Case = Callable[[Options], Coroutine[Any, Any, list[Row]]]
 
 CASES: dict[str, Case] = {
     module.NAME: module.run
-    for module in (queue, threads, fanout, tree, stop, grace, consumers, supervision, executors)
+    for module in (
+        queue,
+        threads,
+        fanout,
+        tree,
+        stop,
+        grace,
+        consumers,
+        supervision,
+        executors,
+        schedule,
+        jobs,
+    )
 }
-CASES[schedule.NAME] = schedule.run
 
 
 def parse(argv: Sequence[str] | None = None) -> tuple[Options, list[str]]:
@@ -62,11 +85,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         case_started = time.perf_counter()
         rows.extend(run_case(CASES[name], options))
         print(f"  {time.perf_counter() - case_started:.1f} s", file=sys.stderr, flush=True)
-    print(f"total    {time.perf_counter() - started:.0f} s\n")
+    seconds = time.perf_counter() - started
+    print(f"total    {seconds:.0f} s\n")
     print(table(rows))
     print("\n" + summary(rows))
     if options.json_path:
-        write_json(options.json_path, options, rows)
+        write_json(options.json_path, options, rows, seconds)
         print(f"results written to {options.json_path}")
     return 0
 

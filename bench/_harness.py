@@ -47,7 +47,7 @@ class Options:
     repeats: int = 5
     json_path: str | None = None
 
-    def size(self, full: int, quick: int) -> int:
+    def size(self, full: T, quick: T) -> T:
         """``full`` normally, ``quick`` with ``--quick``."""
         return quick if self.quick else full
 
@@ -106,6 +106,9 @@ class Row:
     asyncio: float | None
     higher_is_better: bool
     target: Target | None = None
+    key: str = ""
+    """A stable name for the row (e.g. ``"tree.start"``), for rows that the
+    other libraries (``python -m bench.others``) are compared on; empty otherwise."""
 
     @property
     def ratio(self) -> float | None:
@@ -126,6 +129,7 @@ class Row:
     def as_dict(self) -> dict[str, Any]:
         """The row as plain data for the JSON file."""
         return {
+            "key": self.key,
             "case": self.case,
             "measure": self.measure,
             "unit": self.unit,
@@ -232,6 +236,17 @@ async def idle_task(stop: asyncio.Event, started: Countdown | None = None) -> No
             pass
 
 
+async def idle_cpu(seconds: float) -> float:
+    """CPU seconds used per second of wall time while this task sleeps ``seconds``.
+
+    ``time.process_time()``: the whole process, so whatever else runs on the
+    loop (or in its threads) meanwhile is counted.
+    """
+    cpu, wall = time.process_time(), time.perf_counter()
+    await asyncio.sleep(seconds)
+    return (time.process_time() - cpu) / (time.perf_counter() - wall)
+
+
 @contextlib.contextmanager
 def quiet_fluid_logs(level: int = logging.ERROR) -> Iterator[None]:
     """Hide fluid's expected logs below ``level`` (e.g. a forced stop) while a case runs.
@@ -259,9 +274,7 @@ def loop_factory(name: LoopName) -> Callable[[], asyncio.AbstractEventLoop]:
     return asyncio.new_event_loop
 
 
-def run_case(
-    case: Callable[[Options], Coroutine[Any, Any, list[Row]]], options: Options
-) -> list[Row]:
+def run_case(case: Callable[[Options], Coroutine[Any, Any, T]], options: Options) -> T:
     """Run one case in a fresh event loop; fail if it leaves a task or a thread."""
     threads = set(threading.enumerate())
     with asyncio.Runner(loop_factory=loop_factory(options.loop)) as runner:
@@ -270,7 +283,7 @@ def run_case(
     return rows
 
 
-async def _no_leftover_tasks(coro: Coroutine[Any, Any, list[Row]]) -> list[Row]:
+async def _no_leftover_tasks(coro: Coroutine[Any, Any, T]) -> T:
     rows = await coro
     current = asyncio.current_task()
     left = [t for t in asyncio.all_tasks() if t is not current and not t.done()]
@@ -293,17 +306,34 @@ def _check_threads(before: set[threading.Thread]) -> None:
 # ------------------------------------------------------------------ output
 
 
+def loop_description(name: LoopName) -> str:
+    """The loop's name, module and class, and uvloop's version."""
+    loop = loop_factory(name)()
+    text = f"{name} ({type(loop).__module__}.{type(loop).__name__})"
+    loop.close()
+    if name == "uvloop":
+        text += f", uvloop {importlib.metadata.version('uvloop')}"
+    return text
+
+
+def cpu_model() -> str:
+    """The processor's model name, when the system tells it (Linux), else the machine type."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as file:
+            for line in file:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def header(options: Options) -> list[str]:
     """The lines printed above the table: interpreter, loop, machine, settings."""
-    loop = loop_factory(options.loop)()
-    loop_text = f"{options.loop} ({type(loop).__module__}.{type(loop).__name__})"
-    loop.close()
-    if options.loop == "uvloop":
-        loop_text += f", uvloop {importlib.metadata.version('uvloop')}"
     return [
         f"fluid {fluid.__version__} benchmarks",
         f"python   {platform.python_implementation()} {sys.version.split()[0]}",
-        f"loop     {loop_text}",
+        f"loop     {loop_description(options.loop)}",
         f"cpus     {os.cpu_count()} ({platform.machine()}, {platform.system()})",
         f"mode     {'quick' if options.quick else 'full'}, repeats scale {options.repeats}/5",
     ]
@@ -380,16 +410,22 @@ def summary(rows: Sequence[Row]) -> str:
     return text
 
 
-def write_json(path: str, options: Options, rows: Sequence[Row]) -> None:
-    """Write the header facts and every row to ``path`` as JSON."""
+def write_json(
+    path: str, options: Options, rows: Sequence[Row], seconds: float | None = None
+) -> None:
+    """Write the header facts, every row and the run's duration to ``path`` as JSON."""
     data = {
         "fluid": fluid.__version__,
         "python": sys.version.split()[0],
         "implementation": platform.python_implementation(),
         "loop": options.loop,
+        "loop_description": loop_description(options.loop),
         "cpus": os.cpu_count(),
+        "cpu_model": cpu_model(),
+        "machine": f"{platform.machine()}, {platform.system()} {platform.release()}",
         "quick": options.quick,
         "repeats": options.repeats,
+        "seconds": seconds,
         "rows": [row.as_dict() for row in rows],
     }
     with open(path, "w", encoding="utf-8") as file:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import multiprocessing
 import os
@@ -62,8 +63,15 @@ THREADS = 4
 CALLERS = 64
 PROCESSES = 2
 CPU_CALLS = 4
+CALLS = (20_000, 2_000)
+"""Thread adapter calls per run: full, ``--quick``."""
+ROUND_TRIPS = (1_000, 100)
+"""Process round trips per run: full, ``--quick``."""
+BURN = (2_000_000, 400_000)
+"""Loop iterations of one CPU-bound call: full, ``--quick``."""
 
 Call = Callable[..., Awaitable[Any]]
+"""``await call(fn, *args)``: run ``fn(*args)`` somewhere else and return its result."""
 
 
 def trivial(x: int) -> int:
@@ -110,26 +118,41 @@ def executor_call(executor: Executor) -> Call:
 # ------------------------------------------------------------------ threads
 
 
-async def callers(call: Call, total: int) -> float:
-    """Seconds for ``CALLERS`` tasks to make ``total`` calls, each in turn."""
+def calling_trivial(call: Call) -> Callable[[int], Awaitable[object]]:
+    """``call_trivial(i)`` that does ``call(trivial, i)``, without an extra frame."""
+    return functools.partial(call, trivial)
+
+
+async def callers(call_trivial: Callable[[int], Awaitable[object]], total: int) -> float:
+    """Seconds for ``CALLERS`` tasks to make ``total`` calls of ``trivial``, each in turn.
+
+    ``call_trivial(i)`` runs ``trivial(i)`` in a thread (see ``calling_trivial``).
+    """
 
     async def caller(first: int) -> None:
         for i in range(first, first + total // CALLERS):
-            await call(trivial, i)
+            await call_trivial(i)
 
     start = time.perf_counter()
     await wait_for(asyncio.gather(*(caller(c) for c in range(CALLERS))), "thread calls")
     return time.perf_counter() - start
 
 
+def thread_calls(options: Options) -> int:
+    """Calls per thread adapter run: a multiple of ``CALLERS``."""
+    return options.size(*CALLS) // CALLERS * CALLERS
+
+
 async def thread_row(options: Options) -> Row:
-    total = options.size(20_000, 2_000) // CALLERS * CALLERS
+    total = thread_calls(options)
     executor = ThreadPoolExecutor(THREADS)
     try:
         async with fluid.ThreadPool(THREADS) as pool:
             plain = executor_call(executor)
             fluid_s, asyncio_s = await interleaved(
-                lambda: callers(pool.run, total), lambda: callers(plain, total), options.times(5)
+                lambda: callers(calling_trivial(pool.run), total),
+                lambda: callers(calling_trivial(plain), total),
+                options.times(5),
             )
     finally:
         executor.shutdown()
@@ -141,6 +164,7 @@ async def thread_row(options: Options) -> Row:
         total / min(asyncio_s),
         higher_is_better=True,
         target=at_least(1.0),
+        key="executors.threads",
     )
 
 
@@ -161,7 +185,7 @@ async def round_trips(call: Call, count: int) -> float:
 
 
 async def round_trip_row(options: Options) -> Row:
-    count = options.size(1_000, 100)
+    count = options.size(*ROUND_TRIPS)
     spawn = multiprocessing.get_context("spawn")
     executor = ProcessPoolExecutor(PROCESSES, mp_context=spawn)
     try:
@@ -184,6 +208,7 @@ async def round_trip_row(options: Options) -> Row:
         min(asyncio_s) * 1e6,
         higher_is_better=False,
         target=at_least(1.0),
+        key="executors.round_trip",
     )
 
 
@@ -195,7 +220,7 @@ async def cpu_time(call: Call, n: int) -> float:
 
 
 async def speed_up_row(options: Options) -> Row:
-    n = options.size(2_000_000, 400_000)
+    n = options.size(*BURN)
     spawn = multiprocessing.get_context("spawn")
     executors = [ProcessPoolExecutor(k, mp_context=spawn) for k in (1, PROCESSES)]
     try:
@@ -224,6 +249,7 @@ async def speed_up_row(options: Options) -> Row:
         median(plain_1) / median(plain_2),
         higher_is_better=True,
         target=at_least(0.9, ">= 0.90x"),
+        key="executors.speed_up",
     )
 
 

@@ -25,6 +25,8 @@ from ._harness import Countdown, Options, Row, at_least, interleave_many, produc
 NAME = "fanout"
 HANDLERS = 10
 BATCH = 1000
+MESSAGES = (50_000, 5_000)
+"""Messages per run: full, ``--quick``."""
 
 Handler = Callable[[int], Awaitable[None]]
 
@@ -103,7 +105,7 @@ async def run_asyncio(count: int, consumer: Consumer) -> float:
 
 async def run(options: Options) -> list[Row]:
     """Best throughput of fluid, the in-turn loop and the gather loop."""
-    count = options.size(50_000, 5_000)
+    count = options.size(*MESSAGES)
     gather_count = count // 5
     fluid_times, turn_times, gather_times = await interleave_many(
         [
@@ -123,6 +125,7 @@ async def run(options: Options) -> list[Row]:
             count / min(turn_times),
             higher_is_better=True,
             target=at_least(0.5),
+            key="fanout",
         ),
         Row(
             "3 fanout",
@@ -131,5 +134,6 @@ async def run(options: Options) -> list[Row]:
             fluid_rate,
             gather_count / min(gather_times),
             higher_is_better=True,
+            key="fanout.gather",
         ),
     ]

@@ -22,6 +22,8 @@ from ._harness import Countdown, Options, Row, at_least, interleaved, produce, s
 
 NAME = "queue"
 BATCH = 1000
+MESSAGES = (200_000, 20_000)
+"""Messages per run: full, ``--quick``."""
 
 
 async def run_fluid(count: int) -> float:
@@ -65,7 +67,7 @@ async def run_asyncio(count: int) -> float:
 
 async def run(options: Options) -> list[Row]:
     """Best throughput of each side over the repeats."""
-    count = options.size(200_000, 20_000)
+    count = options.size(*MESSAGES)
     fluid_times, asyncio_times = await interleaved(
         lambda: run_fluid(count), lambda: run_asyncio(count), options.times(5)
     )
@@ -78,5 +80,6 @@ async def run(options: Options) -> list[Row]:
             count / min(asyncio_times),
             higher_is_better=True,
             target=at_least(0.7),
+            key="queue",
         )
     ]

@@ -31,16 +31,32 @@ from __future__ import annotations
 import asyncio
 import math
 import statistics
-import time
 
 import fluid
 
-from ._harness import Options, Row, at_least, at_most, interleave_many, settle, wait_for
+from ._harness import (
+    Options,
+    Row,
+    at_least,
+    at_most,
+    idle_cpu,
+    interleave_many,
+    settle,
+    wait_for,
+)
 
 NAME = "schedule"
 CASE = "10 schedule"
 INTERVAL = 0.01
 IDLE_TARGET_MS = 5.0
+SCHEDULES = (1000, 100)
+"""Fixed-rate schedules timed for accuracy: full, ``--quick``."""
+SECONDS = (1.0, 0.3)
+"""Seconds each accuracy run lasts: full, ``--quick``."""
+IDLE_SCHEDULES = (10_000, 1000)
+"""Idle 60 s schedules: full, ``--quick``."""
+IDLE_SECONDS = (2.0, 0.5)
+"""Seconds the idle schedules are left alone: full, ``--quick``."""
 
 
 class Probe:
@@ -126,7 +142,7 @@ async def idle_fluid(count: int, seconds: float) -> float:
     )
     await tree.startup()
     await settle(5)  # every first run done: all wait for their next slot
-    usage = await cpu_per_second(seconds)
+    usage = await idle_cpu(seconds)
     await wait_for(tree.shutdown(), "stopping the idle schedules")
     return usage
 
@@ -142,18 +158,11 @@ async def idle_asyncio(count: int, seconds: float) -> float:
     """CPU seconds per wall second of ``count`` hand-written sleeping tasks."""
     tasks = [asyncio.create_task(sleeper()) for _ in range(count)]
     await settle(5)
-    usage = await cpu_per_second(seconds)
+    usage = await idle_cpu(seconds)
     for task in tasks:
         task.cancel()
     await wait_for(asyncio.gather(*tasks, return_exceptions=True), "cancelling the sleepers")
     return usage
-
-
-async def cpu_per_second(seconds: float) -> float:
-    """``process_time`` used per second of wall time while the loop sleeps ``seconds``."""
-    cpu, wall = time.process_time(), time.perf_counter()
-    await asyncio.sleep(seconds)
-    return (time.process_time() - cpu) / (time.perf_counter() - wall)
 
 
 # -------------------------------------------------------------------- rows
@@ -161,8 +170,8 @@ async def cpu_per_second(seconds: float) -> float:
 
 async def run(options: Options) -> list[Row]:
     """Timing accuracy of 1,000 10 ms schedules, idle CPU of 10,000 60 s schedules."""
-    count = options.size(1000, 100)
-    seconds = 0.3 if options.quick else 1.0
+    count = options.size(*SCHEDULES)
+    seconds = options.size(*SECONDS)
     repeats = options.times(3)
 
     async def fluid_side() -> list[float]:
@@ -175,8 +184,8 @@ async def run(options: Options) -> list[Row]:
     fluid_late = [x for run in fluid_runs for x in run]
     asyncio_late = [x for run in asyncio_runs for x in run]
 
-    idle_count = options.size(10_000, 1000)
-    idle_seconds = 0.5 if options.quick else 2.0
+    idle_count = options.size(*IDLE_SCHEDULES)
+    idle_seconds = options.size(*IDLE_SECONDS)
 
     async def fluid_idle() -> float:
         return await idle_fluid(idle_count, idle_seconds)
@@ -213,6 +222,7 @@ async def run(options: Options) -> list[Row]:
             len(fluid_late) / wall,
             len(asyncio_late) / wall,
             higher_is_better=True,
+            key="schedule.runs",
         ),
         Row(
             CASE,
@@ -222,5 +232,6 @@ async def run(options: Options) -> list[Row]:
             statistics.median(asyncio_cpu) * 1e3,
             higher_is_better=False,
             target=at_most(IDLE_TARGET_MS, f"fluid <= {IDLE_TARGET_MS:.0f} ms/s"),
+            key="schedule.idle_cpu",
         ),
     ]

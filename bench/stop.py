@@ -24,6 +24,8 @@ from ._harness import Options, Row, at_most, idle_task, interleave_many, settle
 
 NAME = "stop"
 CASE = "5 stop"
+RUNS = (200, 20)
+"""Stops timed per kind of worker: full, ``--quick``."""
 TARGET_US = 3000.0
 
 
@@ -87,13 +89,13 @@ async def stop_queue_task() -> float:
 
 async def run(options: Options) -> list[Row]:
     """Median stop latency of each kind of idle worker."""
-    runs = options.size(200, 20)
+    runs = options.size(*RUNS)
     function_s, event_s, queue_s, sentinel_s = await interleave_many(
         [stop_function_worker, stop_event_task, stop_queue_worker, stop_queue_task], runs
     )
     target = at_most(TARGET_US, f"fluid <= {TARGET_US:,.0f} us")
 
-    def row(measure: str, fluid_s: list[float], asyncio_s: list[float]) -> Row:
+    def row(measure: str, fluid_s: list[float], asyncio_s: list[float], key: str) -> Row:
         return Row(
             CASE,
             f"{measure} (median of {runs})",
@@ -102,9 +104,10 @@ async def run(options: Options) -> list[Row]:
             statistics.median(asyncio_s) * 1e6,
             higher_is_better=False,
             target=target,
+            key=key,
         )
 
     return [
-        row("idle WorkerFunction vs Event task", function_s, event_s),
-        row("idle QueueConsumerWorker vs sentinel", queue_s, sentinel_s),
+        row("idle WorkerFunction vs Event task", function_s, event_s, "stop.function"),
+        row("idle QueueConsumerWorker vs sentinel", queue_s, sentinel_s, "stop.queue"),
     ]

@@ -25,6 +25,8 @@ from .queue import consume
 
 NAME = "threads"
 THREADS = 4
+PER_THREAD = (50_000, 5_000)
+"""Messages each producer thread sends: full, ``--quick``."""
 
 
 def send_all(send: Send, first: int, count: int) -> None:
@@ -80,7 +82,7 @@ async def run_asyncio(per_thread: int) -> float:
 
 async def run(options: Options) -> list[Row]:
     """Best throughput of each side over the repeats."""
-    per_thread = options.size(50_000, 5_000)
+    per_thread = options.size(*PER_THREAD)
     count = THREADS * per_thread
     fluid_times, asyncio_times = await interleaved(
         lambda: run_fluid(per_thread), lambda: run_asyncio(per_thread), options.times(5)
@@ -94,5 +96,6 @@ async def run(options: Options) -> list[Row]:
             count / min(asyncio_times),
             higher_is_better=True,
             target=at_least(1.0),
+            key="threads",
         )
     ]

@@ -40,6 +40,8 @@ from ._harness import (
 
 NAME = "tree"
 CASE = "4 tree"
+WORKERS = (10_000, 1_000)
+"""Workers in the tree: full, ``--quick``."""
 
 
 class Phases(NamedTuple):
@@ -175,7 +177,7 @@ async def build_time_asyncio(count: int) -> float:
 
 async def run(options: Options) -> list[Row]:
     """The phases and memory of a 10,000-worker tree, then the build linearity rows."""
-    count = options.size(10_000, 1_000)
+    count = options.size(*WORKERS)
     rows = await phase_rows(count, options)
     rows.append(await memory_row(count))
     rows.extend(await linearity_rows(options))
@@ -197,7 +199,7 @@ async def phase_rows(count: int, options: Options) -> list[Row]:
     gather_best = best_phases(gather_runs)
     at_most_150 = at_least(1 / 1.5, ">= 0.67x (<= 1.5x time)")
 
-    def row(measure: str, fluid_s: float, asyncio_s: float, *, target: bool) -> Row:
+    def row(measure: str, fluid_s: float, asyncio_s: float, *, target: bool, key: str) -> Row:
         return Row(
             CASE,
             measure,
@@ -206,6 +208,7 @@ async def phase_rows(count: int, options: Options) -> list[Row]:
             asyncio_s * 1e3,
             higher_is_better=False,
             target=at_most_150 if target else None,
+            key=key,
         )
 
     return [
@@ -214,10 +217,29 @@ async def phase_rows(count: int, options: Options) -> list[Row]:
             fluid_best.build,
             reverse_best.build,
             target=False,
+            key="tree.build",
         ),
-        row("start until all running", fluid_best.start, reverse_best.start, target=True),
-        row("stop, asyncio in reverse order", fluid_best.stop, reverse_best.stop, target=True),
-        row("stop, asyncio set all + gather", fluid_best.stop, gather_best.stop, target=False),
+        row(
+            "start until all running",
+            fluid_best.start,
+            reverse_best.start,
+            target=True,
+            key="tree.start",
+        ),
+        row(
+            "stop, asyncio in reverse order",
+            fluid_best.stop,
+            reverse_best.stop,
+            target=True,
+            key="tree.stop",
+        ),
+        row(
+            "stop, asyncio set all + gather",
+            fluid_best.stop,
+            gather_best.stop,
+            target=False,
+            key="tree.stop_gather",
+        ),
     ]
 
 
@@ -239,6 +261,7 @@ async def memory_row(count: int) -> Row:
         asyncio_bytes[0],
         higher_is_better=False,
         target=at_least(1 / 1.4, ">= 0.71x (<= 1.4x memory)"),
+        key="tree.memory",
     )
 
 
