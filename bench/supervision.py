@@ -31,25 +31,27 @@ CASE = "8 restart"
 
 
 class Fragile(fluid.Worker):
-    """Awaits a future; failing it crashes the worker."""
+    """Awaits a future, as the hand-written child does; failing it crashes the worker.
+
+    A stop request resolves the future too (through an observer of the
+    worker's own ``stopping`` event), so that the tree stops it gracefully.
+    """
 
     def __init__(self) -> None:
         super().__init__("fragile", 1.0)
         self.doom: asyncio.Future[None] | None = None
         self.armed: asyncio.Future[None] | None = None
+        self.add_observer(self.on_event)
+
+    def on_event(self, event: fluid.LifecycleEvent) -> None:
+        if event.kind == "stopping" and self.doom is not None and not self.doom.done():
+            self.doom.set_result(None)
 
     async def run(self) -> None:
         self.doom = asyncio.get_running_loop().create_future()
         if self.armed is not None and not self.armed.done():
             self.armed.set_result(None)
-        sleeper = asyncio.ensure_future(self.sleep(3600))
-        futures: list[asyncio.Future[Any]] = [self.doom, sleeper]
-        try:
-            await asyncio.wait(futures, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            sleeper.cancel()
-        if self.doom.done():
-            self.doom.result()
+        await self.doom
 
 
 async def fluid_latencies(crashes: int) -> list[float]:
