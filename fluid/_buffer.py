@@ -58,7 +58,14 @@ class PriorityBuffer(Generic[MessageT]):
 
 
 class WaitingPut(Generic[MessageT]):
-    """A producer waiting for room: an async one (future) or a thread (event)."""
+    """A producer waiting for room: an async one (future) or a thread (event).
+
+    A thread's message is appended when it is admitted. An async producer is
+    only woken: it appends its own message when it resumes, so that a
+    cancellation arriving in between leaves nothing queued (as
+    ``asyncio.Lock`` hands itself over). Until then it keeps its place at the
+    head of the waiting producers, and so the room it was given.
+    """
 
     __slots__ = ("admitted", "event", "future", "message")
 
@@ -68,14 +75,28 @@ class WaitingPut(Generic[MessageT]):
         self.event = threading.Event() if future is None else None
         self.admitted = False
 
-    def admit(self) -> bool:
-        """Tell the producer its message is in; False if it gave up waiting."""
-        if self.future is not None:
-            if self.future.done():
-                return False
-            self.future.set_result(None)
-        else:
-            assert self.event is not None
-            self.event.set()
+    def admit(self) -> None:
+        """Tell a waiting thread its message is in."""
+        assert self.event is not None
         self.admitted = True
-        return True
+        self.event.set()
+
+    def wake(self) -> None:
+        """Tell an async producer there is room (from any thread)."""
+        future = self.future
+        assert future is not None
+        loop = future.get_loop()
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            if not future.done():
+                future.set_result(None)
+        else:
+            loop.call_soon_threadsafe(_wake, future)
+
+
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

@@ -222,7 +222,10 @@ class QueueConsumer(Worker, Generic[MessageT]):
         Use it on the event loop to apply backpressure to a producer. Waiting
         producers are admitted in the order they came.
 
-        If the call is cancelled while waiting, the message is not queued.
+        If the call is cancelled, the message is not queued: a producer given
+        room appends its message only when it resumes, so a cancellation that
+        arrives in between (an ``asyncio.timeout`` expiring) passes the room on
+        to the next producer.
         """
         lock = self._lock
         if lock is None:
@@ -245,9 +248,16 @@ class QueueConsumer(Worker, Generic[MessageT]):
             await put.future
         except asyncio.CancelledError:
             with lock:
-                if put in self._puts:
-                    self._puts.remove(put)
+                self._puts.remove(put)
+            self._admit_puts()  # if it was woken, the room passes to the next
             raise
+        with lock:  # woken: it is the head of the waiting producers
+            self._puts.remove(put)
+            self._messages.append(message)
+            self._count_sent()
+        self._admit_puts()
+        if self._getters:
+            self._wake_getters_from_any_thread()
 
     def queue_size(self) -> int:
         """How many messages are queued."""
@@ -342,17 +352,26 @@ class QueueConsumer(Worker, Generic[MessageT]):
         return message
 
     def _admit_puts(self) -> None:
-        """Move waiting producers' messages into the queue while there is room."""
+        """Let waiting producers in, in order, while there is room.
+
+        A thread's message goes in at once; an async producer is woken and
+        holds its place (and the room) until it appends its message itself.
+        """
         lock = self._lock
         if lock is None:
             return
         with lock:
             puts, messages = self._puts, self._messages
             while puts and len(messages) < self._maxsize:
-                put = puts.popleft()
-                if put.admit():
+                put = puts[0]
+                if put.future is None:
+                    puts.popleft()
+                    put.admit()
                     messages.append(put.message)
                     self._count_sent()
+                else:
+                    put.wake()  # the producer appends, then admits the next
+                    return
 
     def _send_when_room(self, message: MessageT, timeout: float) -> None:
         if timeout <= 0:
@@ -488,12 +507,21 @@ class QueueConsumer(Worker, Generic[MessageT]):
             for task in tasks:
                 task.cancel()
             await _wait_uninterrupted(tasks)
+            # a loop that failed before the cancel: the worker ends forced, with its error
+            for error in _errors(tasks):
+                logger.error("worker %r failed", self._name, exc_info=error)
+                self._fail(error)
             raise
-        errors = [e for e in (t.exception() for t in tasks) if e is not None]
+        errors = _errors(tasks)
         for error in errors[1:]:
             logger.error("worker %r failed", self._name, exc_info=error)
         if errors:
             raise errors[0]
+
+
+def _errors(tasks: list[asyncio.Task[None]]) -> list[BaseException]:
+    """The errors of the tasks that failed (not of those cancelled), in order."""
+    return [e for e in (t.exception() for t in tasks if not t.cancelled()) if e is not None]
 
 
 async def _wait_uninterrupted(tasks: list[asyncio.Task[None]]) -> None:

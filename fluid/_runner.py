@@ -185,12 +185,16 @@ def run(
             "fluid.run() cannot be called from a running event loop: "
             "use `async with worker:` or `await worker.startup()` there"
         )
+    code: int | None = None
     try:
         with asyncio.Runner(loop_factory=factory) as runner:
-            return runner.run(_serve(worker, grace))
-    except KeyboardInterrupt:  # SIGINT before our handler was installed
-        logger.warning("interrupted: exit status %d", 128 + signal.SIGINT)
-        return 128 + signal.SIGINT
+            code = runner.run(_serve(worker, grace))
+    except KeyboardInterrupt:
+        if code is None:  # SIGINT before our handler was installed
+            logger.warning("interrupted: exit status %d", 128 + signal.SIGINT)
+            return 128 + signal.SIGINT
+        # a late SIGINT while the loop closed: the outcome was decided already
+    return code
 
 
 def run_async_safely(coro: Coroutine[Any, Any, T]) -> T | asyncio.Task[T]:
@@ -303,7 +307,8 @@ class _Signals:
         "count",
         "done",
         "forced",
-        "last",
+        "forced_by",
+        "signum",
     )
 
     def __init__(
@@ -320,7 +325,8 @@ class _Signals:
         self._deadline: asyncio.TimerHandle | None = None
         self._previous: dict[int, Any] = {}
         self.count = 0
-        self.last = 0
+        self.signum = 0  # the first signal: the one that asked for the stop
+        self.forced_by = 0  # the signal that forced the stop; the exit status says it
         self.done = False
         self.forced = False
 
@@ -352,10 +358,10 @@ class _Signals:
         if self.done:  # the worker ended: the run is returning anyway
             return
         self.count += 1
-        self.last = signum
         name = signal.Signals(signum).name
         worker = self._worker.worker_name
         if self.count == 1:
+            self.signum = signum
             logger.warning(
                 "received %s: stopping worker %r gracefully within %ss (again to force)",
                 name,
@@ -366,7 +372,7 @@ class _Signals:
             self._deadline = self._loop.call_later(self._grace, self._grace_over)
         elif not self.forced:
             logger.warning("received %s again: forcing worker %r to stop", name, worker)
-            self._force(f"{name} received twice")
+            self._force(f"{name} received twice", signum)
         else:
             logger.warning("received %s again: cancelling worker %r again", name, worker)
             self._worker._cancel(f"{name} received again")
@@ -377,11 +383,12 @@ class _Signals:
             logger.warning(
                 "worker %r did not stop within %ss: forcing it to stop", worker, self._grace
             )
-            self._force(f"worker {worker!r} did not stop within {self._grace}s")
+            self._force(f"worker {worker!r} did not stop within {self._grace}s", self.signum)
 
-    def _force(self, reason: str) -> None:
+    def _force(self, reason: str, signum: int) -> None:
         if not self.done and not self.forced:
             self.forced = True
+            self.forced_by = signum
             self._task.cancel(reason)
 
 
@@ -433,7 +440,7 @@ async def _run_to_the_end(worker: Worker, task: asyncio.Task[Any], signals: _Sig
         logger.error("worker %r failed: exit status %d", name, EXIT_FAILURE, exc_info=exc)
         return EXIT_FAILURE
     if signals.forced:
-        code = 128 + signals.last
+        code = 128 + signals.forced_by
         logger.warning("worker %r was forced to stop: exit status %d", name, code)
         return code
     if worker.worker_state is WorkerState.FORCE_STOPPED:

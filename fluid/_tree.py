@@ -409,8 +409,10 @@ class Workers(Worker):
         for child in to_start:
             if self._state is not _RUNNING:
                 return
-            if self._children.get(child._name) is not child or child.has_started():
-                continue
+            if self._children.get(child._name) is not child:
+                continue  # removed again
+            if child.has_started() and not child.is_stopped():
+                continue  # started by someone else meanwhile; a stopped one starts again
             try:
                 await child.startup()
             except Exception as exc:

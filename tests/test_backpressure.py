@@ -148,6 +148,22 @@ async def test_a_cancelled_put_sends_nothing() -> None:
     assert gate.done == ["held", 0]
 
 
+async def test_a_put_cancelled_once_given_room_sends_nothing_and_passes_it_on() -> None:
+    consumer = fluid.QueueConsumerWorker(Recorder(), maxsize=1)
+    consumer.send(0)
+    first = asyncio.create_task(consumer.put("first"))
+    second = asyncio.create_task(consumer.put("second"))
+    await asyncio.sleep(0)
+    assert consumer.take_undelivered() == [0]  # room for one: "first" is woken...
+    first.cancel()  # ...and cancelled before it resumes (a timeout expiring)
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    async with asyncio.timeout(2):
+        await second
+    assert consumer.take_undelivered() == ["second"]
+    assert consumer.queue_stats()["sent"] == 2
+
+
 async def test_taking_undelivered_messages_makes_room_for_waiting_producers() -> None:
     consumer = fluid.QueueConsumerWorker(Recorder(), maxsize=2)
     consumer.send(1)
@@ -290,6 +306,28 @@ async def test_stop_policy_with_concurrency_lets_the_others_finish_then_fails() 
             await consumer.wait_for_shutdown()
     assert sorted(finished) == [1, 2]  # in flight when it failed: finished
     assert consumer.take_undelivered() == [3, 4]  # never taken: still queued
+
+
+async def test_a_failure_is_kept_when_the_others_in_flight_are_forced(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def handle(message: int) -> None:
+        if message == 0:
+            raise ValueError("poison")
+        await asyncio.Event().wait()  # never ends: the stop has to force it
+
+    consumer = fluid.QueueConsumerWorker(
+        handle, concurrency=2, on_error="stop", stopping_grace_period=0.05
+    )
+    await consumer.startup()
+    consumer.send(1)
+    consumer.send(0)
+    await wait_until(consumer.is_stopping)
+    with pytest.raises(ValueError, match="poison"):
+        await consumer.shutdown()
+    assert consumer.worker_state is WorkerState.FORCE_STOPPED
+    assert "worker 'handle' failed" in caplog.text
+    assert consumer.take_undelivered() == [1]  # forced: put back
 
 
 async def test_an_async_consumer_can_dispatch_concurrently() -> None:

@@ -13,6 +13,7 @@ import gc
 import logging
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -143,6 +144,51 @@ def test_a_second_signal_forces_the_stop(
 
 def test_the_exit_status_names_the_signal_that_forced(unhandled: Received) -> None:
     assert run(Deaf(second=signal.SIGTERM)) == 128 + signal.SIGTERM
+
+
+def test_signals_after_the_forcing_one_do_not_change_the_exit_status(
+    unhandled: Received,
+) -> None:
+    class Stormed(fluid.Worker):
+        async def run(self) -> None:
+            kill_me(signal.SIGINT)  # asks for a graceful stop
+            await self.sleep(30)
+            kill_me(signal.SIGTERM)  # forces it: the exit status is 128 + SIGTERM
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                kill_me(signal.SIGINT)  # a third one while the forced stop runs
+                await asyncio.sleep(0.01)
+                raise
+
+    assert run(Stormed(stopping_grace_period=30)) == 128 + signal.SIGTERM
+
+
+LATE_SIGINT = """
+import asyncio, os, signal, sys
+import fluid
+
+async def ticks():
+    try:
+        yield 1
+        yield 2
+    finally:  # run by the loop's shutdown_asyncgens(), after the outcome
+        os.kill(os.getpid(), signal.SIGINT)
+
+class LeavesAGenerator(fluid.Worker):
+    async def run(self):
+        self.ticks = ticks()
+        await anext(self.ticks)  # left open: closed as the loop closes
+
+sys.exit(fluid.run(LeavesAGenerator(), use_uvloop=False))
+"""
+
+
+def test_a_late_sigint_while_the_loop_closes_keeps_the_outcome() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", LATE_SIGINT], capture_output=True, text=True, timeout=20
+    )
+    assert done.returncode == 0, done.stderr  # not 130: the worker had stopped cleanly
 
 
 def test_the_grace_period_running_out_forces_the_stop(

@@ -101,6 +101,19 @@ async def test_children_removed_while_running_are_stopped_and_the_tree_goes_on()
     assert await tree.remove_workers("nothing*") == []
 
 
+async def test_a_child_removed_and_added_back_while_running_starts_again() -> None:
+    log: list[str] = []
+    worker = Logged("worker", log)
+    tree = fluid.Workers(worker, Logged("other", log))
+    async with tree:
+        await tree.remove_workers("worker")
+        assert worker.is_stopped()
+        tree.add_workers(worker)
+        await wait_until(worker.is_running)
+        assert [c.worker_name for c in tree.children] == ["other", "worker"]
+    assert log.count("stop:worker") == 2
+
+
 async def test_removing_a_child_raises_the_error_it_ends_with() -> None:
     class BadClose(Idle):
         async def on_shutdown(self) -> None:
