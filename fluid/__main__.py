@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import sys
-
-from .cli import main
+from .cli import console
 
 # Guarded: a child process started with ``spawn`` imports this module again
 # (as ``__mp_main__``) and must not run the command a second time.
 if __name__ == "__main__":
-    sys.exit(main())
+    console()

@@ -6,8 +6,9 @@ Why it is shaped this way:
   loop, so constructors may need one), starts it and waits for its end. The
   signal handlers are installed with ``loop.add_signal_handler``: they run on
   the loop between callbacks, never in the middle of a worker's code, and
-  they only talk to that task and to the worker. They are removed, and the
-  handlers found before restored, when the run ends.
+  they only talk to that task and to the worker. Once the outcome is decided
+  they ignore further signals (a storm of them must not change it), until the
+  loop is closed; then the handlers found before are restored.
 * The first SIGINT or SIGTERM asks for a graceful stop and starts one timer
   (``loop.call_later``): the grace period. When it runs out, or when a second
   signal comes, the main task is cancelled. That interrupts whatever it
@@ -186,6 +187,7 @@ def run(
             "use `async with worker:` or `await worker.startup()` there"
         )
     code: int | None = None
+    previous = _current_handlers()
     try:
         with asyncio.Runner(loop_factory=factory) as runner:
             code = runner.run(_serve(worker, grace))
@@ -194,7 +196,18 @@ def run(
             logger.warning("interrupted: exit status %d", 128 + signal.SIGINT)
             return 128 + signal.SIGINT
         # a late SIGINT while the loop closed: the outcome was decided already
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return code
+
+
+def _current_handlers() -> dict[int, Any]:
+    """The SIGINT and SIGTERM handlers to give back after the run (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    handlers = {sig: signal.getsignal(sig) for sig in _SIGNALS}
+    return {sig: handler for sig, handler in handlers.items() if handler is not None}
 
 
 def run_async_safely(coro: Coroutine[Any, Any, T]) -> T | asyncio.Task[T]:
@@ -301,7 +314,6 @@ class _Signals:
         "_deadline",
         "_grace",
         "_loop",
-        "_previous",
         "_task",
         "_worker",
         "count",
@@ -323,7 +335,6 @@ class _Signals:
         self._worker = worker
         self._grace = grace
         self._deadline: asyncio.TimerHandle | None = None
-        self._previous: dict[int, Any] = {}
         self.count = 0
         self.signum = 0  # the first signal: the one that asked for the stop
         self.forced_by = 0  # the signal that forced the stop; the exit status says it
@@ -335,24 +346,20 @@ class _Signals:
             logger.debug("fluid.run() outside the main thread: signals are not handled")
             return
         for sig in _SIGNALS:
-            self._previous[sig] = signal.getsignal(sig)
             try:
                 self._loop.add_signal_handler(sig, self._received, sig)
             except NotImplementedError:  # Windows: a plain handler, handed to the loop
                 signal.signal(sig, self._from_handler)
 
-    def remove(self) -> None:
+    def decided(self) -> None:
+        """The outcome is decided: ignore signals from now on (``run`` restores them)."""
+        self.done = True
         if self._deadline is not None:
             self._deadline.cancel()
-        for sig, previous in self._previous.items():
-            with contextlib.suppress(NotImplementedError):
-                self._loop.remove_signal_handler(sig)
-            if previous is not None:
-                signal.signal(sig, previous)
-        self._previous.clear()
 
     def _from_handler(self, signum: int, frame: object) -> None:
-        self._loop.call_soon_threadsafe(self._received, signum)
+        with contextlib.suppress(RuntimeError):  # the loop is closed: the run is over
+            self._loop.call_soon_threadsafe(self._received, signum)
 
     def _received(self, signum: int) -> None:
         if self.done:  # the worker ended: the run is returning anyway
@@ -410,8 +417,7 @@ async def _serve(target: WorkerOrFactory, grace: float | None) -> int:
     try:
         return await _run_to_the_end(worker, task, signals)
     finally:
-        signals.done = True
-        signals.remove()
+        signals.decided()
 
 
 async def _run_to_the_end(worker: Worker, task: asyncio.Task[Any], signals: _Signals) -> int:

@@ -18,17 +18,19 @@ import argparse
 import importlib
 import logging
 import os
+import signal
 import socket
 import sys
 import traceback
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 from . import __version__
 from ._runner import EXIT_FAILURE, EXIT_USAGE, NotAWorker, loop_factory, run
 from ._validate import check_seconds
 from ._worker import STOPPING_GRACE_PERIOD, Worker
 
-__all__ = ["LOG_FORMAT", "TargetError", "load_target", "main"]
+__all__ = ["LOG_FORMAT", "TargetError", "console", "load_target", "main"]
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 """The log format of the ``fluid`` command (and of its prefork children)."""
@@ -119,6 +121,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.bind and args.processes is None:
         return _error("--bind needs --processes: the sockets are for prefork children")
     return _run(args)
+
+
+def console() -> NoReturn:
+    """The program ``fluid`` (and ``python -m fluid``): exit with what ``main()`` returns.
+
+    When ``main()`` returns, the stop is over and the exit status decided. A
+    SIGINT or SIGTERM that still arrives (the tail of a signal storm, a second
+    Ctrl-C) is ignored from then on, instead of killing the exiting process
+    with another status.
+
+    Example:
+        ```toml
+        [project.scripts]
+        fluid = "fluid.cli:console"
+        ```
+    """
+    status = main()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+    sys.exit(status)
 
 
 # ------------------------------------------------------------- internals

@@ -124,6 +124,39 @@ def test_the_app_dir_is_searched_first(
     assert "hello from my_app" in capsys.readouterr().out
 
 
+LATE = """
+import atexit, os, signal
+import fluid
+
+async def ticks():
+    try:
+        yield 1
+        yield 2
+    finally:  # closed with the loop, after the outcome was decided
+        os.kill(os.getpid(), signal.SIGTERM)
+
+class Quick(fluid.Worker):
+    async def run(self) -> None:
+        self.ticks = ticks()
+        await anext(self.ticks)
+
+# in the interpreter's exit, after fluid run returned
+atexit.register(os.kill, os.getpid(), signal.SIGINT)
+"""
+
+
+def test_signals_after_the_outcome_do_not_change_the_exit_status(tmp_path: Path) -> None:
+    (tmp_path / "late_app.py").write_text(LATE)
+    done = subprocess.run(
+        [sys.executable, "-m", "fluid", "run", "late_app:Quick", "--app-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert "exit status 0" in done.stderr
+    assert done.returncode == 0, done.stderr  # not killed by the late SIGTERM or SIGINT
+
+
 @pytest.mark.parametrize(
     "argv",
     [

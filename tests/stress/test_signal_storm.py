@@ -16,11 +16,10 @@ Checked after each storm, from the program's log and books:
   (the second signal), or the one that asked for the stop when its grace
   period ran out. Before fluid installed its handlers, Python's own rules
   apply: killed by the signal, or for SIGINT a KeyboardInterrupt (exit 1 while
-  Python starts, 130 once ``asyncio.Runner`` runs). After ``run`` returned
-  (it gives the previous handlers back) a late signal may still kill the
-  program, or a late SIGINT make ``run()`` return 130: accepted, as long as
-  what the runner decided was right (``late_signal_overrides`` in the report
-  counts them). Killed while fluid's handlers were installed is never right;
+  Python starts, 130 once ``asyncio.Runner`` runs). Once fluid decided the
+  exit status, later signals must not change it: the runner ignores them
+  until its loop is closed and the ``fluid`` command from then on. Killed
+  while fluid's handlers were installed is never right;
 * once the tree started, ``on_shutdown`` ran and the books balance by id:
   every message sent is handled, failed (each one reported to ``on_error``)
   or left undelivered and taken back, exactly once, and ``queue_stats()``
@@ -279,11 +278,11 @@ def check_exit(storm: Storm) -> None:
             else f"forced by {forced_by}"
         )
     elif killed_by is not None and killed_by in storm.sent:
-        storm.outcome = f"killed by {killed_by} after run() returned"
         storm.overridden = f"{decision}->{status}"
+        problems.append(f"decided exit status {decision}, then killed by a late {killed_by}")
     elif interrupted and status == 130 and sigint_sent:
-        storm.outcome = "SIGINT after the worker ended: KeyboardInterrupt, 130"
         storm.overridden = f"{decision}->{status}"
+        problems.append(f"decided exit status {decision}, then a late SIGINT made it 130")
     else:
         problems.append(f"runner logged exit status {decision} but the process exited {status}")
     if storm.books is None:
