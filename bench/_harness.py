@@ -20,6 +20,7 @@ import platform
 import sys
 import threading
 import time
+import tracemalloc
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
@@ -245,6 +246,22 @@ async def idle_cpu(seconds: float) -> float:
     cpu, wall = time.process_time(), time.perf_counter()
     await asyncio.sleep(seconds)
     return (time.process_time() - cpu) / (time.perf_counter() - wall)
+
+
+async def traced_bytes(start: Callable[[], Awaitable[T]]) -> tuple[int, T]:
+    """Bytes that ``await start()`` leaves allocated (tracemalloc), and what it returned.
+
+    Memory cases start N workers with it, then stop them and divide by N.
+    """
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        running = await start()
+        gc.collect()
+        return tracemalloc.get_traced_memory()[0] - before, running
+    finally:
+        tracemalloc.stop()
 
 
 @contextlib.contextmanager

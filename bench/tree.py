@@ -19,9 +19,7 @@ running minus before building, divided by the number of workers.
 from __future__ import annotations
 
 import asyncio
-import gc
 import time
-import tracemalloc
 from functools import partial
 from typing import NamedTuple
 
@@ -35,6 +33,7 @@ from ._harness import (
     at_most,
     idle_task,
     interleave_many,
+    traced_bytes,
     wait_for,
 )
 
@@ -128,35 +127,29 @@ async def cycle_asyncio(count: int, *, concurrent: bool) -> Phases:
 
 async def memory_fluid(count: int) -> float:
     """Traced bytes per worker of a running fluid tree."""
-    gc.collect()
-    tracemalloc.start()
-    try:
-        before = tracemalloc.get_traced_memory()[0]
+
+    async def start() -> fluid.Workers:
         started = Countdown(count)
         tree = build_fluid(count, started)
         await tree.startup()
         await wait_for(started.done, "fluid tree start")
-        gc.collect()
-        used = tracemalloc.get_traced_memory()[0] - before
-    finally:
-        tracemalloc.stop()
+        return tree
+
+    used, tree = await traced_bytes(start)
     await tree.shutdown()
     return used / count
 
 
 async def memory_asyncio(count: int) -> float:
     """Traced bytes per worker of the running hand-written fleet."""
-    gc.collect()
-    tracemalloc.start()
-    try:
-        before = tracemalloc.get_traced_memory()[0]
+
+    async def start() -> Fleet:
         started = Countdown(count)
         fleet = start_asyncio(build_asyncio(count), started)
         await wait_for(started.done, "asyncio tasks start")
-        gc.collect()
-        used = tracemalloc.get_traced_memory()[0] - before
-    finally:
-        tracemalloc.stop()
+        return fleet
+
+    used, fleet = await traced_bytes(start)
     await stop_in_reverse(fleet)
     return used / count
 

@@ -28,11 +28,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import importlib.metadata
 import statistics
 import time
-import tracemalloc
 from collections.abc import Callable, Coroutine
 from typing import Any, NamedTuple
 
@@ -40,7 +38,15 @@ import aiomisc
 from aiomisc.thread_pool import FromThreadChannel
 
 from .. import executors, schedule, threads, tree
-from .._harness import Countdown, Options, idle_cpu, interleave_many, settle, wait_for
+from .._harness import (
+    Countdown,
+    Options,
+    idle_cpu,
+    interleave_many,
+    settle,
+    traced_bytes,
+    wait_for,
+)
 from ._figures import Figure, NotCompared
 
 NAME = "aiomisc"
@@ -201,18 +207,15 @@ async def cycle(count: int) -> Phases:
 
 async def memory(count: int) -> float:
     """Traced bytes per running service, as ``bench.tree.memory_fluid`` measures it."""
-    gc.collect()
-    tracemalloc.start()
-    try:
-        before = tracemalloc.get_traced_memory()[0]
+
+    async def start() -> aiomisc.Entrypoint:
         started = Countdown(count)
         entrypoint = build(count, started)
         await entrypoint.__aenter__()
         await wait_for(started.done, "aiomisc services start")
-        gc.collect()
-        used = tracemalloc.get_traced_memory()[0] - before
-    finally:
-        tracemalloc.stop()
+        return entrypoint
+
+    used, entrypoint = await traced_bytes(start)
     await entrypoint.__aexit__(None, None, None)
     return used / count
 

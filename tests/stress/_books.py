@@ -27,12 +27,13 @@ import random
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 import fluid
 from fluid import QueueStatus
 
 __all__ = [
+    "BookedDispatcher",
     "Crashy",
     "Injected",
     "Ledger",
@@ -444,3 +445,31 @@ class Threads:
 def _resolve(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
+
+
+MessageT = TypeVar("MessageT")
+
+
+class BookedDispatcher(fluid.AsyncDispatcher[MessageT]):
+    """An AsyncDispatcher that books each message as handled or failed, as its consumer sees it."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        message_type: Callable[[MessageT], str],
+        message_id: Callable[[MessageT], int],
+        *,
+        concurrent: bool = False,
+    ) -> None:
+        super().__init__(message_type=message_type, concurrent=concurrent)
+        self.ledger = ledger
+        self._message_id = message_id
+
+    async def dispatch(self, message: MessageT) -> int:
+        try:
+            count = await super().dispatch(message)
+        except Exception:
+            self.ledger.failed(self._message_id(message))
+            raise
+        self.ledger.handled(self._message_id(message))
+        return count

@@ -30,7 +30,7 @@ from typing import Any, NamedTuple
 
 import fluid
 
-from ._books import Injected, Ledger, Stream, Threads, fluid_log, seed
+from ._books import BookedDispatcher, Injected, Ledger, Stream, Threads, fluid_log, seed
 from .conftest import Report
 
 # The fan-out consumers' handlers, by event type; the catch-all ones get every message.
@@ -163,26 +163,19 @@ class FanOut:
         return sum(self.bits[name] for name in handler_names(kind))
 
 
-class Tracked(fluid.AsyncDispatcher[Job]):
-    """A dispatcher that books each message as handled or failed, as its consumer sees it."""
+class Tracked(BookedDispatcher[Job]):
+    """The fan-out dispatcher: the handlers of every route, booked in the fan's ledger."""
 
     def __init__(self, fan: FanOut, *, concurrent: bool) -> None:
-        super().__init__(message_type=lambda job: job.kind, concurrent=concurrent)
+        super().__init__(
+            fan.ledger, lambda job: job.kind, lambda job: job.id, concurrent=concurrent
+        )
         self.fan = fan
         for kind, tags in ROUTES.items():
             for tag in tags:
                 self.register_handler(f"{kind}.{tag}", fan.handler(f"{kind}.{tag}"))
         for tag in CATCH_ALL:
             self.register_handler(f"*.{tag}", fan.handler(f"*.{tag}"))
-
-    async def dispatch(self, message: Job) -> int:
-        try:
-            count = await super().dispatch(message)
-        except Exception:
-            self.fan.ledger.failed(message.id)
-            raise
-        self.fan.ledger.handled(message.id)
-        return count
 
 
 def check_fan_out(fan: FanOut, dispatcher: Tracked) -> None:

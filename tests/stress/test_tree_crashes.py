@@ -58,7 +58,16 @@ import pytest
 import fluid
 
 from ..helpers import wait_until
-from ._books import Crashy, Injected, Ledger, Lifecycle, LogTally, fluid_log, seed
+from ._books import (
+    BookedDispatcher,
+    Crashy,
+    Injected,
+    Ledger,
+    Lifecycle,
+    LogTally,
+    fluid_log,
+    seed,
+)
 from .conftest import Report
 
 NO_LIMIT = 10**9
@@ -208,23 +217,14 @@ class Stage:
         self.ledger.check(self.consumer.queue_stats())
 
 
-class _Tracked(fluid.AsyncDispatcher[Job]):
-    """Books each message as handled or failed as its consumer sees it."""
+class _Tracked(BookedDispatcher[Job]):
+    """The stage's fan-out handlers, booked in its ledger."""
 
     def __init__(self, stage: Stage) -> None:
-        super().__init__(message_type=lambda job: job.kind)
+        super().__init__(stage.ledger, lambda job: job.kind, lambda job: job.id)
         self.stage = stage
         for name, bit in FAN_BITS.items():
             self.register_handler(name, stage.fan_handler(name, bit))
-
-    async def dispatch(self, message: Job) -> int:
-        try:
-            count = await super().dispatch(message)
-        except Exception:
-            self.stage.ledger.failed(message.id)
-            raise
-        self.stage.ledger.handled(message.id)
-        return count
 
 
 def nodes(worker: fluid.Worker) -> Iterator[fluid.Worker]:
