@@ -281,7 +281,17 @@ class Child:
             except asyncio.CancelledError:
                 cancelled = True
         if not self.exited:
-            logger.warning("child process %s ignored SIGTERM: killing it (SIGKILL)", self.pid)
+            if cancelled:
+                logger.warning(
+                    "child process %s: the wait for its exit was cancelled: killing it (SIGKILL)",
+                    self.pid,
+                )
+            else:
+                logger.warning(
+                    "child process %s ignored SIGTERM for %ss: killing it (SIGKILL)",
+                    self.pid,
+                    kill_after,
+                )
             self._process.kill()
         while not self.exited:
             try:

@@ -107,7 +107,7 @@ async def test_children_that_ignore_sigterm_are_killed() -> None:
         master.send(signal.SIGTERM)
         assert await master.wait() == 0, master.output
         assert time.monotonic() - start < 5  # grace, SIGTERM, then SIGKILL 0.5 s later
-    assert master.output.count("ignored SIGTERM: killing it (SIGKILL)") == 2
+    assert master.output.count("ignored SIGTERM for 0.5s: killing it (SIGKILL)") == 2
     await wait_gone(children)
 
 

@@ -185,7 +185,24 @@ async def test_a_child_ignoring_sigterm_is_killed(caplog: pytest.LogCaptureFixtu
         "alive": False,
         "exitcode": -signal.SIGKILL,
     }
-    assert "ignored SIGTERM: killing it" in caplog.text
+    assert "ignored SIGTERM for 0.2s: killing it" in caplog.text
+    assert worker.pid is not None
+    assert_reaped(worker.pid)
+
+
+async def test_a_cancelled_wait_for_the_child_kills_it_at_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    worker = targets.DeafToSigterm(stopping_grace_period=0.05, kill_after=30)
+    await worker.startup()
+    with caplog.at_level(logging.WARNING, logger="fluid"):
+        stopping = asyncio.ensure_future(worker.shutdown())
+        await wait_until(lambda: "terminating its process" in caplog.text, timeout=5)
+        stopping.cancel()  # do not wait the 30 s before SIGKILL
+        with pytest.raises(asyncio.CancelledError):
+            await stopping
+    assert "the wait for its exit was cancelled: killing it (SIGKILL)" in caplog.text
+    assert "ignored SIGTERM" not in caplog.text
     assert worker.pid is not None
     assert_reaped(worker.pid)
 
