@@ -299,7 +299,14 @@ class QueueConsumer(Worker, Generic[MessageT]):
 
     @property
     def sent(self) -> int:
-        """How many messages were accepted into the queue, ever."""
+        """How many messages were accepted into the queue, ever (refused ones are not).
+
+        Example:
+            ```python
+            consumer.send("a")
+            assert consumer.sent == 1
+            ```
+        """
         return int(repr(self._sent)[6:-1])  # "count(N)": N is the next value
 
     def queue_stats(self) -> QueueStatus:
