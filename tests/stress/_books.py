@@ -22,8 +22,6 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import os
-import random
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -45,7 +43,6 @@ __all__ = [
     "Threads",
     "balance",
     "fluid_log",
-    "seed",
     "serials",
 ]
 
@@ -55,12 +52,6 @@ PENDING, ACCEPTED, REFUSED = 1, 2, 3
 HANDLED, FAILED, TAKEN = 1, 2, 3
 _OUTCOME = {0: "unsettled", HANDLED: "handled", FAILED: "failed", TAKEN: "taken"}
 _SENT = {0: "unknown", PENDING: "pending", ACCEPTED: "accepted", REFUSED: "refused"}
-
-
-def seed() -> int:
-    """``FLUID_STRESS_SEED`` if set (to replay a run), else a fresh random seed."""
-    value = os.environ.get("FLUID_STRESS_SEED", "")
-    return int(value) if value else random.SystemRandom().randrange(2**32)
 
 
 def balance(books: QueueStatus) -> int:

@@ -1,7 +1,9 @@
 """The stress scenarios' knobs and their report.
 
 Each scenario runs for ``stress_seconds``: 0.3 s by default (``make test``),
-``FLUID_STRESS_SECONDS`` when set (``make stress`` sets 20). Each one files
+``FLUID_STRESS_SECONDS`` when set (``make stress`` sets 20), and draws its
+random choices from ``stress_seed``: ``FLUID_STRESS_SEED`` replays a run's
+choices (not its timing), else a fresh seed is reported. Each one files
 its books with the ``report`` fixture; the report is printed at the end of the
 run and, when ``FLUID_STRESS_REPORT`` names a file, written there as JSON.
 The suite-wide checks of ``tests/conftest.py`` (no task, thread or process
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 from collections.abc import Callable
 
 import pytest
@@ -29,6 +32,16 @@ def stress_seconds() -> float:
     """How long a scenario injects faults: 0.3 s, or ``FLUID_STRESS_SECONDS``."""
     value = os.environ.get("FLUID_STRESS_SECONDS", "")
     return float(value) if value else DEFAULT_SECONDS
+
+
+@pytest.fixture
+def stress_seed(report: Report) -> int:
+    """The scenario's seed: ``FLUID_STRESS_SEED`` to replay a run, else a fresh one, reported."""
+    value = os.environ.get("FLUID_STRESS_SEED", "")
+    seed = int(value) if value else random.SystemRandom().randrange(2**32)
+    report(seed=seed)
+    print(f"seed={seed}")
+    return seed
 
 
 @pytest.fixture

@@ -39,7 +39,7 @@ import pytest
 import fluid
 
 from ..helpers import Idle, wait_until
-from ._books import Crashy, Injected, Ledger, Lifecycle, Stream, Threads, fluid_log, seed
+from ._books import Crashy, Injected, Ledger, Lifecycle, Stream, Threads, fluid_log
 from .conftest import Report
 
 MAXSIZE = 8
@@ -124,12 +124,10 @@ async def restarted(worker: fluid.Worker, what: str) -> None:
 
 @pytest.mark.parametrize("mode", ["direct", "tree", "readd", "supervised", "deadline"])
 async def test_bounded_queue_of_a_consumer_that_keeps_stopping(
-    mode: str, stress_seconds: float, report: Report
+    mode: str, stress_seconds: float, stress_seed: int, report: Report
 ) -> None:
-    run_seed = seed()
-    report(seed=run_seed, seconds=stress_seconds, mode=mode)
-    print(f"seed={run_seed}")
-    rng = random.Random(run_seed)
+    report(seconds=stress_seconds, mode=mode)
+    rng = random.Random(stress_seed)
     supervised = mode == "supervised"
     books = Books(
         Ledger(NAME),

@@ -43,12 +43,6 @@ MIN_KILLS = 2
 """Kills every run injects, however short."""
 
 
-def make_seed() -> int:
-    """``FLUID_STRESS_SEED`` to replay a run, else a fresh seed."""
-    value = os.environ.get("FLUID_STRESS_SEED", "")
-    return int(value) if value else random.SystemRandom().randrange(2**32)
-
-
 def is_my_live_child(pid: int) -> bool:
     return pid in children_of(os.getpid()) and is_alive(pid)
 
@@ -105,11 +99,11 @@ class PoolBooks:
 
 
 async def test_pool_processes_killed_mid_message_fail_that_message_only(
-    tmp_path: Path, stress_seconds: float, report: Report
+    tmp_path: Path, stress_seconds: float, stress_seed: int, report: Report
 ) -> None:
-    seed = make_seed()
+    seed = stress_seed
     rng = random.Random(seed)
-    report(seed=seed, seconds=stress_seconds)
+    report(seconds=stress_seconds)
     books = PoolBooks(str(tmp_path))
     consumer = fluid.QueueConsumerWorker[targets.Job](
         targets.crunch,
@@ -248,11 +242,11 @@ class ChildBooks:
 
 
 async def test_supervised_process_workers_killed_at_random_are_restarted(
-    stress_seconds: float, report: Report
+    stress_seconds: float, stress_seed: int, report: Report
 ) -> None:
-    seed = make_seed()
+    seed = stress_seed
     rng = random.Random(seed)
-    report(seed=seed, seconds=stress_seconds)
+    report(seconds=stress_seconds)
     workers = [
         fluid.ProcessWorker(targets.stay_up, name=f"proc-{i}", stopping_grace_period=5)
         for i in range(3)

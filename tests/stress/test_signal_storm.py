@@ -64,12 +64,6 @@ _LOG = re.compile(
 )
 
 
-def make_seed() -> int:
-    """``FLUID_STRESS_SEED`` to replay a run, else a fresh seed."""
-    value = os.environ.get("FLUID_STRESS_SEED", "")
-    return int(value) if value else random.SystemRandom().randrange(2**32)
-
-
 def descendants(pid: int) -> set[int]:
     """All processes below ``pid`` (Linux: from /proc)."""
     found: set[int] = set()
@@ -337,11 +331,11 @@ def check_books(storm: Storm, books: dict[str, Any]) -> None:
 
 
 async def test_signal_storms_at_the_runner(
-    tmp_path: Path, stress_seconds: float, report: Report
+    tmp_path: Path, stress_seconds: float, stress_seed: int, report: Report
 ) -> None:
-    seed = make_seed()
+    seed = stress_seed
     rng = random.Random(seed)
-    report(seed=seed, seconds=stress_seconds)
+    report(seconds=stress_seconds)
     loop = asyncio.get_running_loop()
     started = loop.time()
     storms: list[Storm] = []

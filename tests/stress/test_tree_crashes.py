@@ -66,7 +66,6 @@ from ._books import (
     Lifecycle,
     LogTally,
     fluid_log,
-    seed,
 )
 from .conftest import Report
 
@@ -401,12 +400,10 @@ class Scenario:
 
 
 async def test_crashes_in_nested_trees_under_all_strategies(
-    stress_seconds: float, report: Report
+    stress_seconds: float, stress_seed: int, report: Report
 ) -> None:
-    run_seed = seed()
-    report(seed=run_seed, seconds=stress_seconds)
-    print(f"seed={run_seed}")
-    rng = random.Random(run_seed)
+    report(seconds=stress_seconds)
+    rng = random.Random(stress_seed)
     scenario = Scenario(rng)
     root = scenario.root
     lifecycle = Lifecycle()
@@ -454,12 +451,10 @@ async def test_crashes_in_nested_trees_under_all_strategies(
 
 
 async def test_a_tree_that_keeps_restarting_a_child_gives_up_naming_it(
-    stress_seconds: float, report: Report
+    stress_seconds: float, stress_seed: int, report: Report
 ) -> None:
-    run_seed = seed()
-    report(seed=run_seed, seconds=stress_seconds)
-    print(f"seed={run_seed}")
-    rng = random.Random(run_seed)
+    report(seconds=stress_seconds)
+    rng = random.Random(stress_seed)
     injections = Injections()
     front = Stage("front", "stop", injections)
     l_consumer = Stage("l_consumer", "stop", injections)
@@ -553,16 +548,14 @@ async def test_a_tree_that_keeps_restarting_a_child_gives_up_naming_it(
 
 
 async def test_an_error_is_not_lost_when_a_sibling_restart_forces_its_consumer(
-    stress_seconds: float, report: Report
+    stress_seconds: float, stress_seed: int, report: Report
 ) -> None:
     """A consumer with three messages in flight hits a poison message (``on_error="stop"``)
     and waits for the other two; a sibling's crash under ``one_for_all`` stops it with
     a grace period shorter than they take. The poison's error must still be raised or
     logged."""
-    run_seed = seed()
-    report(seed=run_seed, seconds=stress_seconds)
-    print(f"seed={run_seed}")
-    rng = random.Random(run_seed)
+    report(seconds=stress_seconds)
+    rng = random.Random(stress_seed)
     injections = Injections()
     stage = Stage("many", "stop", injections, grace=0.002, concurrency=3, slow=20)
     crashy = Crashy("crashy")
