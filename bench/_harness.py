@@ -21,7 +21,7 @@ import sys
 import threading
 import time
 import tracemalloc
-from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
@@ -223,6 +223,22 @@ async def produce(send: Send, count: int, batch: int) -> None:
         for message in range(first, min(first + batch, count)):
             send(message)
         await asyncio.sleep(0)
+
+
+async def cancel_and_wait(tasks: Iterable[asyncio.Task[Any]]) -> None:
+    """Cancel the hand-written side's tasks and wait for them to end.
+
+    A task that ended with an error other than its cancellation raises it here.
+    """
+    tasks = list(tasks)
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        await asyncio.wait(tasks)
+    for task in tasks:
+        error = None if task.cancelled() else task.exception()
+        if error is not None:
+            raise error
 
 
 async def idle_task(stop: asyncio.Event, started: Countdown | None = None) -> None:

@@ -19,14 +19,22 @@ consumer tasks on an ``asyncio.Queue``, each doing
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import fluid
 
-from ._harness import Countdown, Options, Row, at_least, interleaved, settle, wait_for
+from ._harness import (
+    Countdown,
+    Options,
+    Row,
+    at_least,
+    cancel_and_wait,
+    interleaved,
+    settle,
+    wait_for,
+)
 
 NAME = "consumers"
 CASE = "7 consumers"
@@ -75,11 +83,7 @@ async def run_asyncio(count: int, concurrency: int) -> float:
         await wait_for(counter.done, "asyncio consumers")
         return time.perf_counter() - start
     finally:
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(tasks)
 
 
 class ThreadCounter:
@@ -135,11 +139,7 @@ async def run_asyncio_threads(count: int) -> float:
             await wait_for(counter.done, "asyncio executor consumers")
             return time.perf_counter() - start
         finally:
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await cancel_and_wait(tasks)
 
 
 async def run(options: Options) -> list[Row]:

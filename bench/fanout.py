@@ -13,14 +13,23 @@ Messages are sent from the loop in batches, as in the queue case.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
 import fluid
 
-from ._harness import Countdown, Options, Row, at_least, interleave_many, produce, settle, wait_for
+from ._harness import (
+    Countdown,
+    Options,
+    Row,
+    at_least,
+    cancel_and_wait,
+    interleave_many,
+    produce,
+    settle,
+    wait_for,
+)
 
 NAME = "fanout"
 HANDLERS = 10
@@ -98,9 +107,7 @@ async def run_asyncio(count: int, consumer: Consumer) -> float:
         await wait_for(counter.done, "asyncio fan-out")
         return time.perf_counter() - start
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait([task])
 
 
 async def run(options: Options) -> list[Row]:

@@ -16,14 +16,21 @@ time itself.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import statistics
 import time
 from typing import NamedTuple
 
 import fluid
 
-from ._harness import Options, Row, at_most, interleave_many, quiet_fluid_logs, settle
+from ._harness import (
+    Options,
+    Row,
+    at_most,
+    cancel_and_wait,
+    interleave_many,
+    quiet_fluid_logs,
+    settle,
+)
 
 NAME = "grace"
 CASE = "6 grace"
@@ -83,9 +90,7 @@ async def stop_asyncio() -> Usage:
     clock = Clock()
     done, _ = await asyncio.wait({task}, timeout=GRACE)
     if not done:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait([task])
     return clock.usage()
 
 

@@ -12,13 +12,22 @@ send until the handler has seen the last message.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Awaitable, Callable
 
 import fluid
 
-from ._harness import Countdown, Options, Row, at_least, interleaved, produce, settle, wait_for
+from ._harness import (
+    Countdown,
+    Options,
+    Row,
+    at_least,
+    cancel_and_wait,
+    interleaved,
+    produce,
+    settle,
+    wait_for,
+)
 
 NAME = "queue"
 BATCH = 1000
@@ -60,9 +69,7 @@ async def run_asyncio(count: int) -> float:
         await wait_for(counter.done, "asyncio queue consumer")
         return time.perf_counter() - start
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait([task])
 
 
 async def run(options: Options) -> list[Row]:

@@ -39,6 +39,7 @@ from ._harness import (
     Row,
     at_least,
     at_most,
+    cancel_and_wait,
     idle_cpu,
     interleave_many,
     settle,
@@ -120,9 +121,7 @@ async def accuracy_asyncio(count: int, seconds: float) -> list[float]:
     tasks = [asyncio.create_task(grid_task(lateness, INTERVAL)) for _ in range(count)]
     await asyncio.sleep(seconds)
     measured = lateness[:]
-    for task in tasks:
-        task.cancel()
-    await wait_for(asyncio.gather(*tasks, return_exceptions=True), "cancelling the grid tasks")
+    await wait_for(cancel_and_wait(tasks), "cancelling the grid tasks")
     return measured
 
 
@@ -159,9 +158,7 @@ async def idle_asyncio(count: int, seconds: float) -> float:
     tasks = [asyncio.create_task(sleeper()) for _ in range(count)]
     await settle(5)
     usage = await idle_cpu(seconds)
-    for task in tasks:
-        task.cancel()
-    await wait_for(asyncio.gather(*tasks, return_exceptions=True), "cancelling the sleepers")
+    await wait_for(cancel_and_wait(tasks), "cancelling the sleepers")
     return usage
 
 

@@ -12,7 +12,6 @@ seen every message.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import threading
 import time
@@ -20,7 +19,17 @@ from collections.abc import Callable
 
 import fluid
 
-from ._harness import Countdown, Options, Row, Send, at_least, interleaved, settle, wait_for
+from ._harness import (
+    Countdown,
+    Options,
+    Row,
+    Send,
+    at_least,
+    cancel_and_wait,
+    interleaved,
+    settle,
+    wait_for,
+)
 from .queue import consume
 
 NAME = "threads"
@@ -75,9 +84,7 @@ async def run_asyncio(per_thread: int) -> float:
         await settle()
         return await timed_threads(send, counter, per_thread)
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait([task])
 
 
 async def run(options: Options) -> list[Row]:

@@ -240,9 +240,7 @@ class Workers(Worker):
         for worker in matched:
             assert worker._parent is not None
             worker._parent._held.add(worker)
-        errors = await shutdown_in_reverse(matched)
-        if errors:
-            raise errors[0][1]
+        await _shutdown_raising_the_first_error(matched)
         return matched
 
     async def start_workers(self, *patterns: str) -> list[Worker]:
@@ -285,9 +283,7 @@ class Workers(Worker):
             del parent._children[worker._name]
             parent._held.discard(worker)
             worker._parent = None
-        errors = await shutdown_in_reverse(removed)
-        if errors:
-            raise errors[0][1]
+        await _shutdown_raising_the_first_error(removed)
         return removed
 
     async def status(self) -> WorkerStatus:
@@ -493,3 +489,10 @@ class Workers(Worker):
             await waiter
         finally:
             self._wakeup = None
+
+
+async def _shutdown_raising_the_first_error(workers: list[Worker]) -> None:
+    """Shut all of them down in reverse order, then raise the first error, if any."""
+    errors = await shutdown_in_reverse(workers)
+    if errors:
+        raise errors[0][1]

@@ -14,6 +14,7 @@ import os
 import re
 import signal
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -31,9 +32,11 @@ class Program:
         self.lines: list[str] = []
 
     @classmethod
-    async def start(cls, *args: str, cwd: Path = ROOT) -> Program:
-        """Start ``python -u *args`` in ``cwd``."""
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    async def start(
+        cls, *args: str, cwd: Path = ROOT, env: Mapping[str, str] | None = None
+    ) -> Program:
+        """Start ``python -u *args`` in ``cwd``, with ``env`` added to the environment."""
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-u",
@@ -47,9 +50,11 @@ class Program:
         return cls(process)
 
     @classmethod
-    async def fluid(cls, *args: str, cwd: Path = ROOT) -> Program:
+    async def fluid(
+        cls, *args: str, cwd: Path = ROOT, env: Mapping[str, str] | None = None
+    ) -> Program:
         """Start ``python -m fluid *args``."""
-        return await cls.start("-m", "fluid", *args, cwd=cwd)
+        return await cls.start("-m", "fluid", *args, cwd=cwd, env=env)
 
     @property
     def pid(self) -> int:
@@ -84,8 +89,20 @@ class Program:
         except TimeoutError:
             raise AssertionError(f"still running after {timeout}s:\n{self.output}") from None
 
-    def send(self, sig: signal.Signals) -> None:
-        self.process.send_signal(sig)
+    def send(self, sig: signal.Signals) -> bool:
+        """Signal the program unless it exited; False if it had.
+
+        Not ``Process.send_signal()``: its ``Popen.poll()`` may reap the program
+        behind the back of asyncio's child watcher, which then reports exit
+        status 255 instead of the real one.
+        """
+        if self.process.returncode is not None:
+            return False
+        try:
+            os.kill(self.pid, sig)  # not reaped yet: the pid is still the program's
+        except ProcessLookupError:
+            return False
+        return True
 
     async def _readline(self) -> str:
         assert self.process.stdout is not None
@@ -106,8 +123,7 @@ class Program:
         # A test that failed half way: stop the program as a user would (its
         # children stop with it), kill it if it does not, and read what is left
         # of its output so that the pipe is closed before the loop is.
-        if self.process.returncode is None:
-            self.process.send_signal(signal.SIGTERM)
+        if self.send(signal.SIGTERM):
             try:
                 async with asyncio.timeout(5):
                     await self.process.wait()

@@ -27,7 +27,6 @@ library differs:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import importlib.metadata
 import statistics
 import time
@@ -41,6 +40,7 @@ from .. import executors, schedule, threads, tree
 from .._harness import (
     Countdown,
     Options,
+    cancel_and_wait,
     idle_cpu,
     interleave_many,
     settle,
@@ -91,9 +91,7 @@ async def channel_run(per_thread: int) -> float:
         await settle()
         return await threads.timed_threads(channel.put, counter, per_thread)
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait([task])
         channel.close()
 
 

@@ -39,13 +39,12 @@ import os
 import random
 import re
 import signal
-import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .._programs import ROOT, Program, children_of, wait_gone
+from .._programs import Program, children_of, wait_gone
 from . import _targets as targets
 from .conftest import Report
 
@@ -112,8 +111,6 @@ class Storm:
 
 async def start_program(directory: Path, storm: Storm, seed: int) -> Program:
     env = {
-        **os.environ,
-        "PYTHONUNBUFFERED": "1",
         targets.BOOKS_ENV: str(directory / "books.json"),
         targets.PIDS_ENV: str(directory / "pids"),
         targets.SEED_ENV: str(seed),
@@ -125,35 +122,7 @@ async def start_program(directory: Path, storm: Storm, seed: int) -> Program:
     ]
     if storm.grace is not None:
         args += ["--grace", str(storm.grace)]
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-u",
-        "-m",
-        "fluid",
-        *args,
-        cwd=ROOT,
-        env=env,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    return Program(process)
-
-
-def send_signal(program: Program, sig: signal.Signals) -> bool:
-    """Signal the program unless it exited; False if it did.
-
-    Not ``Process.send_signal()``: its ``Popen.poll()`` may reap the program
-    behind the back of asyncio's child watcher, which then reports exit status
-    255 instead of the real one.
-    """
-    if program.process.returncode is not None:
-        return False
-    try:
-        os.kill(program.pid, sig)  # not reaped yet: the pid is still the program's
-    except ProcessLookupError:
-        return False
-    return True
+    return await Program.fluid(*args, env=env)
 
 
 async def watch_descendants(program: Program, pids: set[int]) -> None:
@@ -187,7 +156,7 @@ async def run_storm(directory: Path, storm: Storm, rng: random.Random) -> None:
                 await asyncio.sleep(rng.uniform(0, 0.3))  # messages flow meanwhile
             for _ in range(rng.choice((1, 1, 2, 3, 4, 8, 20))):
                 sig = rng.choice(_SIGNALS)
-                if send_signal(program, sig):
+                if program.send(sig):
                     storm.sent.append(sig.name)
                 pace = rng.random()
                 if pace < 0.4:
