@@ -1,10 +1,25 @@
-"""Suite-wide checks: no test may leave a task, a thread or a child process behind."""
+"""Suite-wide checks: no test may leave a task, a thread or a process behind.
+
+"A process behind" means any descendant of the test process, not only its
+children: a test's child may start a grandchild and exit, and the orphan is
+then re-parented. On Linux this process makes itself a *child subreaper*
+(``prctl(PR_SET_CHILD_SUBREAPER)``): orphans of its descendants are
+re-parented to it instead of to init, so they stay in sight (and are reaped
+here once they exit). The check walks the whole tree below this process.
+
+This file must stay self-contained: ``test_leak_checks.py`` copies it
+verbatim into the pytest runs that prove its checks catch leaks.
+
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import multiprocessing
 import os
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -12,16 +27,69 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 import pytest_asyncio
 
+_PR_SET_CHILD_SUBREAPER = 36
+SETTLE_SECONDS = 5.0
+"""How long a test's threads and processes get to end after it (generous: a busy machine)."""
 
-def _child_pids() -> set[int]:
-    pids: set[int] = set()
+
+def _become_subreaper() -> bool:
+    """Adopt the orphans of our descendants (Linux); False where that is not possible."""
+    if not sys.platform.startswith("linux"):
+        return False
     try:
-        for tid in os.listdir("/proc/self/task"):
-            with open(f"/proc/self/task/{tid}/children") as f:
-                pids.update(int(pid) for pid in f.read().split())
-    except OSError:
-        pids.update(p.pid for p in multiprocessing.active_children() if p.pid)
+        libc = ctypes.CDLL(None, use_errno=True)
+        return bool(libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
+    except (OSError, AttributeError):
+        return False
+
+
+def _children(pid: int) -> set[int]:
+    pids: set[int] = set()
+    with contextlib.suppress(OSError):
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                pids.update(int(p) for p in f.read().split())
     return pids
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True  # gone
+
+
+def _descendants() -> set[int]:
+    """Every live process below this one (zombies excluded: they run nothing)."""
+    if not os.path.isdir("/proc/self/task"):
+        return {p.pid for p in multiprocessing.active_children() if p.pid}
+    found: set[int] = set()
+    todo = [os.getpid()]
+    while todo:
+        for child in _children(todo.pop()):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return {pid for pid in found if not _is_zombie(pid)}
+
+
+def _reap_orphans(known: set[int]) -> None:
+    """Reap exited orphans we adopted: nobody else will wait for them.
+
+    Only zombies among our direct children that were not there before the
+    test, and only once the test is over: a child someone waits for (a
+    ``Popen``, asyncio's watcher) is reaped by that waiter as soon as it
+    exits and never stays a zombie.
+    """
+    for pid in _children(os.getpid()) - known:
+        if _is_zombie(pid):
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    _become_subreaper()
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -37,16 +105,19 @@ def _resource_tracker() -> None:
 @pytest.fixture(autouse=True)
 def _no_leaked_threads_or_processes() -> Iterator[None]:
     threads = set(threading.enumerate())
-    children = _child_pids()
+    processes = _descendants()
+    known = _children(os.getpid())
     yield
-    deadline = time.monotonic() + 2.0
+    deadline = time.monotonic() + SETTLE_SECONDS
     for thread in set(threading.enumerate()) - threads:
         thread.join(max(0.0, deadline - time.monotonic()))
     leaked = [t for t in set(threading.enumerate()) - threads if t.is_alive()]
     assert not leaked, f"test left threads running: {leaked}"
-    while _child_pids() - children and time.monotonic() < deadline:
+    while _descendants() - processes and time.monotonic() < deadline:
+        _reap_orphans(known)
         time.sleep(0.01)
-    left = _child_pids() - children
+    _reap_orphans(known)
+    left = _descendants() - processes
     assert not left, f"test left child processes: {sorted(left)}"
 
 
