@@ -8,10 +8,17 @@ Why it is shaped this way:
   ``loop.add_reader`` on it wakes the loop at once, with no thread per child
   and no polling, and the child is joined right there: it never lingers as
   a zombie.
-* Messages from the child arrive on one duplex pipe, read with
-  ``loop.add_reader`` too. A child writes its last message before it exits,
-  and the sentinel callback reads whatever is left before it reports the
-  exit, so the order of the two wake-ups does not matter.
+* The process starts without blocking the loop: ``spawn`` and
+  ``forkserver`` start it from a short-lived thread (``Process.start()``
+  pickles the target and waits for the new interpreter to take it), and the
+  loop awaits that thread's report. ``fork`` returns at once and forks
+  inline: forking from a thread is what asyncio and CPython warn about.
+* Messages cross one socket pair. The child has a plain, blocking
+  ``Connection``; the parent reads and writes its end through the loop
+  (``_pipe.MessagePipe``): no message, of any size, blocks the loop. A
+  child writes its last message before it exits, and the sentinel callback
+  reads whatever is left before it reports the exit, so the order of the
+  two wake-ups does not matter.
 * Errors cross as ``(pickled error or None, summary, formatted traceback)``:
   traceback objects do not pickle, so the text travels next to the error and
   is added to it as a note. An error that does not pickle (or unpickle)
@@ -32,6 +39,8 @@ import contextlib
 import logging
 import pickle
 import signal
+import threading
+import time
 import traceback
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeAlias
@@ -39,6 +48,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 from ._errors import FluidError
 from ._group import force
 from ._lifecycle import LifecycleEvent
+from ._pipe import Message, MessagePipe, pipe_pair
 from ._worker import Worker
 
 if TYPE_CHECKING:
@@ -144,14 +154,14 @@ def pack_error(error: BaseException) -> PackedError:
     return data, f"{type(error).__name__}: {error}", text
 
 
-def unpack_error(packed: PackedError, where: str) -> Exception:
+def unpack_error(packed: PackedError, where: str) -> BaseException:
     """The error a child sent, with its traceback as a note (see the module docstring)."""
     data, summary, text = packed
     error: object = None
     if data is not None:
         with contextlib.suppress(Exception):
             error = pickle.loads(data)
-    if not isinstance(error, Exception):
+    if not isinstance(error, BaseException):
         error = ProcessWorkerError(
             f"{where} raised {summary} (the error could not be sent back: it does not pickle)",
             child_traceback=text,
@@ -165,45 +175,85 @@ def _release(waiter: asyncio.Future[None]) -> None:
         waiter.set_result(None)
 
 
-class Child:
-    """A started child process and its pipe, watched from the event loop.
+def _start_process(process: BaseProcess, child_end: Connection) -> BaseException | None:
+    """Start ``process``; return the error that prevented it. Runs in a boot thread."""
+    try:
+        process.start()
+    except BaseException as exc:
+        return exc
+    finally:
+        child_end.close()  # the child has its own copy
+    return None
 
-    ``on_message`` gets each message the child sends (bytes), ``on_exit`` is
-    called once after the child was joined; both get the child first.
+
+class Child:
+    """A child process and its message pipe, watched from the event loop.
+
+    The process starts at once: inline with the ``fork`` start method (a
+    fork returns at once), in a short-lived thread otherwise (``spawn`` and
+    ``forkserver`` write the pickled target to the new process and wait on
+    it). Messages may be sent right away: they wait in the socket until the
+    child reads them. ``on_message`` gets each message the child sends
+    (bytes, or a bytearray for a large one), ``on_exit`` is called once after
+    the child was joined, or once if it could not be started
+    (``start_error`` then says why); both get the child first.
     """
 
     __slots__ = (
-        "_conn",
+        "_boot_thread",
+        "_booted",
         "_loop",
         "_on_exit",
         "_on_message",
+        "_pipe",
         "_process",
-        "_reading",
         "_sentinel",
         "_waiters",
         "exitcode",
         "pid",
+        "start_error",
     )
 
     def __init__(
         self,
-        process: BaseProcess,
-        conn: Connection,
-        on_message: Callable[[Child, bytes], None],
+        context: BaseContext,
+        target: Callable[..., object],
+        args: tuple[Any, ...],
+        *,
+        name: str,
+        daemon: bool,
+        on_message: Callable[[Child, Message], None],
         on_exit: Callable[[Child], None],
     ) -> None:
-        self._loop = loop = asyncio.get_running_loop()
-        self._process = process
-        self._conn = conn
+        from multiprocessing.connection import Connection
+
+        self._loop = asyncio.get_running_loop()
         self._on_message = on_message
         self._on_exit = on_exit
         self._waiters: list[asyncio.Future[None]] = []
-        self.pid: int = process.pid or 0
+        self._booted: asyncio.Future[None] = self._loop.create_future()
+        self._boot_thread: threading.Thread | None = None
+        self._sentinel: int | None = None
+        self.pid: int = 0
         self.exitcode: int | None = None
-        self._sentinel = process.sentinel
-        self._reading = True
-        loop.add_reader(self._sentinel, self._process_ended)
-        loop.add_reader(conn.fileno(), self._readable)
+        self.start_error: BaseException | None = None
+        parent_end, child_sock = pipe_pair()
+        child_end = Connection(child_sock.detach())
+        self._pipe = MessagePipe(parent_end, lambda data: self._on_message(self, data))
+        self._process = process = context.Process(  # type: ignore[attr-defined]
+            target=target, args=(*args, child_end), name=name, daemon=daemon
+        )
+        if context.get_start_method() == "fork":  # a fork returns at once
+            error = _start_process(process, child_end)
+            if error is None:
+                self._boot_done(None)
+            else:  # reported on the next turn, as from a boot thread
+                self._loop.call_soon(self._boot_done, error)
+        else:
+            self._boot_thread = thread = threading.Thread(
+                target=self._boot, args=(child_end,), name=f"fluid:start:{name}", daemon=True
+            )
+            thread.start()
 
     @classmethod
     def start(
@@ -214,42 +264,48 @@ class Child:
         *,
         name: str,
         daemon: bool,
-        on_message: Callable[[Child, bytes], None],
+        on_message: Callable[[Child, Message], None],
         on_exit: Callable[[Child], None],
     ) -> Child:
         """Start ``target(*args, conn)`` in a child process and watch it.
 
-        Raises:
-            Exception: whatever ``Process.start()`` raised (with spawn, a
-                pickling error for what does not pickle); nothing is left open.
+        Returns at once; [`started`][] tells when (and whether) the process
+        runs. ``conn`` is the child's end of the pipe, a blocking
+        ``multiprocessing`` ``Connection``.
         """
-        parent_conn, child_conn = context.Pipe()
-        process = context.Process(  # type: ignore[attr-defined]
-            target=target, args=(*args, child_conn), name=name, daemon=daemon
+        return cls(
+            context,
+            target,
+            args,
+            name=name,
+            daemon=daemon,
+            on_message=on_message,
+            on_exit=on_exit,
         )
-        try:
-            process.start()
-        except BaseException:
-            parent_conn.close()
-            raise
-        finally:
-            child_conn.close()  # the child has its own copy
-        return cls(process, parent_conn, on_message, on_exit)
 
     @property
     def exited(self) -> bool:
-        """True once the child exited and was joined."""
-        return self.exitcode is not None
+        """True once the child exited and was joined (or could not be started)."""
+        return self.exitcode is not None or self.start_error is not None
+
+    async def started(self) -> None:
+        """Wait until the process was started (not until its code runs).
+
+        The wait is shielded: cancelling it leaves the start to finish.
+
+        Raises:
+            BaseException: what ``Process.start()`` raised (with ``spawn``,
+                a pickling error for what does not pickle).
+        """
+        await asyncio.shield(self._booted)
+        if self.start_error is not None:
+            raise self.start_error
 
     def send(self, data: bytes) -> bool:
-        """Send ``data`` to the child; False if it is gone."""
+        """Send ``data`` to the child without blocking; False if it is gone."""
         if self.exited:
             return False
-        try:
-            self._conn.send_bytes(data)
-        except OSError:  # it died: the sentinel will tell
-            return False
-        return True
+        return self._pipe.send(data)
 
     async def wait(self, timeout: float | None = None) -> bool:
         """Wait until the child exited or ``timeout`` passed; True if it exited."""
@@ -267,13 +323,24 @@ class Child:
                 self._waiters.remove(waiter)
         return self.exited
 
+    def terminate(self) -> None:
+        """Send SIGTERM to a child that was started and still runs."""
+        if self._booted.done() and not self.exited:
+            self._process.terminate()
+
     async def kill(self, kill_after: float) -> None:
         """SIGTERM, then SIGKILL after ``kill_after`` seconds; return once it was joined.
 
-        A cancellation while waiting kills at once; it is raised once the child
-        was joined.
+        A child still starting is first let start (the start cannot be
+        interrupted). A cancellation while waiting kills at once; it is
+        raised once the child was joined.
         """
         cancelled = False
+        while not self._booted.done():
+            try:
+                await asyncio.shield(self._booted)
+            except asyncio.CancelledError:
+                cancelled = True
         if not self.exited:
             self._process.terminate()
             try:
@@ -301,33 +368,64 @@ class Child:
         if cancelled:
             raise asyncio.CancelledError
 
-    def _readable(self) -> None:
-        try:
-            data = self._conn.recv_bytes()
-        except (EOFError, OSError):  # it is exiting: the sentinel will tell
-            self._stop_reading()
-            return
-        self._on_message(self, data)
+    # ------------------------------------------------------------ internals
 
-    def _stop_reading(self) -> None:
-        if self._reading:
-            self._reading = False
-            self._loop.remove_reader(self._conn.fileno())
+    def _boot(self, child_end: Connection) -> None:
+        """The boot thread: start the process, then tell the loop."""
+        error = _start_process(self._process, child_end)
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+            self._loop.call_soon_threadsafe(self._boot_done, error)
+
+    def _boot_done(self, error: BaseException | None) -> None:
+        if self._boot_thread is not None:
+            self._boot_thread.join()  # its last step just ran: this returns at once
+            self._boot_thread = None
+        if error is not None:
+            self.start_error = error
+            self._pipe.close()
+            self._process.close()
+            _release(self._booted)
+            self._ended()
+            return
+        self.pid = self._process.pid or 0
+        self._sentinel = self._process.sentinel
+        self._loop.add_reader(self._sentinel, self._process_ended)
+        _release(self._booted)
 
     def _process_ended(self) -> None:
+        assert self._sentinel is not None
         self._loop.remove_reader(self._sentinel)
-        with contextlib.suppress(EOFError, OSError):
-            while self._reading and self._conn.poll():
-                self._on_message(self, self._conn.recv_bytes())
-        self._stop_reading()
-        self._conn.close()
-        process = self._process
-        process.join()  # it exited: this only reaps it
-        self.exitcode = process.exitcode if process.exitcode is not None else -1
-        process.close()
+        # A child writes its last message before it exits: deliver what the
+        # socket still holds before reporting the exit.
+        self._pipe.read_now()
+        self._pipe.close()
+        self.exitcode = _reap(self._process)
+        self._ended()
+
+    def _ended(self) -> None:
         for waiter in self._waiters:
             _release(waiter)
         self._on_exit(self)
+
+
+def _reap(process: BaseProcess) -> int:
+    """Join a process that exited (its sentinel is ready) and return its exit code.
+
+    ``multiprocessing`` also reaps exited children from whatever thread calls
+    ``Process.start()`` (a boot thread, or the user's code), so the status can
+    be taken by that thread between its ``waitpid`` and its recording of the
+    code: give it the moment it needs, with the GIL released.
+    """
+    process.join()  # it exited: this only reaps it
+    code = process.exitcode
+    for _ in range(100):
+        if code is not None:
+            break
+        time.sleep(0.0001)
+        code = process.exitcode
+    with contextlib.suppress(ValueError):  # never reaped: it cannot be closed
+        process.close()
+    return -1 if code is None else code
 
 
 async def serve_worker(worker: Worker, conn: Connection, ready: Callable[[], None]) -> None:
@@ -370,8 +468,13 @@ async def serve_worker(worker: Worker, conn: Connection, ready: Callable[[], Non
 
 
 async def kill_all(children: list[Child]) -> None:
-    """Terminate, then kill, every child; join them all even if cancelled again."""
+    """Terminate, then kill, every child; join them all even if cancelled again.
+
+    All get SIGTERM at once, so that ``KILL_AFTER`` is waited once, not once each.
+    """
     cancelled = False
+    for child in children:
+        child.terminate()
     for child in children:
         try:
             await child.kill(KILL_AFTER)
@@ -393,5 +496,5 @@ def _run_call(data: bytes) -> bytes:
     try:
         fn, args = pickle.loads(data)
         return pickle.dumps((True, fn(*args)))
-    except Exception as exc:
+    except BaseException as exc:  # SystemExit too: it ends the call, as in a thread
         return pickle.dumps((False, pack_error(exc)))

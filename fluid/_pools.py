@@ -39,6 +39,12 @@ How these pools work:
   A call that started runs to its end, since Python cannot interrupt a thread
   and killing a process would lose its state; its result is discarded, and it
   keeps its thread or process until then, so at most N calls run at once.
+* A pool closed by a cancelled task (a worker that owns it being forced to
+  stop) does not wait for its calls: that would stretch a forced stop past
+  its grace period (``Task.cancelling()`` tells, so the owner's
+  ``finally: await pool.aclose()`` needs nothing special). Processes are
+  terminated; threads, which cannot be, are abandoned with one warning
+  naming them and their functions.
 * Each thread call runs in a copy of the caller's context
   (``contextvars.copy_context``): context variables flow into threads. They
   do not cross into processes.
@@ -49,6 +55,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import logging
 import pickle
 import queue
 import threading
@@ -67,9 +74,12 @@ from ._child import (
     serve_calls,
     unpack_error,
 )
+from ._pipe import Message
 from ._validate import check_name
 
 __all__ = ["ProcessPool", "ThreadPool"]
+
+logger = logging.getLogger("fluid")
 
 RetT = TypeVar("RetT")
 ArgsT = TypeVarTuple("ArgsT")
@@ -84,6 +94,12 @@ def _check_max_workers(max_workers: object) -> int:
     if max_workers < 1:
         raise ValueError(f"max_workers must be at least 1, got {max_workers!r}")
     return max_workers
+
+
+def _being_cancelled() -> bool:
+    """True in a task that was cancelled and did not swallow it (``Task.cancelling()``)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def _release(waiter: asyncio.Future[None] | None) -> None:
@@ -165,13 +181,24 @@ class ThreadPool(_Pool):
         ```
     """
 
-    __slots__ = ("_alive", "_in_flight", "_queue", "_results", "_threads", "_wakeup_pending")
+    __slots__ = (
+        "_abandoned",
+        "_alive",
+        "_in_flight",
+        "_queue",
+        "_results",
+        "_running",
+        "_threads",
+        "_wakeup_pending",
+    )
 
     def __init__(self, max_workers: int, *, name: str = "") -> None:
         super().__init__(max_workers, name, "fluid:thread_pool")
         self._queue: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
         self._results: deque[_Result] = deque()
         self._threads: list[threading.Thread] = []
+        self._running: list[Callable[..., Any] | None] = []  # per thread: its call's function
+        self._abandoned = False
         self._alive = 0
         self._in_flight = 0
         self._wakeup_pending = False
@@ -214,18 +241,64 @@ class ThreadPool(_Pool):
     async def aclose(self) -> None:
         """Close the pool and wait until its threads ended.
 
-        Calls already submitted still run. If this wait is cancelled, the
-        threads still end after their calls.
+        Calls already submitted still run, and this waits for them, unless
+        the caller is cancelled: if this wait is cancelled, or if ``aclose()``
+        is called by a task being cancelled (in the ``finally`` or
+        ``__aexit__`` of a cancelled block, as when a worker that owns the
+        pool is forced to stop), the pool stops waiting at once. Calls not
+        started are then dropped (their awaits are cancelled), and the threads
+        of the running calls are abandoned: a thread cannot be interrupted.
+        One warning names their threads and functions; each runs on to the
+        end of its call as a daemon thread, then ends (``in_flight`` counts
+        them until then).
         """
         self.close()
-        await self._wait_all_gone(lambda: self._alive > 0)
+        if _being_cancelled():
+            self._stop_waiting()
+            return
+        try:
+            await self._wait_all_gone(lambda: self._alive > 0)
+        except asyncio.CancelledError:
+            self._stop_waiting()
+            raise
         for thread in self._threads:
             thread.join()  # each one's last step just ran: this returns at once
 
+    def _stop_waiting(self) -> None:
+        """The forced close: drop the calls not started, abandon the running ones."""
+        if self._abandoned:
+            return
+        self._abandoned = True
+        dropped = 0
+        with contextlib.suppress(queue.Empty):
+            while True:
+                call = self._queue.get_nowait()
+                if call is not None:
+                    call[0].cancel()
+                    dropped += 1
+        self._in_flight -= dropped
+        for _ in self._threads:
+            self._queue.put(None)
+        running = [
+            f"{thread.name} ({getattr(fn, '__qualname__', None) or fn!r})"
+            for thread, fn in zip(self._threads, self._running, strict=True)
+            if fn is not None
+        ]
+        if running:
+            logger.warning(
+                "thread pool %r was closed while cancelled: abandoning %d running call(s) in "
+                "%s; a thread cannot be interrupted: each runs on as a daemon thread until "
+                "its call returns",
+                self._name,
+                len(running),
+                ", ".join(running),
+            )
+
     def _start_thread(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._running.append(None)
         thread = threading.Thread(
             target=self._work,
-            args=(loop,),
+            args=(loop, len(self._threads)),
             name=f"{self._name}-{len(self._threads)}",
             daemon=True,
         )
@@ -233,11 +306,14 @@ class ThreadPool(_Pool):
         self._threads.append(thread)
         self._alive += 1
 
-    def _work(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _work(self, loop: asyncio.AbstractEventLoop, index: int) -> None:
         """The loop of a pool thread."""
         get = self._queue.get
+        running = self._running
         while (call := get()) is not None:
+            running[index] = call[2]  # for the warning of a forced close
             self._results.append(_call(call))
+            running[index] = None
             del call  # hold no argument or result while idle
             if not self._wakeup_pending:
                 self._wakeup_pending = True
@@ -307,7 +383,7 @@ class ProcessPool(_Pool):
         ```
     """
 
-    __slots__ = ("_busy", "_children", "_context", "_idle", "_waiting")
+    __slots__ = ("_busy", "_children", "_context", "_idle", "_started", "_waiting")
 
     def __init__(self, max_workers: int, *, mp_context: Any = None, name: str = "") -> None:
         super().__init__(max_workers, name, "fluid:process_pool")
@@ -316,6 +392,7 @@ class ProcessPool(_Pool):
         self._idle: list[Child] = []
         self._busy: dict[Child, asyncio.Future[Any]] = {}
         self._waiting: deque[tuple[asyncio.Future[Any], bytes]] = deque()
+        self._started = 0  # processes started so far: names them
 
     async def run(self, fn: Callable[[Unpack[ArgsT]], RetT], /, *args: *ArgsT) -> RetT:
         """Call ``fn(*args)`` in a process of the pool and return its result.
@@ -359,22 +436,44 @@ class ProcessPool(_Pool):
     async def aclose(self) -> None:
         """Close the pool and wait until its processes exited.
 
-        If this wait is cancelled, the processes are terminated (then killed)
-        and joined, and the calls not yet started are cancelled, before the
-        cancellation propagates.
+        Calls already submitted still run, and this waits for them, unless
+        the caller is cancelled: if this wait is cancelled, or if ``aclose()``
+        is called by a task being cancelled (in the ``finally`` or
+        ``__aexit__`` of a cancelled block, as when a worker that owns the
+        pool is forced to stop), the calls not started are dropped (their
+        awaits are cancelled) and the processes are terminated (SIGTERM,
+        then SIGKILL after half a second) and joined. A wait cancelled again
+        kills at once; the cancellation propagates once all were joined.
         """
         self.close()
+        if _being_cancelled():
+            await self._terminate()
+            return
         try:
             await self._wait_all_gone(lambda: bool(self._children))
         except asyncio.CancelledError:
-            for future, _ in self._waiting:
-                future.cancel()
-            self._waiting.clear()
-            await kill_all(list(self._children))
+            await self._terminate()
             raise
 
+    async def _terminate(self) -> None:
+        for future, _ in self._waiting:
+            future.cancel()
+        self._waiting.clear()
+        if self._busy:
+            logger.warning(
+                "process pool %r was closed while cancelled: terminating %d process(es) "
+                "running a call",
+                self._name,
+                len(self._busy),
+            )
+        await kill_all(list(self._children))
+
     def _dispatch(self) -> None:
-        """Hand waiting calls to idle processes, starting processes up to the limit."""
+        """Hand waiting calls to idle processes, starting processes up to the limit.
+
+        A process just started takes its call at once: the call waits in its
+        pipe until the process reads it.
+        """
         waiting = self._waiting
         while waiting:
             if waiting[0][0].done():  # cancelled while waiting
@@ -383,14 +482,7 @@ class ProcessPool(_Pool):
             if self._idle:
                 child = self._idle.pop()
             elif len(self._children) < self._max_workers:
-                try:
-                    child = self._start_child()
-                except Exception as exc:  # cannot start a process: fail what waits
-                    for future, _ in waiting:
-                        if not future.done():
-                            future.set_exception(exc)
-                    waiting.clear()
-                    return
+                child = self._start_child()
             else:
                 return
             future, data = waiting.popleft()
@@ -404,11 +496,12 @@ class ProcessPool(_Pool):
             self._context,
             serve_calls,
             (),
-            name=f"{self._name}-{len(self._children)}",
+            name=f"{self._name}-{self._started}",
             daemon=True,
             on_message=self._on_result,
             on_exit=self._on_exit,
         )
+        self._started += 1
         self._children.add(child)
         return child
 
@@ -416,7 +509,7 @@ class ProcessPool(_Pool):
         while self._idle:
             self._idle.pop().send(STOP_CALLS)
 
-    def _on_result(self, child: Child, data: bytes) -> None:
+    def _on_result(self, child: Child, data: Message) -> None:
         future = self._busy.pop(child, None)
         if future is not None and not future.done():
             try:
@@ -436,7 +529,9 @@ class ProcessPool(_Pool):
         with contextlib.suppress(ValueError):
             self._idle.remove(child)
         future = self._busy.pop(child, None)
-        if future is not None and not future.done():
+        if child.start_error is not None:  # cannot start a process: fail what waits
+            self._fail_waiting(child.start_error, future)
+        elif future is not None and not future.done():
             code = child.exitcode or 0
             future.set_exception(
                 ProcessWorkerError(
@@ -447,3 +542,11 @@ class ProcessPool(_Pool):
         self._dispatch()  # a new process takes the waiting calls
         if not self._children:
             _release(self._no_more)
+
+    def _fail_waiting(self, error: BaseException, future: asyncio.Future[Any] | None) -> None:
+        futures = [future] if future is not None else []
+        futures += [waiting for waiting, _ in self._waiting]
+        self._waiting.clear()
+        for waiting in futures:
+            if not waiting.done():
+                waiting.set_exception(error)

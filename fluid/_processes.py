@@ -47,9 +47,10 @@ from ._child import (
     serve_worker,
     unpack_error,
 )
+from ._pipe import Message
 from ._state import WorkerState
 from ._status import ProcessStatus, WorkerStatus
-from ._threads import check_sync_target
+from ._sync_body import check_sync_target, run_body
 from ._validate import check_seconds, function_name
 from ._worker import STOPPING_GRACE_PERIOD, Worker, _release
 
@@ -145,6 +146,7 @@ class ProcessWorker(Worker):
         "_loop_factory",
         "_outcome",
         "_ready",
+        "_setup_done",
         "_stop_seen",
         "_target",
     )
@@ -185,6 +187,7 @@ class ProcessWorker(Worker):
         self._conn: Connection | None = None
         self._outcome: PackedError | None = None
         self._ready: asyncio.Future[None] | None = None
+        self._setup_done = False  # the child said setup() returned
         self._stop_seen = False
 
     # ----------------------------------------------------- pickled to the child
@@ -294,30 +297,10 @@ class ProcessWorker(Worker):
 
     def _run_in_child(self, conn: Connection) -> None:
         self._conn = conn
-        error: Exception | None = None
-        try:
-            self.setup()
-        except Exception as exc:
-            error = exc
-        else:
-            try:
-                if self._factory is None:
-                    self._send(_READY)
-                self.main()
-            except Exception as exc:
-                error = exc
-            finally:
-                error = self._teardown(error)
+        # With a factory, "ready" is sent once the child's worker runs.
+        ready = (lambda: None) if self._factory is not None else (lambda: self._send(_READY))
+        error = run_body(self, self._name, ready)
         self._send(_DONE + pickle.dumps(None if error is None else pack_error(error)))
-
-    def _teardown(self, error: Exception | None) -> Exception | None:
-        try:
-            self.teardown()
-        except Exception as exc:
-            if error is None:
-                return exc
-            logger.error("teardown of worker %r failed", self._name, exc_info=exc)
-        return error
 
     def _send(self, data: bytes) -> None:
         if self._conn is not None:
@@ -327,35 +310,40 @@ class ProcessWorker(Worker):
     # --------------------------------------------------------- on the loop
 
     async def _before_run(self) -> None:
-        """Start the child and wait until it is ready (or ended)."""
-        self._child, self._outcome = None, None
+        """Start the child and wait until ``setup()`` returned in it (or it ended)."""
+        self._child, self._outcome, self._setup_done = None, None, False
         if self._state is not _RUNNING:  # stopped while on_startup() ran
             return
         self._ready = ready = asyncio.get_running_loop().create_future()
+        child = Child.start(
+            self._context,
+            _child_main,
+            (self,),
+            name=f"fluid:{self._name}",
+            daemon=self._daemon,
+            on_message=self._on_message,
+            on_exit=self._on_exit,
+        )
+        self._child = child  # a stop requested from now on is sent to it
         try:
-            child = Child.start(
-                self._context,
-                _child_main,
-                (self,),
-                name=f"fluid:{self._name}",
-                daemon=self._daemon,
-                on_message=self._on_message,
-                on_exit=self._on_exit,
-            )
+            await child.started()
+        except asyncio.CancelledError:
+            await child.kill(self._kill_after)
+            raise
         except (pickle.PicklingError, AttributeError, TypeError) as exc:
+            self._child = None
             method = self._context.get_start_method()
             raise ProcessWorkerError(
                 f"cannot start worker {self._name!r} in a child process: {exc}. With the "
                 f"{method!r} start method the worker, its target and its attributes are "
                 "pickled: define functions and classes at module level"
             ) from exc
-        self._child = child
         try:
             await ready
         except asyncio.CancelledError:
             await child.kill(self._kill_after)
             raise
-        if child.exited:
+        if not self._setup_done:  # it ended before setup() returned
             error = self._child_error(child)
             if error is not None:
                 raise error
@@ -406,18 +394,19 @@ class ProcessWorker(Worker):
         if self._child is not None:
             self._child.send(_STOP)
 
-    def _on_message(self, child: Child, data: bytes) -> None:
+    def _on_message(self, child: Child, data: Message) -> None:
         if data == _READY:
+            self._setup_done = True
             if self._ready is not None:
                 _release(self._ready)
         elif data[:1] == _DONE:
-            self._outcome = pickle.loads(data[1:])
+            self._outcome = pickle.loads(memoryview(data)[1:])
 
     def _on_exit(self, child: Child) -> None:
         if self._ready is not None:
             _release(self._ready)
 
-    def _child_error(self, child: Child) -> Exception | None:
+    def _child_error(self, child: Child) -> BaseException | None:
         where = f"the process of worker {self._name!r} (pid {child.pid})"
         if self._outcome is not None:
             return unpack_error(self._outcome, where)

@@ -16,6 +16,8 @@ Why it is shaped this way:
   It is a daemon thread, so it cannot keep the process alive. Each run has
   its own stop event, held by the thread itself, so an abandoned thread keeps
   being told to stop even after the worker was started again.
+* ``setup()``, ``main()`` and ``teardown()`` run as ``_sync_body`` says,
+  the same as in a ``ProcessWorker``'s child.
 * The thread runs in a copy of the context of the ``startup()`` caller:
   contextvars (request ids, logging context) flow into it.
 """
@@ -31,7 +33,8 @@ from collections.abc import Callable
 
 from ._state import WorkerState
 from ._status import ThreadStatus, WorkerStatus
-from ._validate import function_name, is_async_callable
+from ._sync_body import check_sync_target, run_body
+from ._validate import function_name
 from ._worker import STOPPING_GRACE_PERIOD, Worker
 
 __all__ = ["ThreadWorker"]
@@ -61,23 +64,6 @@ def _resolve_threadsafe(
     with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
         for future in futures:
             loop.call_soon_threadsafe(_resolve, future, outcome)
-
-
-def check_sync_target(owner: type, target: object, main: object) -> None:
-    """Reject a target that is not a plain callable, or a missing one without ``main``."""
-    if target is None:
-        if getattr(owner, "main", None) is main:
-            raise TypeError(
-                f"{owner.__name__} needs a target function or a subclass overriding main()"
-            )
-        return
-    if not callable(target):
-        raise TypeError(f"target must be a callable, got {target!r}")
-    if is_async_callable(target):
-        raise TypeError(
-            f"target must be a plain (sync) function, got the coroutine function {target!r}: "
-            "use fluid.WorkerFunction for async code"
-        )
 
 
 class ThreadWorker(Worker):
@@ -218,24 +204,7 @@ class ThreadWorker(Worker):
         ended: asyncio.Future[_Outcome],
     ) -> None:
         self._local.stop = stop
-        error: BaseException | None = None
-        try:
-            self.setup()
-        except BaseException as exc:
-            error = exc
-        else:
-            _resolve_threadsafe(loop, None, ready)
-            try:
-                self.main()
-            except BaseException as exc:
-                error = exc
-            try:
-                self.teardown()
-            except BaseException as exc:
-                if error is None:
-                    error = exc
-                else:
-                    logger.error("teardown of worker %r failed", self._name, exc_info=exc)
+        error = run_body(self, self._name, lambda: _resolve_threadsafe(loop, None, ready))
         _resolve_threadsafe(loop, error, ready, ended)
 
     # --------------------------------------------------------- on the loop

@@ -189,3 +189,68 @@ def send_two_and_exit(conn: Connection) -> None:
 def square(number: int) -> int:
     """A CPU-bound handler for a consumer's process pool."""
     return number * number
+
+
+class BigError(Exception):
+    """An error with a short message and a large payload (pickled with it)."""
+
+    def __init__(self, message: str, data: bytes = b"") -> None:
+        super().__init__(message)
+        self.data = data
+
+
+class RaiseBig(fluid.ProcessWorker):
+    """Fails in ``main()`` with a ``BigError`` carrying ``size`` bytes."""
+
+    def __init__(self, size: int, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.size = size
+
+    def main(self) -> None:
+        raise BigError(f"{self.size} bytes", b"x" * self.size)
+
+
+def length(data: bytes) -> int:
+    """A pool call whose argument can be large."""
+    return len(data)
+
+
+def make_bytes(size: int) -> bytes:
+    """A pool call whose result can be large."""
+    return b"x" * size
+
+
+def sleep_long(message: object) -> None:
+    """A consumer's handler that blocks far longer than any grace period."""
+    time.sleep(60)
+
+
+def read_slowly(delay: float, conn: Connection) -> None:
+    """A bare child of ``Child``: read nothing for ``delay`` s, then echo the size of a message."""
+    time.sleep(delay)
+    conn.send_bytes(str(len(conn.recv_bytes())).encode())
+
+
+def write_slowly(size: int, delay: float, conn: Connection) -> None:
+    """A bare child of ``Child``: send one ``size``-byte message, pausing ``delay`` s halfway.
+
+    Written in the ``Connection`` wire format by hand, so that the parent
+    sees a message whose first half arrived and whose second half is late.
+    """
+    import struct
+
+    fd = conn.fileno()
+    half = size // 2
+    os.write(fd, struct.pack("!i", size))
+    for part in (half, size - half):
+        view = memoryview(b"x" * part)
+        while view:
+            view = view[os.write(fd, view) :]
+        if part == half:
+            time.sleep(delay)
+
+
+def echo_all(count: int, conn: Connection) -> None:
+    """A bare child of ``Child``: send back each of ``count`` messages."""
+    for _ in range(count):
+        conn.send_bytes(conn.recv_bytes())

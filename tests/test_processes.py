@@ -329,9 +329,10 @@ async def test_messages_sent_just_before_the_exit_are_not_lost() -> None:
         (),
         name="two",
         daemon=True,
-        on_message=lambda c, data: got.append(data),
+        on_message=lambda c, data: got.append(bytes(data)),
         on_exit=lambda c: exited.set_result(c.exitcode),
     )
+    await child.started()
     # Block on purpose: the loop must not run before the child is dead (not reaped).
     os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)  # noqa: ASYNC222
     async with asyncio.timeout(2):
