@@ -81,7 +81,7 @@ def emit(
         if observers:
             if event is None:
                 event = LifecycleEvent(
-                    kind, worker, worker.worker_path, error, worker._restarts, delay
+                    kind, worker, worker.worker_path, error, worker.restarts, delay
                 )
             for observer in tuple(observers):
                 try:

@@ -13,7 +13,13 @@ Modelled on Erlang/OTP's supervisor, with the backoff it lacks:
   its last error;
 * between restarts of the same child the tree waits an exponential backoff
   with jitter, capped; a child that ran ``reset_after`` seconds starts again
-  from the first step.
+  from the first step;
+* a tree that starts again (restarted by its own parent) starts with a fresh
+  intensity window and its children's backoff from the first step, as an
+  Erlang supervisor restarts its children afresh. A child that keeps failing
+  then takes the restarted tree down again within its intensity, and the
+  parent counts that: the failure escalates level by level, in bounded time,
+  up to a tree that gives up for good.
 """
 
 from __future__ import annotations
@@ -23,18 +29,18 @@ import logging
 import math
 import random
 from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, TypeAlias
 
 from ._errors import TooManyRestarts
 from ._group import shutdown_in_reverse
 from ._lifecycle import emit
-from ._state import WorkerState
 from ._validate import check_count, check_seconds
 from ._worker import Worker
 
 if TYPE_CHECKING:
-    from ._tree import Workers
+    from ._slot import Slot
 
 __all__ = [
     "Backoff",
@@ -156,39 +162,47 @@ class Intensity:
 
 
 class Supervisor:
-    """The restart policy of one tree, applied when its children end.
+    """The restart policy of one tree, applied to the slots of its children that ended.
 
-    The tree hands over each child that ended while it ran. The supervisor
-    decides from the child's restart type and the intensity window, stops the
-    rest of the restart group, and schedules the restart after the backoff
-    delay with ``loop.call_later``: the tree's loop stays free meanwhile, and
-    a stop request cancels the pending restarts.
+    The tree hands over the slot of each child that ended while it ran (see
+    ``_slot.py``). The supervisor decides from the slot's restart type and the
+    intensity window, stops the rest of the restart group, and schedules the
+    restart after the backoff delay with ``loop.call_later``: the tree's loop
+    stays free meanwhile, and a stop request cancels the pending restarts.
+
+    It never touches the tree itself: it reads the current members through
+    ``members``, wakes the tree with ``wake`` when a restart is due, and
+    returns [`TooManyRestarts`][fluid.TooManyRestarts] for the tree to fail
+    with when the intensity is exceeded.
     """
 
-    __slots__ = ("backoff", "due", "intensity", "restarting", "strategy", "timers", "tree")
+    __slots__ = ("_members", "_wake", "backoff", "due", "intensity", "strategy", "timers", "tree")
 
     def __init__(
         self,
-        tree: Workers,
+        tree: Worker,
         strategy: Strategy,
         max_restarts: int,
         period: float,
         backoff: Backoff,
+        *,
+        members: Callable[[], Sequence[Slot]],
+        wake: Callable[[], None],
     ) -> None:
         self.tree = tree
         self.strategy = strategy
         self.intensity = Intensity(max_restarts, period)
         self.backoff = backoff
-        self.due: deque[tuple[list[Worker], float]] = deque()
+        self.due: deque[tuple[list[Slot], float]] = deque()
         self.timers: set[asyncio.TimerHandle] = set()
-        self.restarting: set[Worker] = set()
+        self._members = members
+        self._wake = wake
 
     def reset(self) -> None:
         """Forget everything of a previous run of the tree."""
         self.cancel()
         self.intensity.clear()
         self.due.clear()
-        self.restarting.clear()
 
     def cancel(self) -> None:
         """Drop the restarts waiting for their backoff delay."""
@@ -196,89 +210,113 @@ class Supervisor:
             timer.cancel()
         self.timers.clear()
 
-    async def child_ended(self, child: Worker, error: BaseException | None) -> None:
-        """Apply the policy to a child that ended (or failed to restart) with ``error``."""
-        tree = self.tree
-        if not should_restart(child._restart, error):
+    async def child_ended(self, slot: Slot, error: BaseException | None) -> TooManyRestarts | None:
+        """Apply the policy to a child that ended (or failed to restart) with ``error``.
+
+        Returns:
+            The error to fail the tree with if this restart is one too many.
+        """
+        worker = slot.worker
+        if not should_restart(slot.restart, error):
             if error is not None:
                 logger.warning(
                     "%s worker %r of tree %r failed; it is not restarted",
-                    child._restart,
-                    child._name,
-                    tree._name,
+                    slot.restart,
+                    worker.worker_name,
+                    self.tree.worker_name,
                 )
-            return
+            return None
         loop = asyncio.get_running_loop()
         now = loop.time()
         if not self.intensity.allow(now):
-            self._give_up(child, error)
-            return
-        group = self._group(child)
-        others = [w for w in group if w is not child]
-        self.restarting.update(group)
-        for worker, exc in await shutdown_in_reverse(others):
+            return self._give_up(slot, error)
+        group = self._group(slot)
+        restart = [s for s in group if s is slot or s.restart != "temporary"]
+        for member in group:
+            member.restarting = True  # their ends, from here on, are this restart's doing
+        # Only siblings still running are stopped: one that already ended was
+        # dealt with when it did (its error logged then), and shutting it down
+        # again would only raise that old error once more.
+        others = [s.worker for s in group if s is not slot and _running(s.worker)]
+        for stopped, exc in await shutdown_in_reverse(others):
             logger.error(
-                "worker %r failed while stopping for a restart", worker._name, exc_info=exc
+                "worker %r failed while stopping for a restart", stopped.worker_name, exc_info=exc
             )
-        if now - child._started_at >= self.backoff.reset_after:
-            child._backoff_step = 0
-        delay = self.backoff.delay(child._backoff_step)
-        child._backoff_step += 1
-        restart = [w for w in group if w is child or w._restart != "temporary"]
+        for member in group:
+            if member not in restart:
+                member.restarting = False  # a temporary sibling stays stopped
+        if now - worker._started_at >= self.backoff.reset_after:
+            slot.backoff_step = 0
+        delay = self.backoff.delay(slot.backoff_step)
+        slot.backoff_step += 1
         if delay <= 0:
             self.due.append((restart, delay))
-            return
+            return None
         timer = loop.call_later(delay, self._restart_due, restart, delay)
         self.timers.add(timer)
+        return None
 
-    async def restart_next(self) -> None:
-        """Start again the next group whose backoff delay passed."""
+    async def restart_next(self) -> TooManyRestarts | None:
+        """Start again the next group whose backoff delay passed.
+
+        Returns:
+            The error to fail the tree with if a child failed to restart once
+            too often.
+        """
         group, delay = self.due.popleft()
-        tree = self.tree
-        for worker in group:
-            self.restarting.discard(worker)
-        for worker in group:
-            if tree._state is not WorkerState.RUNNING:
-                return
-            if tree._children.get(worker._name) is not worker or not worker.is_stopped():
+        for slot in group:
+            slot.restarting = False
+        for slot in group:
+            if not self.tree.is_running():
+                return None
+            worker = slot.worker
+            if not slot.member or slot.held or not worker.is_stopped():
                 continue  # removed, stopped on request or started by someone else
-            if worker in tree._held:
-                continue
             try:
                 await worker.startup()
             except Exception as exc:
-                logger.warning("worker %r failed to restart", worker._name, exc_info=exc)
-                await self.child_ended(worker, exc)
+                if not slot.watched:
+                    continue  # removed or stopped on request while it started
+                logger.warning("worker %r failed to restart", worker.worker_name, exc_info=exc)
+                gave_up = await self.child_ended(slot, exc)
+                if gave_up is not None:
+                    return gave_up
                 continue
-            worker._restarts += 1
+            slot.restarts += 1
             emit(worker, "restarted", delay=delay)
+        return None
 
-    def _restart_due(self, group: list[Worker], delay: float) -> None:
+    def _restart_due(self, group: list[Slot], delay: float) -> None:
         now = asyncio.get_running_loop().time()
         self.timers = {t for t in self.timers if t.when() > now}
         self.due.append((group, delay))
-        self.tree._wake()
+        self._wake()
 
-    def _group(self, child: Worker) -> list[Worker]:
-        children = list(self.tree._children.values())
+    def _group(self, slot: Slot) -> list[Slot]:
+        """The restart group of ``slot``: members only, and no sibling stopped on request."""
         if self.strategy == "one_for_one":
-            return [child]
-        group = children if self.strategy == "one_for_all" else children[children.index(child) :]
-        return [w for w in group if w is child or w not in self.tree._held]
+            return [slot]
+        members = list(self._members())
+        if self.strategy == "rest_for_one":
+            members = members[members.index(slot) :]  # slot is a member: the tree checked
+        return [s for s in members if s is slot or not s.held]
 
-    def _give_up(self, child: Worker, error: BaseException | None) -> None:
-        tree = self.tree
+    def _give_up(self, slot: Slot, error: BaseException | None) -> TooManyRestarts:
+        name = slot.worker.worker_name
         count = len(self.intensity.times) - 1
         last = "" if error is None else f" (last error: {type(error).__name__}: {error})"
         exc = TooManyRestarts(
-            f"worker {child._name!r} of tree {tree._name!r} ended more than "
+            f"worker {name!r} of tree {self.tree.worker_name!r} ended more than "
             f"{self.intensity.max_restarts} times in {self.intensity.period}s: "
             f"giving up{last}",
-            child._name,
+            name,
             count,
             self.intensity.period,
         )
         exc.__cause__ = error
         logger.error("%s", exc)
-        tree._fail(exc)
-        tree.gracefully_stop()
+        return exc
+
+
+def _running(worker: Worker) -> bool:
+    return worker.has_started() and not worker.is_stopped()

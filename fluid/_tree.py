@@ -12,8 +12,16 @@ How a tree runs:
   the whole tree; if it failed, its error becomes the tree's error, raised
   by ``shutdown()`` and ``wait_for_shutdown()`` with a note naming the child.
   With a strategy, the tree's Supervisor (``_supervision.py``) restarts it.
-* Children stopped on request (``stop_workers``) or removed are not
-  restarted and do not stop the tree.
+* Each child has a slot (``_slot.py``) owned by the tree: its restart type,
+  restart count, backoff step, and whether it is still a member, held
+  (stopped on request) or being restarted. Exits and pending restarts carry
+  the slot, so whether the tree still acts on a child is checked in one
+  place: a child removed (even while its end is in flight) or stopped on
+  request (``stop_workers``) is not started, not restarted, and its end
+  does not stop the tree. This holds while the tree is still starting too.
+* A new run of the tree (``startup()`` after a stop) starts its children
+  afresh: holds, restarts in progress, backoff steps and the restart
+  intensity window are forgotten.
 * Stopping goes in reverse start order, one child at a time, each within its
   own grace period, so a producer added after the consumer it feeds stops
   first and the consumer can drain what it sent. If the
@@ -26,11 +34,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from fnmatch import fnmatchcase
 
 from ._errors import DuplicateWorkerName
 from ._group import force, shutdown_in_reverse, shutdown_together
+from ._slot import Slot
 from ._state import WorkerState
 from ._status import WorkerStatus
 from ._supervision import (
@@ -106,7 +116,6 @@ class Workers(Worker):
         "_default_restart",
         "_exited",
         "_heartbeat",
-        "_held",
         "_name_counts",
         "_supervisor",
         "_to_start",
@@ -135,13 +144,20 @@ class Workers(Worker):
         self._supervisor = (
             None
             if strategy is None
-            else Supervisor(self, strategy, max_restarts, period, backoff or Backoff())
+            else Supervisor(
+                self,
+                strategy,
+                max_restarts,
+                period,
+                backoff or Backoff(),
+                members=self._members,
+                wake=self._wake,
+            )
         )
         self._concurrent_stop = bool(concurrent_stop)
-        self._children: dict[str, Worker] = {}
-        self._to_start: list[Worker] = []
-        self._exited: list[Worker] = []
-        self._held: set[Worker] = set()
+        self._children: dict[str, Slot] = {}  # by name, in start order
+        self._to_start: list[Slot] = []  # added while running, not started yet
+        self._exited: deque[Slot] = deque()  # ended while the tree ran, not handled yet
         self._wakeup: asyncio.Future[None] | None = None
         self._name_counts: dict[str, int] = {}
         self.add_workers(*workers)
@@ -154,17 +170,17 @@ class Workers(Worker):
     @property
     def children(self) -> tuple[Worker, ...]:
         """The direct children, in start order."""
-        return tuple(self._children.values())
+        return tuple(slot.worker for slot in self._children.values())
 
     @property
     def num_workers(self) -> int:
         """The number of leaf workers in the tree."""
-        return sum(child.num_workers for child in self._children.values())
+        return sum(slot.worker.num_workers for slot in self._children.values())
 
     def workers(self) -> Iterator[Worker]:
         """Iterate over the leaf workers of the tree, depth first, in start order."""
-        for child in self._children.values():
-            yield from child.workers()
+        for slot in tuple(self._children.values()):
+            yield from slot.worker.workers()
 
     @property
     def strategy(self) -> Strategy | None:
@@ -189,13 +205,14 @@ class Workers(Worker):
         """
         restart = self._default_restart if restart is None else check_restart(restart)
         names = self._check_new(workers)
+        slots = []
         for worker, name in zip(workers, names, strict=True):
             worker._name = name
-            worker._parent = self
-            worker._restart = restart
-            self._children[name] = worker
+            slots.append(Slot(self, worker, restart, self._child_exited))
+        for slot in slots:
+            self._children[slot.worker.worker_name] = slot
         if self._state is _RUNNING:
-            self._to_start.extend(workers)
+            self._to_start.extend(slots)
             self._wake()
 
     def find(self, pattern: str) -> list[Worker]:
@@ -214,8 +231,9 @@ class Workers(Worker):
         if not isinstance(pattern, str):
             raise TypeError(f"pattern must be a string, got {pattern!r}")
         found = []
-        for child in self._children.values():
-            if fnmatchcase(child._name, pattern):
+        for slot in tuple(self._children.values()):
+            child = slot.worker
+            if fnmatchcase(child.worker_name, pattern):
                 found.append(child)
             if isinstance(child, Workers):
                 found.extend(child.find(pattern))
@@ -237,14 +255,17 @@ class Workers(Worker):
                 several failed); all matching workers are stopped first.
         """
         matched = self._find_all(patterns)
-        for worker in matched:
-            assert worker._parent is not None
-            worker._parent._held.add(worker)
+        for slot in _slots(matched):
+            slot.held = True
         await _shutdown_raising_the_first_error(matched)
         return matched
 
     async def start_workers(self, *patterns: str) -> list[Worker]:
         """Start again the stopped workers matching any glob pattern, at any depth.
+
+        They are under their tree's care again: a worker whose tree runs (or
+        is starting) is started now; one whose tree is not running starts
+        with it.
 
         Returns:
             The workers started, in start order.
@@ -255,9 +276,11 @@ class Workers(Worker):
         """
         started = []
         for worker in self._find_all(patterns):
-            assert worker._parent is not None
-            worker._parent._held.discard(worker)
-            if not worker.is_running() and not worker.is_stopping():
+            slot = worker._slot
+            if slot is None or not slot.member:
+                continue  # removed meanwhile, by a startup() before it
+            slot.held = False
+            if slot.tree.is_running() and (not worker.has_started() or worker.is_stopped()):
                 await worker.startup()
                 started.append(worker)
         return started
@@ -277,20 +300,33 @@ class Workers(Worker):
                 several failed); all matching workers are removed first.
         """
         removed = self._find_all(patterns)
-        for worker in removed:
-            parent = worker._parent
-            assert parent is not None
-            del parent._children[worker._name]
-            parent._held.discard(worker)
-            worker._parent = None
+        for slot in _slots(removed):
+            slot.tree._forget(slot)
         await _shutdown_raising_the_first_error(removed)
         return removed
 
     async def status(self) -> WorkerStatus:
         """The tree's status with the status of each child under ``workers``."""
         status = await super().status()
-        status["workers"] = [await child.status() for child in self._children.values()]
+        status["workers"] = [await child.status() for child in self.children]
         return status
+
+    async def startup(self) -> None:
+        """Start the tree: its ``on_startup``, then each child in order.
+
+        A tree starting a new run starts its children afresh: children
+        stopped on request in an earlier run are started again, and restart
+        counting (intensity window, backoff) begins anew. A child removed or
+        stopped on request while the tree starts is not started.
+
+        Raises:
+            WorkerStartError: the tree is running or stopping.
+            Exception: whatever ``on_startup`` or a child's ``startup()``
+                raised; the children already started are stopped first.
+        """
+        if not self.is_running() and not self.is_stopping():
+            self._new_run()
+        await super().startup()
 
     async def run(self) -> None:
         """Watch the children until the tree is asked to stop (or, unsupervised, one ends)."""
@@ -300,15 +336,15 @@ class Workers(Worker):
                 if self._to_start:
                     await self._start_added()
                 elif self._exited:
-                    await self._child_ended(self._exited.pop(0))
+                    await self._child_ended(self._exited.popleft())
                 elif supervisor is not None and supervisor.due:
-                    await supervisor.restart_next()
+                    self._give_up(await supervisor.restart_next())
                 else:
                     await self._wait_wakeup()
         except asyncio.CancelledError:
             if supervisor is not None:
                 supervisor.cancel()
-            await force(self._children.values(), f"tree {self._name!r} was cancelled")
+            await force(self.children, f"tree {self._name!r} was cancelled")
             self._collect_errors(self._children.values())
             raise
         if supervisor is not None:
@@ -318,20 +354,21 @@ class Workers(Worker):
         # A child that already ended was dealt with: by the supervisor (its
         # crash was logged and reported as an event), or by whoever stopped it
         # on request. Only an unsupervised tree still owes its children's errors.
-        held = self._held
-        children = [
-            c
-            for c in self._children.values()
-            if not (c.is_stopped() and (supervisor is not None or c in held))
+        slots = [
+            slot
+            for slot in self._children.values()
+            if not (slot.worker.is_stopped() and (supervisor is not None or slot.held))
         ]
         stop = shutdown_together if self._concurrent_stop else shutdown_in_reverse
         try:
-            errors = await stop(children)
+            errors = await stop([slot.worker for slot in slots])
         except asyncio.CancelledError:  # forced while stopping: the group forced the rest
-            self._collect_errors(children)
+            self._collect_errors(slots)
             raise
         for child, error in errors:
-            self._child_failed(child, error)
+            slot = child._slot
+            if slot is not None and slot.parent is self:  # a removed one's error is its remover's
+                self._child_failed(child, error)
 
     # ------------------------------------------------------------- internals
 
@@ -348,13 +385,14 @@ class Workers(Worker):
             if not isinstance(worker, Worker):
                 raise TypeError(f"workers must be Worker instances, got {worker!r}")
             if id(worker) in ancestors:
-                raise ValueError(f"worker {worker._name!r} cannot be its own descendant")
-            if worker._parent is not None or id(worker) in seen:
-                owner = worker._parent._name if worker._parent else self._name
-                raise ValueError(f"worker {worker._name!r} already belongs to tree {owner!r}")
-            if worker._state is _RUNNING or worker._state is WorkerState.STOPPING:
+                raise ValueError(f"worker {worker.worker_name!r} cannot be its own descendant")
+            parent = worker._parent
+            if parent is not None or id(worker) in seen:
+                owner = parent.worker_name if parent is not None else self._name
+                raise ValueError(f"worker {worker.worker_name!r} already belongs to tree {owner!r}")
+            if worker.is_running() or worker.is_stopping():
                 raise ValueError(
-                    f"worker {worker._name!r} is {worker._state}: add workers to "
+                    f"worker {worker.worker_name!r} is {worker.worker_state}: add workers to "
                     "a tree before starting them"
                 )
             seen.add(id(worker))
@@ -364,7 +402,7 @@ class Workers(Worker):
         return names
 
     def _free_name(self, worker: Worker, taken: set[str]) -> str:
-        name = worker._name
+        name = worker.worker_name
         if name not in self._children and name not in taken:
             return name
         if not worker._auto_name:
@@ -377,64 +415,88 @@ class Workers(Worker):
                 self._name_counts[name] = n
                 return candidate
 
-    async def _before_run(self) -> None:
-        """Start the children in order; undo and raise if one fails."""
+    def _members(self) -> list[Slot]:
+        """The slots of the current children, in start order (for the supervisor)."""
+        return list(self._children.values())
+
+    def _forget(self, slot: Slot) -> None:
+        """Remove a child: from now on nothing it does reaches this tree."""
+        del self._children[slot.worker.worker_name]
+        slot.leave()
+
+    def _new_run(self) -> None:
+        """Forget the previous run: every child starts afresh."""
         self._to_start.clear()
         self._exited.clear()  # exits seen after the last run's stop request
-        self._held.clear()
+        for slot in self._children.values():
+            slot.new_run()
         if self._supervisor is not None:
             self._supervisor.reset()
+
+    async def _before_run(self) -> None:
+        """Start the children in order; undo and raise if one fails.
+
+        Each child is looked at when its turn comes, not from a list taken
+        at the start: one removed or stopped on request meanwhile (the
+        earlier ones' ``on_startup`` can take long) is not started, and one
+        already started by hand is left running.
+        """
         started: list[Worker] = []
-        try:
-            for child in list(self._children.values()):
-                if self._state is not _RUNNING:
-                    break
+        for slot in list(self._children.values()):
+            if self._state is not _RUNNING:
+                break
+            child = slot.worker
+            if not slot.watched or (child.has_started() and not child.is_stopped()):
+                continue
+            try:
                 await child.startup()
-                started.append(child)
-        except asyncio.CancelledError:
-            await force(started, f"startup of tree {self._name!r} was cancelled")
-            raise
-        except Exception as exc:
-            exc.add_note(f"while starting worker {child._name!r} of tree {self._name!r}")
-            for worker, error in await shutdown_in_reverse(started):
-                logger.error("worker %r failed", worker._name, exc_info=error)
-            raise
+            except asyncio.CancelledError:
+                await force(started, f"startup of tree {self._name!r} was cancelled")
+                raise
+            except Exception as exc:
+                if not slot.watched:
+                    continue  # removed or stopped while it started: its remover has the error
+                exc.add_note(f"while starting worker {child.worker_name!r} of tree {self._name!r}")
+                members = [w for w in started if w._parent is self]
+                for worker, error in await shutdown_in_reverse(members):
+                    logger.error("worker %r failed", worker.worker_name, exc_info=error)
+                raise
+            started.append(child)
 
     async def _start_added(self) -> None:
         to_start, self._to_start = self._to_start, []
-        for child in to_start:
+        for slot in to_start:
             if self._state is not _RUNNING:
                 return
-            if self._children.get(child._name) is not child:
-                continue  # removed again
+            child = slot.worker
+            if not slot.watched:
+                continue  # removed or stopped on request meanwhile
             if child.has_started() and not child.is_stopped():
                 continue  # started by someone else meanwhile; a stopped one starts again
             try:
                 await child.startup()
             except Exception as exc:
+                if not slot.watched:
+                    continue
                 if self._supervisor is not None:
-                    await self._supervisor.child_ended(child, exc)
+                    self._give_up(await self._supervisor.child_ended(slot, exc))
                 else:
                     self._child_failed(child, exc)
                     self.gracefully_stop()
 
-    def _child_exited(self, child: Worker) -> None:
-        """Called by a child when its task ends."""
-        if (
-            self._state is _RUNNING
-            and self._children.get(child._name) is child
-            and child not in self._held
-            and (self._supervisor is None or child not in self._supervisor.restarting)
-        ):
-            self._exited.append(child)
+    def _child_exited(self, slot: Slot) -> None:
+        """A child's task ended (called through its slot, from that task's last step)."""
+        if self._state is _RUNNING and slot.watched:
+            self._exited.append(slot)
             self._wake()
 
-    async def _child_ended(self, child: Worker) -> None:
-        if not child.is_stopped() or child in self._held:  # restarted or stopped on request
-            return
+    async def _child_ended(self, slot: Slot) -> None:
+        child = slot.worker
+        if not slot.watched or not child.is_stopped():
+            return  # removed, stopped on request, restarting, or started again meanwhile
         error = child._error
         if self._supervisor is not None:
-            await self._supervisor.child_ended(child, error)
+            self._give_up(await self._supervisor.child_ended(slot, error))
             return
         if error is None:
             logger.info("worker %r of tree %r ended: stopping the tree", child._name, self._name)
@@ -447,11 +509,18 @@ class Workers(Worker):
             self._child_failed(child, error)
         self.gracefully_stop()
 
-    def _collect_errors(self, children: Iterable[Worker]) -> None:
+    def _give_up(self, error: BaseException | None) -> None:
+        """The supervisor gave up (too many restarts): fail the tree with its error."""
+        if error is not None:
+            self._fail(error)
+            self.gracefully_stop()
+
+    def _collect_errors(self, slots: Iterable[Slot]) -> None:
         """Make sure the errors of children that crashed are not lost (unsupervised)."""
         if self._supervisor is None:
-            for child in children:
-                if child._error is not None and child not in self._held:
+            for slot in slots:
+                child = slot.worker
+                if child._error is not None and slot.member and not slot.held:
                     self._child_failed(child, child._error)
 
     def _child_failed(self, child: Worker, error: BaseException) -> None:
@@ -489,6 +558,11 @@ class Workers(Worker):
             await waiter
         finally:
             self._wakeup = None
+
+
+def _slots(workers: Iterable[Worker]) -> list[Slot]:
+    """The slots of workers ``find()`` just returned: all members of a tree."""
+    return [w._slot for w in workers if w._slot is not None and w._slot.member]
 
 
 async def _shutdown_raising_the_first_error(workers: list[Worker]) -> None:

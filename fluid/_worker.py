@@ -36,6 +36,7 @@ from ._status import WorkerStatus
 from ._validate import check_name, check_seconds, default_name
 
 if TYPE_CHECKING:
+    from ._slot import Slot
     from ._tree import Workers
 
 __all__ = ["STOPPING_GRACE_PERIOD", "Worker"]
@@ -95,16 +96,13 @@ class Worker(ABC):
     __slots__ = (
         "__weakref__",
         "_auto_name",
-        "_backoff_step",
         "_error",
         "_exit_waiters",
         "_grace",
         "_loop",
         "_name",
         "_observers",
-        "_parent",
-        "_restart",
-        "_restarts",
+        "_slot",
         "_sleepers",
         "_started_at",
         "_state",
@@ -129,13 +127,10 @@ class Worker(ABC):
         self._traceback: TracebackType | None = None
         self._exit_waiters: list[asyncio.Future[None]] | None = None
         self._sleepers: set[asyncio.Future[None]] | None = None
-        self._parent: Workers | None = None
+        # its place in a tree: set and owned by the tree (see _slot.py), None outside one
+        self._slot: Slot | None = None
         self._observers: list[Observer] | None = None
         self._started_at = 0.0
-        # kept for the supervising tree: restart type, restarts, backoff step
-        self._restart = "permanent"
-        self._restarts = 0
-        self._backoff_step = 0
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self._name!r} {self._state.value}>"
@@ -158,9 +153,16 @@ class Worker(ABC):
         return "/".join(reversed(names))
 
     @property
+    def _parent(self) -> Workers | None:
+        """The tree this worker belongs to, read from its slot (internal to fluid)."""
+        slot = self._slot
+        return None if slot is None else slot.parent
+
+    @property
     def restarts(self) -> int:
-        """How many times a supervising tree restarted this worker."""
-        return self._restarts
+        """How many times its supervising tree restarted this worker (0 outside a tree)."""
+        slot = self._slot
+        return 0 if slot is None else slot.restarts
 
     @property
     def worker_state(self) -> WorkerState:
@@ -429,7 +431,7 @@ class Worker(ABC):
             "name": self._name,
             "path": self.worker_path,
             "state": self._state,
-            "restarts": self._restarts,
+            "restarts": self.restarts,
             "uptime": self._loop.time() - self._started_at if running and self._loop else None,
             "error": None if error is None else f"{type(error).__name__}: {error}",
         }
@@ -567,9 +569,9 @@ class Worker(ABC):
             emit(self, "crashed", error=self._error or reported)
         else:
             emit(self, "force_stopped" if state is _FORCE_STOPPED else "stopped")
-        parent = self._parent
-        if parent is not None and task is not None:
-            parent._child_exited(self)
+        slot = self._slot
+        if slot is not None and task is not None:
+            slot.exited()  # the tree hears of the end of the worker's task, if it still owns it
 
     def _notify_after_shutdown(self, reported: BaseException | None) -> None:
         error = self._error or reported

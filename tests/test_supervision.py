@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from typing import Any
 
@@ -11,7 +12,8 @@ import pytest
 import fluid
 from fluid import WorkerState
 
-from .helpers import Idle, wait_until
+from .helpers import Idle
+from .test_tree import BOUND, busy_tree, remove_when_it_crashes, wait_until
 
 NO_WAIT = fluid.Backoff(initial=0, jitter=0)
 
@@ -160,7 +162,7 @@ async def test_too_many_restarts_stop_the_tree_with_an_error_naming_the_child() 
         await restarted(child, n)
     child.crash(ValueError("crash 3"))
     with pytest.raises(fluid.TooManyRestarts) as info:
-        async with asyncio.timeout(2):
+        async with asyncio.timeout(BOUND):
             await tree.wait_for_shutdown()
     error = info.value
     assert error.worker_name == "flaky"
@@ -252,7 +254,7 @@ async def test_a_stop_cancels_a_restart_waiting_for_its_backoff() -> None:
     await tree.startup()
     child.crash()
     await wait_until(child.is_stopped)
-    async with asyncio.timeout(1):  # not 30 s
+    async with asyncio.timeout(BOUND):  # not 30 s
         await tree.shutdown()
     assert child.restarts == 0
 
@@ -272,7 +274,7 @@ async def test_a_child_failing_to_restart_counts_as_a_crash() -> None:
     await tree.startup()
     child.crash()
     with pytest.raises(fluid.TooManyRestarts) as info:
-        async with asyncio.timeout(2):
+        async with asyncio.timeout(BOUND):
             await tree.wait_for_shutdown()
     assert isinstance(info.value.__cause__, ConnectionError)
     assert child.starts == 4  # the first start and three failed restarts
@@ -431,7 +433,13 @@ def test_bad_policies_are_rejected(
 
 
 async def test_chaos_every_crash_is_restarted_and_accounted_for() -> None:
-    """200 workers crash at random for a while; the books must balance."""
+    """200 workers crash at random, 600 crashes in all; the books must balance.
+
+    Crashes overlap restarts still waiting for their backoff. How fast they
+    come does not matter (a loaded machine only makes the rounds fewer per
+    second): what is asserted is that each crash is seen, and restarted
+    unless the tree stopped first.
+    """
     rng = random.Random(42)
     workers = [Crashy(f"w{i}") for i in range(200)]
     tree = fluid.Workers(
@@ -442,16 +450,13 @@ async def test_chaos_every_crash_is_restarted_and_accounted_for() -> None:
     )
     events = events_of(tree)
     crashes = 0
-    async with tree:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 1.0
-        while loop.time() < deadline:
+    async with tree, asyncio.timeout(2 * BOUND):  # a hang guard, not a speed requirement
+        while crashes < 600:
             for worker in rng.sample(workers, 10):
                 if worker.is_running() and worker._end is not None and not worker._end.done():
                     worker.crash()
                     crashes += 1
             await asyncio.sleep(0.002)
-    assert crashes > 500
     crashed = [e for e in events if e.kind == "crashed"]
     restarts = [e for e in events if e.kind == "restarted"]
     assert len(crashed) == crashes
@@ -485,5 +490,99 @@ async def test_chaos_intensity_gives_up_exactly_at_the_limit() -> None:
         await tree.wait_for_shutdown()
 
     with pytest.raises(fluid.TooManyRestarts):
-        await asyncio.wait_for(crash_until_it_gives_up(), 5)
+        await asyncio.wait_for(crash_until_it_gives_up(), 2 * BOUND)
     assert sum(1 for e in events if e.kind == "restarted") == 25
+
+
+# -------------------------------------------------- membership and slots (issue 12)
+
+
+@pytest.mark.parametrize("strategy", ["one_for_one", "one_for_all", "rest_for_one"])
+async def test_a_child_removed_as_it_crashes_changes_nothing(strategy: fluid.Strategy) -> None:
+    log: list[str] = []
+    a, b, c = (Crashy(n, log) for n in "abc")
+    tree = fluid.Workers(a, b, c, strategy=strategy, backoff=NO_WAIT)
+    removals = remove_when_it_crashes(tree, b)
+    events = events_of(tree)
+    async with tree:
+        gate = await busy_tree(tree)
+        log.clear()
+        b.crash(ValueError("b is gone"))
+        await wait_until(lambda: bool(removals) and removals[0].done())
+        with pytest.raises(ValueError, match="b is gone"):
+            removals[0].result()
+        gate.release.set()  # the tree now handles the end of a child it no longer has
+        await wait_until(lambda: tree.children[-1].is_running())
+        await asyncio.sleep(0.01)  # a restart, if any, would come within loop turns
+        assert tree.is_running()
+        assert [w.worker_name for w in tree.children] == ["a", "c", "slow-to-start"]
+        assert log == ["stop:b"]  # no sibling stopped or restarted for it
+        assert b.is_stopped()
+    assert not [e for e in events if e.kind == "restarted"]
+
+
+class AlwaysFails(fluid.Worker):
+    """Fails as soon as it runs."""
+
+    async def run(self) -> None:
+        raise ConnectionError("still down")
+
+
+async def test_restart_intensity_escalates_through_every_level() -> None:
+    # The defaults (max_restarts=3, period=5, Backoff()) scaled down tenfold: a
+    # leaf that always fails must take the inner tree down each time the outer
+    # tree restarts it, and the outer tree must then give up in turn. A restarted
+    # tree starts its children afresh: their backoff does not go on growing.
+    def policy() -> dict[str, Any]:
+        backoff = fluid.Backoff(initial=0.01, maximum=1.0, reset_after=1.0)
+        return {"strategy": "one_for_one", "period": 0.5, "backoff": backoff}
+
+    inner = fluid.Workers(AlwaysFails(name="leaf"), name="inner", **policy())
+    outer = fluid.Workers(Idle(name="steady"), inner, name="outer", **policy())
+    events = events_of(outer)
+    await outer.startup()
+    try:
+        with pytest.raises(fluid.TooManyRestarts) as info:
+            async with asyncio.timeout(2 * BOUND):  # it crash-looped for ever before
+                await outer.wait_for_shutdown()
+    finally:
+        with contextlib.suppress(Exception):
+            await outer.shutdown()
+    assert info.value.worker_name == "inner"
+    assert isinstance(info.value.__cause__, fluid.TooManyRestarts)
+    assert info.value.__cause__.worker_name == "leaf"
+    assert inner.restarts == 3
+    gave_up = [e for e in events if e.kind == "crashed" and e.worker is inner]
+    assert len(gave_up) == 4
+    assert all(isinstance(e.error, fluid.TooManyRestarts) for e in gave_up)
+
+
+async def test_a_restarted_tree_starts_the_backoff_of_its_children_afresh() -> None:
+    leaf = Crashy("leaf")
+    backoff = fluid.Backoff(initial=0.01, factor=2, jitter=0, reset_after=60)
+    inner = fluid.Workers(leaf, name="inner", strategy="one_for_one", backoff=backoff)
+    events = events_of(inner)
+    for _run in range(2):
+        async with inner:
+            for _ in range(2):
+                leaf.crash()
+                await restarted(leaf, leaf.restarts + 1)
+    delays = [e.delay for e in events if e.kind == "restarted"]
+    assert delays == [0.01, 0.02, 0.01, 0.02]
+
+
+async def test_one_for_all_does_not_raise_a_stopped_siblings_old_error_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    a, temp = Crashy("a"), Crashy("temp")
+    tree = fluid.Workers(a, strategy="one_for_all", max_restarts=10, backoff=NO_WAIT)
+    tree.add_workers(temp, restart="temporary")
+    async with tree:
+        temp.crash(ValueError("temp's old error"))
+        await wait_until(temp.is_stopped)
+        for n in range(1, 4):
+            a.crash()
+            await restarted(a, n)
+        assert temp.is_stopped()
+    mentions = [r for r in caplog.records if "temp's old error" in str(r.exc_info)]
+    assert len(mentions) == 1  # logged when it happened, never again

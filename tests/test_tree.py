@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -12,7 +12,16 @@ import pytest
 import fluid
 from fluid import WorkerState
 
-from .helpers import Deaf, Idle, wait_until
+from . import helpers
+from .helpers import Deaf, Idle
+
+BOUND = 10.0
+"""Seconds a wait may take before the test fails: a bug here is a hang, not a slow run."""
+
+
+async def wait_until(predicate: Callable[[], bool], timeout: float = BOUND) -> None:
+    """``helpers.wait_until`` with a bound generous enough for a loaded machine."""
+    await helpers.wait_until(predicate, timeout)
 
 
 class Logged(Idle):
@@ -198,9 +207,9 @@ async def test_children_stop_in_reverse_start_order() -> None:
 async def test_each_child_gets_its_own_grace_period() -> None:
     log: list[str] = []
     deaf = Deaf(name="deaf", stopping_grace_period=0.05)
-    tree = fluid.Workers(Logged("a", log), deaf, Logged("b", log), stopping_grace_period=5)
+    tree = fluid.Workers(Logged("a", log), deaf, Logged("b", log), stopping_grace_period=60)
     await tree.startup()
-    async with asyncio.timeout(2):
+    async with asyncio.timeout(BOUND):
         await tree.shutdown()
     assert deaf.worker_state is WorkerState.FORCE_STOPPED
     assert tree.worker_state is WorkerState.STOPPED
@@ -212,7 +221,7 @@ async def test_a_forced_tree_stops_every_descendant() -> None:
     inner = fluid.Workers(deep[0], deep[1], name="inner", stopping_grace_period=30)
     tree = fluid.Workers(inner, deep[2], Idle(), name="root", stopping_grace_period=0.1)
     await tree.startup()
-    async with asyncio.timeout(2):  # far below the children's 30 s
+    async with asyncio.timeout(BOUND):  # far below the children's 30 s
         await tree.shutdown()
     assert tree.worker_state is WorkerState.FORCE_STOPPED
     assert all(w.is_stopped() for w in deep)
@@ -262,7 +271,7 @@ async def test_a_child_that_fails_stops_the_tree_with_its_error() -> None:
     crash.error = ValueError("child blew up")
     crash.go.set()
     with pytest.raises(ValueError, match="child blew up") as info:
-        async with asyncio.timeout(2):
+        async with asyncio.timeout(BOUND):
             await tree.wait_for_shutdown()
     assert info.value.__notes__ == ["raised by worker 'crash' of tree 'tree'"]
     assert log[-2:] == ["stop:b", "stop:a"]
@@ -277,7 +286,7 @@ async def test_a_child_that_ends_cleanly_stops_the_tree_without_error() -> None:
     tree = fluid.Workers(Idle(), crash)
     await tree.startup()
     crash.go.set()
-    async with asyncio.timeout(2):
+    async with asyncio.timeout(BOUND):
         await tree.wait_for_shutdown()
     assert tree.worker_state is WorkerState.STOPPED
 
@@ -290,7 +299,7 @@ async def test_errors_surface_through_nested_trees_with_their_path() -> None:
     crash.error = KeyError("deep")
     crash.go.set()
     with pytest.raises(KeyError) as info:
-        async with asyncio.timeout(2):
+        async with asyncio.timeout(BOUND):
             await root.wait_for_shutdown()
     assert info.value.__notes__ == [
         "raised by worker 'crash' of tree 'inner'",
@@ -307,7 +316,7 @@ async def test_a_child_added_while_running_that_fails_to_start_stops_the_tree() 
     await tree.startup()
     tree.add_workers(Broken())
     with pytest.raises(OSError, match="port in use"):
-        async with asyncio.timeout(2):
+        async with asyncio.timeout(BOUND):
             await tree.wait_for_shutdown()
 
 
@@ -418,12 +427,158 @@ async def test_an_exit_seen_just_before_a_stop_does_not_stop_the_next_run() -> N
 
 async def test_a_crash_during_a_forced_stop_is_still_the_trees_error() -> None:
     crash = Crash()
-    deaf = Deaf(name="deaf", stopping_grace_period=5)  # stopped first, outlasts the tree's grace
+    deaf = Deaf(name="deaf", stopping_grace_period=60)  # stopped first, outlasts the tree's grace
     tree = fluid.Workers(crash, deaf, stopping_grace_period=0.05)
     await tree.startup()
     crash.error = ValueError("lost?")
     crash.go.set()  # it crashes while the tree is already stopping
     with pytest.raises(ValueError, match="lost"):
-        async with asyncio.timeout(2):
+        async with asyncio.timeout(BOUND):
             await tree.shutdown()
     assert tree.worker_state is WorkerState.FORCE_STOPPED
+
+
+# ------------------------------------- membership while the tree starts (issue 12)
+
+
+class Gate:
+    """An ``on_startup`` that waits until released: holds a tree in "starting"."""
+
+    def __init__(self) -> None:
+        self.entered = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def __call__(self) -> None:
+        self.entered.set()
+        await self.release.wait()
+
+
+class Gated(Idle):
+    """An idle worker whose ``on_startup`` waits for its gate."""
+
+    def __init__(self, name: str, gate: Gate) -> None:
+        super().__init__(name, 1.0)
+        self.gate = gate
+
+    async def on_startup(self) -> None:
+        await self.gate()
+
+
+class GatedTree(fluid.Workers):
+    """A tree whose own ``on_startup`` waits for its gate (before any child starts)."""
+
+    def __init__(self, *workers: fluid.Worker, gate: Gate, **kwargs: Any) -> None:
+        super().__init__(*workers, **kwargs)
+        self.gate = gate
+
+    async def on_startup(self) -> None:
+        await self.gate()
+
+
+async def start_held(tree: fluid.Workers, gate: Gate) -> asyncio.Task[None]:
+    task = asyncio.create_task(tree.startup())
+    async with asyncio.timeout(BOUND):
+        await gate.entered.wait()
+    return task
+
+
+@pytest.mark.parametrize("held_by", ["child", "tree"])
+async def test_a_child_removed_while_its_tree_starts_is_never_started(held_by: str) -> None:
+    gate = Gate()
+    later = Idle(name="later")
+    if held_by == "child":
+        tree = fluid.Workers(Gated("first", gate), later)
+    else:
+        tree = GatedTree(Idle(name="first"), later, gate=gate)
+    starting = await start_held(tree, gate)
+    assert await tree.remove_workers("later") == [later]
+    gate.release.set()
+    await starting
+    try:
+        assert later.worker_state is WorkerState.INIT
+        assert [c.worker_name for c in tree.children] == ["first"]
+    finally:
+        await tree.shutdown()
+        await later.shutdown()  # an orphan, on the code this guards against
+    assert not fluid_tasks()
+
+
+@pytest.mark.parametrize("held_by", ["child", "tree"])
+async def test_a_child_stopped_while_its_tree_starts_stays_stopped_until_started(
+    held_by: str,
+) -> None:
+    gate = Gate()
+    later = Crash("later")
+    if held_by == "child":
+        tree = fluid.Workers(Gated("first", gate), later, name="tree")
+    else:
+        tree = GatedTree(Idle(name="first"), later, gate=gate, name="tree")
+    starting = await start_held(tree, gate)
+    assert await tree.stop_workers("later") == [later]
+    gate.release.set()
+    await starting
+    assert later.worker_state is WorkerState.INIT  # not started behind the caller's back
+    assert await tree.start_workers("later") == [later]
+    later.error = ValueError("later failed")
+    later.go.set()  # supervised again: its crash stops the unsupervised tree
+    with pytest.raises(ValueError, match="later failed"):
+        async with asyncio.timeout(BOUND):
+            await tree.wait_for_shutdown()
+    assert not fluid_tasks()
+
+
+async def test_a_child_started_by_hand_while_its_tree_starts_is_not_started_twice() -> None:
+    gate = Gate()
+    later = Idle(name="later")
+    tree = fluid.Workers(Gated("first", gate), later)
+    starting = await start_held(tree, gate)
+    await tree.stop_workers("later")
+    await tree.start_workers("later")
+    gate.release.set()
+    await starting  # would raise WorkerStartError if the tree started it again
+    assert later.is_running()
+    await tree.shutdown()
+    assert later.is_stopped()
+
+
+async def busy_tree(tree: fluid.Workers) -> Gate:
+    """Keep the running ``tree`` busy starting an added child until the gate opens.
+
+    Meanwhile the ends of its children wait to be handled: what happens to
+    them before the tree gets to them is then in the test's hands.
+    """
+    gate = Gate()
+    tree.add_workers(Gated("slow-to-start", gate))
+    async with asyncio.timeout(BOUND):
+        await gate.entered.wait()
+    return gate
+
+
+def remove_when_it_crashes(tree: fluid.Workers, child: fluid.Worker) -> list[asyncio.Task[Any]]:
+    """An observer that removes ``child`` as it crashes, before its tree handles the end."""
+    removals: list[asyncio.Task[Any]] = []
+
+    def observer(event: fluid.LifecycleEvent) -> None:
+        if event.kind == "crashed" and event.worker is child:
+            removals.append(asyncio.ensure_future(tree.remove_workers(child.worker_name)))
+
+    tree.add_observer(observer)
+    return removals
+
+
+async def test_the_end_of_a_removed_child_does_not_stop_an_unsupervised_tree() -> None:
+    crash = Crash()
+    tree = fluid.Workers(Idle(name="a"), crash)
+    removals = remove_when_it_crashes(tree, crash)
+    async with tree:
+        gate = await busy_tree(tree)
+        crash.error = ValueError("gone")
+        crash.go.set()
+        await wait_until(lambda: bool(removals) and removals[0].done())
+        with pytest.raises(ValueError, match="gone"):
+            removals[0].result()  # the remover gets the error
+        gate.release.set()  # the tree now handles the end of a child it no longer has
+        await wait_until(lambda: tree.children[-1].is_running())
+        await asyncio.sleep(0.01)  # the end, if it acted, would stop the tree within turns
+        assert tree.is_running()
+        assert [c.worker_name for c in tree.children] == ["a", "slow-to-start"]
