@@ -30,6 +30,7 @@ from ._dispatcher import AsyncDispatcher, BaseDispatcher, Dispatcher, DispatchSt
 from ._errors import (
     DuplicateWorkerName,
     FluidError,
+    QueueClosed,
     QueueFull,
     TooManyRestarts,
     WorkerStartError,
@@ -89,6 +90,7 @@ __all__ = [
     "ProcessStatus",
     "ProcessWorker",
     "ProcessWorkerError",
+    "QueueClosed",
     "QueueConsumer",
     "QueueConsumerWorker",
     "QueueFull",

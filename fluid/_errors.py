@@ -25,6 +25,7 @@ from __future__ import annotations
 __all__ = [
     "DuplicateWorkerName",
     "FluidError",
+    "QueueClosed",
     "QueueFull",
     "TooManyRestarts",
     "WorkerStartError",
@@ -109,6 +110,27 @@ class QueueFull(FluidError):
             consumer.send(message)
         except fluid.QueueFull:
             reject_request()
+        ```
+    """
+
+
+class QueueClosed(QueueFull):
+    """A bounded queue is full and its consumer is stopped: nobody will make room.
+
+    A producer that would have to wait for room (``await put()``, or
+    ``send(timeout=...)`` from a thread) is refused with it at once while the
+    consumer is stopped, and the producers already waiting when the consumer
+    stops are woken with it instead of waiting forever. The message was not
+    queued. Starting the consumer again opens its queue again. A subclass of
+    [`QueueFull`][fluid.QueueFull], so ``except fluid.QueueFull`` still sees
+    every refusal.
+
+    Example:
+        ```python
+        try:
+            await consumer.put(message)
+        except fluid.QueueClosed:
+            keep_for_later(message)  # the consumer stopped with a full queue
         ```
     """
 

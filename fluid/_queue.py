@@ -1,58 +1,50 @@
-"""QueueConsumer and QueueConsumerWorker: a worker fed by a thread-safe queue.
+"""QueueConsumer and QueueConsumerWorker: a worker fed by its own channel.
 
-The queue is a ``collections.deque``. Appending and popping a deque are atomic,
-so ``send`` from any thread is just an append; only when the consumer is
-asleep waiting for a message does a sender have to wake it. From the loop's
-own thread that is ``future.set_result``; from another thread it is one
-``loop.call_soon_threadsafe``, and a flag makes a burst of sends from threads
-cost one wake-up, not one per message.
+A consumer owns a ``Channel`` (``fluid/_channel.py``): the thread-safe,
+optionally bounded buffer with its waiting producers, wake-ups and books
+(its module docstring explains how sends from any thread and waits for
+room are made race-free). This module is the consuming side: when to take a
+message, what a handler's outcome does to the books, how a stop drains.
 
-The lost-wake-up race is closed by ordering: the consumer publishes its
-waiter *before* it checks the queue a last time, and a sender appends *before*
-it looks for a waiter. Whatever the interleaving, either the consumer sees the
-message or the sender sees the waiter.
+The channel follows the consumer's run: it opens when the consumer starts
+and closes when its run ends. While it is closed a message that fits is
+still queued for the next run, but a producer that would have to wait for
+room is refused with [`QueueClosed`][fluid.QueueClosed] (and those already
+waiting are woken with it): nobody waits for a consumer that is gone. A
+supervisor's restart opens the channel again.
 
-A bounded queue (``maxsize``) takes a lock around "is there room? append":
-the one place two senders could race. Producers that wait for room (``await
-put()`` on the loop, ``send(timeout=...)`` in a thread) queue up in one FIFO
-of waiting puts; the consumer admits them, in order, as it takes messages, so
-a waiting producer is never overtaken and a timed-out one is never half-sent.
+On a graceful stop the consumer drains what is queued (``drain=True``),
+within the grace period, including the message of a ``put()`` admitted
+during the drain and not yet appended: the drain waits for it, so every
+``put()`` that returned while the consumer drained is handled. A message
+whose handler is cancelled by a forced stop goes back to the front of the
+queue: whatever is left is counted, logged and can be taken with
+[`take_undelivered`][fluid.QueueConsumer.take_undelivered].
 
-On a graceful stop the consumer drains what is queued (``drain=True``), within
-the grace period. A message whose handler is cancelled by a forced stop goes
-back to the front of the queue: whatever is left is counted, logged and can be
-taken with [`take_undelivered`][fluid.QueueConsumer.take_undelivered].
-
-``concurrency=N`` runs N copies of the consuming loop over the one queue, each
-with at most one message in flight, so that slow I/O handlers overlap.
+``concurrency=N`` runs N copies of the consuming loop over the one channel,
+each with at most one message in flight, so that slow I/O handlers overlap.
+Where the handler runs (``run_in``) is ``fluid/_offload.py``'s business.
 
 The books always balance: ``sent = handled + failed + taken + size +
-in_flight`` (see [`queue_stats`][fluid.QueueConsumer.queue_stats]). ``sent``
-is counted without a lock by an ``itertools.count``, whose ``next()`` is a
-single C call and so atomic from any thread; its ``repr`` gives the count.
+in_flight`` (see [`queue_stats`][fluid.QueueConsumer.queue_stats]).
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
-import itertools
 import logging
-import math
-import pickle
-import threading
-from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, Generic, Literal, Protocol, TypeAlias, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
-from ._buffer import PriorityBuffer, WaitingPut
-from ._errors import QueueFull
+from ._channel import EMPTY, Channel, Empty
+from ._offload import RunIn, check_run_in, consume_offloaded
 from ._policy import OnError, check_on_error, handle_error
-from ._pools import ProcessPool, ThreadPool
 from ._state import WorkerState
 from ._status import QueueStatus, WorkerStatus
-from ._validate import check_async_callable, check_count, function_name, is_async_callable
-from ._worker import STOPPING_GRACE_PERIOD, Worker, _release
+from ._validate import check_count, function_name
+from ._waiting import wait_even_if_cancelled
+from ._worker import STOPPING_GRACE_PERIOD, Worker
 
 __all__ = ["MessageProducer", "QueueConsumer", "QueueConsumerWorker", "RunIn"]
 
@@ -62,9 +54,6 @@ MessageT = TypeVar("MessageT")
 MessageT_contra = TypeVar("MessageT_contra", contravariant=True)
 
 _RUNNING = WorkerState.RUNNING
-
-RunIn: TypeAlias = Literal["loop", "thread", "process"]
-"""Where a consumer's handler runs: on the event loop, in threads, in processes."""
 
 
 class MessageProducer(Protocol[MessageT_contra]):
@@ -121,25 +110,7 @@ class QueueConsumer(Worker, Generic[MessageT]):
         ```
     """
 
-    __slots__ = (
-        "_abort",
-        "_concurrency",
-        "_count_sent",
-        "_drain",
-        "_failed",
-        "_getters",
-        "_handled",
-        "_lock",
-        "_maxsize",
-        "_messages",
-        "_on_error",
-        "_puts",
-        "_sent",
-        "_started",
-        "_taken",
-        "_undelivered",
-        "_wake_pending",
-    )
+    __slots__ = ("_abort", "_channel", "_concurrency", "_drain", "_on_error")
 
     def __init__(
         self,
@@ -156,30 +127,19 @@ class QueueConsumer(Worker, Generic[MessageT]):
         check_on_error(on_error)
         self._on_error = on_error
         self._drain = bool(drain)
-        self._maxsize = check_count("maxsize", maxsize, 0)
+        maxsize = check_count("maxsize", maxsize, 0)
         self._concurrency = check_count("concurrency", concurrency, 1)
         if priority is not None and not callable(priority):
             raise TypeError(f"priority must be a function of the message, got {priority!r}")
-        self._messages: deque[MessageT] | PriorityBuffer[MessageT] = (
-            deque() if priority is None else PriorityBuffer(priority)
-        )
-        self._lock = threading.Lock() if self._maxsize else None
-        self._puts: deque[WaitingPut[MessageT]] = deque()
-        self._getters: deque[asyncio.Future[None]] = deque()
-        self._wake_pending = False
+        self._channel: Channel[MessageT] = Channel(self, maxsize, priority)
         self._abort = False
-        # in flight = started - handled - failed: one counter less on the hot path
-        self._started = self._handled = self._failed = self._undelivered = self._taken = 0
-        # next() of an itertools.count is one C call: atomic, from any thread
-        self._sent = itertools.count()
-        self._count_sent = self._sent.__next__
 
     # ----------------------------------------------------------- producing
 
     @property
     def maxsize(self) -> int:
         """The most messages the queue holds (0: no limit)."""
-        return self._maxsize
+        return self._channel.maxsize
 
     def send(self, message: MessageT, *, timeout: float = 0.0) -> None:
         """Queue ``message``; safe from any thread.
@@ -197,24 +157,22 @@ class QueueConsumer(Worker, Generic[MessageT]):
         Raises:
             QueueFull: the queue is full (after ``timeout``, if given); the
                 message was not queued.
-            RuntimeError: ``timeout`` was given on the event loop's own thread,
-                where blocking would freeze the loop: use ``await put()``.
+            QueueClosed: a ``QueueFull`` raised at once, without waiting:
+                ``timeout`` was given but the consumer is stopped, so nobody
+                would make room (also raised to a thread that was waiting
+                when the consumer stopped).
+            RuntimeError: ``timeout`` was given, for a bounded queue, on a
+                thread running an event loop, where blocking would freeze the
+                loop: use ``await put()``. Refused at once, room or not.
+
+        Example:
+            ```python
+            def produce(consumer: fluid.QueueConsumer[int]) -> None:  # a thread
+                for n in range(100):
+                    consumer.send(n, timeout=5)  # waits up to 5 s for room
+            ```
         """
-        lock = self._lock
-        if lock is None:
-            self._messages.append(message)
-            self._count_sent()
-        else:
-            with lock:
-                room = len(self._messages) < self._maxsize and not self._puts
-                if room:
-                    self._messages.append(message)
-                    self._count_sent()
-            if not room:
-                self._send_when_room(message, timeout)
-                return
-        if self._getters:
-            self._wake_getters_from_any_thread()
+        self._channel.send(message, timeout)
 
     async def put(self, message: MessageT) -> None:
         """Queue ``message``, waiting for room if the queue is full.
@@ -226,53 +184,36 @@ class QueueConsumer(Worker, Generic[MessageT]):
         room appends its message only when it resumes, so a cancellation that
         arrives in between (an ``asyncio.timeout`` expiring) passes the room on
         to the next producer.
+
+        A ``put()`` that returned while the consumer runs or drains is handled
+        by it (or, after a forced stop, left queued and reported undelivered).
+
+        Raises:
+            QueueClosed: the queue is full and the consumer is stopped (at
+                once), or the consumer stopped while this call waited: the
+                message was not queued. Starting the consumer opens the queue
+                again.
+
+        Example:
+            ```python
+            async def produce(consumer: fluid.QueueConsumer[int]) -> None:
+                for n in range(100):
+                    await consumer.put(n)  # backpressure: waits for room
+            ```
         """
-        lock = self._lock
-        if lock is None:
-            self.send(message)
-            return
-        with lock:
-            if len(self._messages) < self._maxsize and not self._puts:
-                self._messages.append(message)
-                self._count_sent()
-                put = None
-            else:
-                put = WaitingPut(message, asyncio.get_running_loop().create_future())
-                self._puts.append(put)
-        if put is None:
-            if self._getters:
-                self._wake_getters_from_any_thread()
-            return
-        assert put.future is not None
-        try:
-            await put.future
-        except asyncio.CancelledError:
-            with lock:
-                self._puts.remove(put)
-            self._admit_puts()  # if it was woken, the room passes to the next
-            raise
-        with lock:  # woken: it is the head of the waiting producers
-            self._puts.remove(put)
-            self._messages.append(message)
-            self._count_sent()
-        self._admit_puts()
-        if self._getters:
-            self._wake_getters_from_any_thread()
+        await self._channel.put(message)
 
     def queue_size(self) -> int:
         """How many messages are queued."""
-        return len(self._messages)
+        return len(self._channel)
 
     def take_undelivered(self) -> list[MessageT]:
         """Remove and return what is queued, in the order it would be handled.
 
         Use it after a stop to retrieve the messages a forced stop left behind.
+        Producers waiting for room are admitted into the room it makes.
         """
-        messages = self._messages
-        taken = [messages.popleft() for _ in range(len(messages))]
-        self._taken += len(taken)
-        self._admit_puts()
-        return taken
+        return self._channel.take_all()
 
     # ----------------------------------------------------------- consuming
 
@@ -281,9 +222,8 @@ class QueueConsumer(Worker, Generic[MessageT]):
 
         While stopping with ``drain=True`` it still returns queued messages.
         """
-        if (self._messages and self._may_take()) or await self._wait_for_messages(timeout):
-            return self._take()
-        return None
+        message = await self._next_message(timeout)
+        return None if message is EMPTY else message
 
     def messages(self) -> AsyncIterator[MessageT]:
         """Iterate over messages until a stop was requested and the queue drained.
@@ -307,7 +247,7 @@ class QueueConsumer(Worker, Generic[MessageT]):
             assert consumer.sent == 1
             ```
         """
-        return int(repr(self._sent)[6:-1])  # "count(N)": N is the next value
+        return self._channel.sent
 
     def queue_stats(self) -> QueueStatus:
         """The queue's books: where every message sent has gone.
@@ -327,15 +267,16 @@ class QueueConsumer(Worker, Generic[MessageT]):
             )
             ```
         """
+        channel = self._channel
         return {
-            "sent": self.sent,
-            "size": len(self._messages),
-            "capacity": self._maxsize or None,
-            "handled": self._handled,
-            "failed": self._failed,
-            "in_flight": self._started - self._handled - self._failed,
-            "taken": self._taken,
-            "undelivered": self._undelivered,
+            "sent": channel.sent,
+            "size": len(channel),
+            "capacity": channel.maxsize or None,
+            "handled": channel.handled,
+            "failed": channel.failed,
+            "in_flight": channel.started - channel.handled - channel.failed,
+            "taken": channel.taken,
+            "undelivered": channel.undelivered,
         }
 
     async def status(self) -> WorkerStatus:
@@ -349,90 +290,31 @@ class QueueConsumer(Worker, Generic[MessageT]):
     def _may_take(self) -> bool:
         return self._state is _RUNNING or (self._drain and not self._abort)
 
-    def _take(self) -> MessageT:
-        """Give a message to ``run`` itself; from then on it counts as handled."""
-        message = self._messages.popleft()
-        self._started += 1
-        self._handled += 1
-        if self._puts:
-            self._admit_puts()
-        return message
-
-    def _admit_puts(self) -> None:
-        """Let waiting producers in, in order, while there is room.
-
-        A thread's message goes in at once; an async producer is woken and
-        holds its place (and the room) until it appends its message itself.
-        """
-        lock = self._lock
-        if lock is None:
-            return
-        with lock:
-            puts, messages = self._puts, self._messages
-            while puts and len(messages) < self._maxsize:
-                put = puts[0]
-                if put.future is None:
-                    puts.popleft()
-                    put.admit()
-                    messages.append(put.message)
-                    self._count_sent()
-                else:
-                    put.wake()  # the producer appends, then admits the next
-                    return
-
-    def _send_when_room(self, message: MessageT, timeout: float) -> None:
-        if timeout <= 0:
-            raise QueueFull(
-                f"the queue of worker {self._name!r} is full ({self._maxsize} messages)"
-            )
-        if threading.get_ident() == self._thread_id:
-            raise RuntimeError("send(timeout=...) would block the event loop: use await put()")
-        put = WaitingPut(message, None)
-        assert self._lock is not None
-        with self._lock:
-            self._puts.append(put)
-        assert put.event is not None
-        if not put.event.wait(None if math.isinf(timeout) else timeout):
-            with self._lock:
-                if not put.admitted:
-                    self._puts.remove(put)
-                    raise QueueFull(
-                        f"the queue of worker {self._name!r} stayed full for {timeout}s"
-                    )
-        if self._getters:
-            self._wake_getters_from_any_thread()
-
-    def _wake_getters_from_any_thread(self) -> None:
-        if threading.get_ident() == self._thread_id:
-            getter = self._getters.popleft()
-            _release(getter)
-        elif not self._wake_pending:
-            self._wake_pending = True
-            loop = self._loop
-            assert loop is not None
-            loop.call_soon_threadsafe(self._wake_getters)
-
-    def _wake_getters(self, every: bool = False) -> None:
-        """Wake one waiting consumer loop per queued message (all of them on stop)."""
-        self._wake_pending = False
-        getters = self._getters
-        wake = len(getters) if every else len(self._messages)
-        while getters and wake > 0:
-            getter = getters.popleft()
-            if not getter.done():
-                getter.set_result(None)
-                wake -= 1
+    async def _next_message(self, timeout: float | None = None) -> MessageT | Empty:
+        """The next message for ``run`` itself (counted handled), or ``EMPTY``."""
+        channel = self._channel
+        if self._may_take():
+            message = channel.take()
+            if message is not EMPTY:
+                channel.handled += 1  # given to run(): from now on it is run's
+                return message
+        while await self._wait_for_messages(timeout):
+            message = channel.take()
+            if message is not EMPTY:
+                channel.handled += 1
+                return message
+        return EMPTY
 
     def _stop_requested(self) -> None:
         super()._stop_requested()
-        self._wake_getters(every=True)
+        self._channel.wake_readers()
 
     async def _before_run(self) -> None:
         self._abort = False
-        self._undelivered = 0
+        self._channel.open(asyncio.get_running_loop())
 
     def _after_run(self) -> None:
-        left = self._undelivered = len(self._messages)
+        left = self._channel.close()
         if left:
             logger.warning(
                 "worker %r stopped with %d undelivered messages "
@@ -442,30 +324,30 @@ class QueueConsumer(Worker, Generic[MessageT]):
             )
 
     async def _wait_for_messages(self, timeout: float | None = None) -> bool:
-        """Wait for a message; False once stopping with nothing to take, or timeout."""
-        messages = self._messages
-        loop = asyncio.get_running_loop()
+        """Wait until a message can be taken: False once stopping and drained, or on timeout.
+
+        While draining, an admitted ``put()`` whose message is on its way
+        counts as queued: the drain waits for it.
+        """
+        channel = self._channel
+        deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
         while True:
             if self._state is not _RUNNING:
-                return bool(messages) and self._drain and not self._abort
-            if messages:
+                if not self._drain or self._abort:
+                    return False
+                if len(channel):
+                    return True
+                if not channel.expecting:
+                    return False
+            elif len(channel):
                 return True
-            waiter = loop.create_future()
-            getters = self._getters
-            getters.append(waiter)
-            if messages:  # a sender may have appended before seeing the waiter
-                getters.remove(waiter)
-                return True
-            handle = None if timeout is None else loop.call_later(timeout, _release, waiter)
-            try:
-                await waiter
-            finally:
-                if handle is not None:
-                    handle.cancel()
-                if not waiter.done() or (getters and waiter in getters):
-                    getters.remove(waiter)
-            if timeout is not None and not messages:
-                return False
+            if deadline is None:
+                await channel.wait()
+            else:
+                remaining = deadline - asyncio.get_running_loop().time()
+                if remaining <= 0:
+                    return False
+                await channel.wait(remaining)
 
     async def _consume(self, handler: Callable[[MessageT], Awaitable[object]]) -> None:
         """Pass each message to ``handler`` until stopped and drained (hot path).
@@ -473,25 +355,24 @@ class QueueConsumer(Worker, Generic[MessageT]):
         A failure goes to the ``on_error`` policy; a cancellation puts the
         message back at the front of the queue.
         """
-        messages = self._messages
+        channel = self._channel
+        take, put_back = channel.take, channel.put_back
         while True:
-            if messages and (self._state is _RUNNING or (self._drain and not self._abort)):
-                message = messages.popleft()
-                if self._puts:
-                    self._admit_puts()
-                self._started += 1
-                try:
-                    await handler(message)
-                except asyncio.CancelledError:
-                    self._started -= 1
-                    messages.appendleft(message)
-                    raise
-                except Exception as exc:
-                    self._failed += 1  # before on_error runs: no longer in flight
-                    await handle_error(self._name, self._on_error, message, exc)
-                else:
-                    self._handled += 1
-            elif not await self._wait_for_messages():
+            if self._state is _RUNNING or (self._drain and not self._abort):
+                message = take()
+                if message is not EMPTY:
+                    try:
+                        await handler(message)
+                    except asyncio.CancelledError:
+                        put_back(message)
+                        raise
+                    except Exception as exc:
+                        channel.failed += 1  # before on_error runs: no longer in flight
+                        await handle_error(self._name, self._on_error, message, exc)
+                    else:
+                        channel.handled += 1
+                    continue
+            if not await self._wait_for_messages():
                 return
 
     async def _consume_concurrently(self, handler: Callable[[MessageT], Awaitable[object]]) -> None:
@@ -504,6 +385,11 @@ class QueueConsumer(Worker, Generic[MessageT]):
             loop.create_task(self._consume(handler), name=f"fluid:{self._name}#{i}")
             for i in range(self._concurrency)
         ]
+
+        def cancel_all() -> None:
+            for task in tasks:
+                task.cancel()
+
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
             if any(t.done() and t.exception() for t in tasks):
@@ -511,13 +397,14 @@ class QueueConsumer(Worker, Generic[MessageT]):
                 self.gracefully_stop()
                 await asyncio.wait(tasks)
         except asyncio.CancelledError:
-            for task in tasks:
-                task.cancel()
-            await _wait_uninterrupted(tasks)
-            # a loop that failed before the cancel: the worker ends forced, with its error
-            for error in _errors(tasks):
-                logger.error("worker %r failed", self._name, exc_info=error)
-                self._fail(error)
+            cancel_all()
+            try:
+                await wait_even_if_cancelled(tasks, on_cancel=cancel_all)
+            finally:
+                # a loop that failed before the cancel: the worker ends forced, with its error
+                for error in _errors(tasks):
+                    logger.error("worker %r failed", self._name, exc_info=error)
+                    self._fail(error)
             raise
         errors = _errors(tasks)
         for error in errors[1:]:
@@ -531,15 +418,6 @@ def _errors(tasks: list[asyncio.Task[None]]) -> list[BaseException]:
     return [e for e in (t.exception() for t in tasks if not t.cancelled()) if e is not None]
 
 
-async def _wait_uninterrupted(tasks: list[asyncio.Task[None]]) -> None:
-    while not all(task.done() for task in tasks):
-        try:
-            await asyncio.wait(tasks)
-        except asyncio.CancelledError:
-            for task in tasks:
-                task.cancel()
-
-
 class _Messages(Generic[MessageT]):
     __slots__ = ("_consumer",)
 
@@ -550,9 +428,9 @@ class _Messages(Generic[MessageT]):
         return self
 
     async def __anext__(self) -> MessageT:
-        consumer = self._consumer
-        if (consumer._messages and consumer._may_take()) or await consumer._wait_for_messages():
-            return consumer._take()
+        message = await self._consumer._next_message()
+        if message is not EMPTY:
+            return message
         raise StopAsyncIteration
 
 
@@ -625,7 +503,7 @@ class QueueConsumerWorker(QueueConsumer[MessageT]):
         run_in: RunIn = "loop",
         on_result: Callable[[MessageT, Any], Any] | None = None,
     ) -> None:
-        self._run_in = _check_run_in(run_in, on_message)
+        self._run_in = check_run_in(run_in, on_message)
         self._on_message = on_message
         if on_result is not None and not callable(on_result):
             raise TypeError(f"on_result must be callable, got {on_result!r}")
@@ -647,26 +525,20 @@ class QueueConsumerWorker(QueueConsumer[MessageT]):
 
     async def run(self) -> None:
         """Pass each message to the handler until stopped and drained."""
-        if self._run_in == "loop":
+        run_in = self._run_in
+        if run_in == "loop":
             if self._on_result is None:
                 await self._consume_concurrently(self._on_message)
             else:
                 await self._consume_concurrently(self._with_result(self._on_message))
             return
-        pool: ThreadPool | ProcessPool = (
-            ThreadPool(self._concurrency, name=f"fluid:{self._name}")
-            if self._run_in == "thread"
-            else ProcessPool(self._concurrency, name=f"fluid:{self._name}")
+        await consume_offloaded(
+            run_in,
+            self._on_message,
+            self._concurrency,
+            self._name,
+            lambda call: self._consume_concurrently(self._with_result(call)),
         )
-        fn = self._on_message
-
-        async def call(message: MessageT) -> Any:
-            return await pool.run(fn, message)
-
-        try:
-            await self._consume_concurrently(self._with_result(call))
-        finally:
-            await pool.aclose()
 
     def _with_result(
         self, handler: Callable[[MessageT], Awaitable[Any]]
@@ -684,25 +556,3 @@ class QueueConsumerWorker(QueueConsumer[MessageT]):
 
     def _derive_name(self) -> str:
         return function_name(self._on_message) or super()._derive_name()
-
-
-def _check_run_in(run_in: object, handler: object) -> RunIn:
-    if run_in == "loop":
-        check_async_callable("on_message", handler)
-        return "loop"
-    if run_in not in ("thread", "process"):
-        raise ValueError(f"run_in must be 'loop', 'thread' or 'process', got {run_in!r}")
-    if not callable(handler) or is_async_callable(handler):
-        raise TypeError(
-            f"with run_in={run_in!r} on_message must be a plain function "
-            f"(not async def), got {handler!r}"
-        )
-    if run_in == "process":
-        try:
-            pickle.dumps(handler)
-        except Exception as exc:
-            raise TypeError(
-                f"with run_in='process' on_message must pickle (a module-level "
-                f"function): {handler!r} does not ({exc})"
-            ) from exc
-    return run_in
