@@ -58,30 +58,49 @@ def ignore_the_stop(worker: fluid.ProcessWorker) -> None:
         time.sleep(3600)
 
 
-class Hooks(fluid.ProcessWorker):
-    """Records its hooks in a file, one line each, written in the child."""
+class _Steps:
+    """Records its steps in a file, one line each; fails in ``fail_in`` with ``error``.
 
-    def __init__(self, path: Path, fail_in: str = "", **kwargs: object) -> None:
-        super().__init__(**kwargs)  # type: ignore[arg-type]
+    The same body for both hosts: ``Hooks`` runs it in a child process,
+    ``ThreadHooks`` in a thread.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        fail_in: str = "",
+        error: BaseException | None = None,
+        **kwargs: object,
+    ) -> None:
+        super().__init__(**kwargs)
         self.path = path
         self.fail_in = fail_in
+        self.error = error
 
     def _record(self, what: str) -> None:
         with self.path.open("a") as file:
             file.write(f"{what} {os.getpid()}\n")
         if what == self.fail_in:
-            raise KeyError(f"{what} failed")
+            raise self.error or KeyError(f"{what} failed")
 
     def setup(self) -> None:
         self._record("setup")
 
     def main(self) -> None:
         self._record("main")
-        while not self.wait_for_stop(3600):
+        while not self.wait_for_stop(3600):  # type: ignore[attr-defined]
             pass
 
     def teardown(self) -> None:
         self._record("teardown")
+
+
+class Hooks(_Steps, fluid.ProcessWorker):
+    """The recorded steps, in a child process."""
+
+
+class ThreadHooks(_Steps, fluid.ThreadWorker):
+    """The recorded steps, in a thread."""
 
 
 class DeafToSigterm(fluid.ProcessWorker):
@@ -254,3 +273,9 @@ def echo_all(count: int, conn: Connection) -> None:
     """A bare child of ``Child``: send back each of ``count`` messages."""
     for _ in range(count):
         conn.send_bytes(conn.recv_bytes())
+
+
+def touch_then_sleep(path: Path) -> None:
+    """A consumer's handler: say it started (create ``path``), then block for a minute."""
+    path.write_text("started")
+    time.sleep(60)

@@ -231,6 +231,90 @@ async def test_a_cancelled_aclose_terminates_the_processes(tmp_path: Path) -> No
         await call
 
 
+async def test_a_thread_pool_closed_by_a_cancelled_task_abandons_a_blocked_call(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    entered, release = threading.Event(), threading.Event()
+
+    def blocked() -> None:
+        entered.set()
+        release.wait(30)
+
+    async def owner() -> None:
+        async with fluid.ThreadPool(1, name="owned") as pool:
+            await pool.run(blocked)
+
+    task = asyncio.create_task(owner())
+    try:
+        await wait_until(entered.is_set, timeout=10)
+        task.cancel()
+        start = time.monotonic()
+        with pytest.raises(asyncio.CancelledError):
+            async with asyncio.timeout(10):
+                await task
+        assert time.monotonic() - start < 0.5  # not the 30 s of the call
+    finally:
+        release.set()  # the abandoned thread ends: nothing is left running
+    warnings = [r for r in caplog.records if "abandoning" in r.getMessage()]
+    assert len(warnings) == 1
+    assert warnings[0].levelname == "WARNING"
+    assert "owned-0" in warnings[0].getMessage()
+    assert "blocked" in warnings[0].getMessage()
+
+
+async def test_a_process_pool_closed_by_a_cancelled_task_terminates_a_busy_process(
+    tmp_path: Path,
+) -> None:
+    started = tmp_path / "started"
+
+    async def owner() -> None:
+        async with fluid.ProcessPool(1) as pool:
+            await pool.run(targets.touch_then_sleep, started)
+
+    task = asyncio.create_task(owner())
+    await wait_until(started.exists, timeout=10)
+    task.cancel()
+    start = time.monotonic()
+    with pytest.raises(asyncio.CancelledError):
+        async with asyncio.timeout(10):
+            await task
+    assert time.monotonic() - start < 2  # SIGTERM: not the 60 s of the call
+
+
+@pytest.mark.parametrize("run_in", ["thread", "process"])
+async def test_a_pooled_consumer_whose_handler_blocks_is_forced_within_its_grace_period(
+    run_in: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Issue 12, item 14: run() closes its pool in ``finally``; a forced stop
+    # used to wait there for the blocked handler, for grace + max(grace, 1 s),
+    # and log "still running after cancel".
+    started, release = tmp_path / "started", threading.Event()
+
+    def blocked_in_thread(path: Path) -> None:
+        path.write_text("started")
+        release.wait(30)
+
+    handler = blocked_in_thread if run_in == "thread" else targets.touch_then_sleep
+    grace = 0.2
+    worker: fluid.QueueConsumerWorker[Path] = fluid.QueueConsumerWorker(
+        handler,
+        stopping_grace_period=grace,
+        run_in=run_in,  # type: ignore[arg-type]
+    )
+    await worker.startup()
+    try:
+        worker.send(started)
+        await wait_until(started.exists, timeout=10)
+        start = time.monotonic()
+        await worker.shutdown()
+        elapsed = time.monotonic() - start
+    finally:
+        release.set()
+    assert worker.worker_state is fluid.WorkerState.FORCE_STOPPED
+    assert grace * 0.9 <= elapsed < grace + 0.6, f"took {elapsed:.3f}s"
+    assert "still running after cancel" not in caplog.text
+
+
 def test_process_pool_rejects_an_unknown_start_method() -> None:
     with pytest.raises(ValueError, match="unknown start method 'nope'"):
         fluid.ProcessPool(1, mp_context="nope")
