@@ -163,7 +163,10 @@ class ThreadPool(_Pool):
 
     Cancelling the ``await`` drops a call that has not started. A call that
     started runs to its end in its thread (a thread cannot be interrupted);
-    its result is discarded and it keeps its thread until then.
+    its result is discarded and it keeps its thread until then. Closed by a
+    cancelled task (a worker that owns the pool forced to stop),
+    [`aclose`][fluid.ThreadPool.aclose] does not wait for running calls: it
+    abandons their threads, with one warning naming them.
 
     Args:
         max_workers: the most threads, and so the most calls running at once.
@@ -365,6 +368,11 @@ class ProcessPool(_Pool):
 
     Cancelling the ``await`` drops a call that has not started; a call that
     started runs to its end in its process, whose result is discarded.
+    Closed by a cancelled task (a worker that owns the pool forced to stop),
+    [`aclose`][fluid.ProcessPool.aclose] terminates the processes still
+    running calls instead of waiting for them. Arguments and results cross
+    the pipe without blocking the event loop; pickling them is done on the
+    loop (about a millisecond per megabyte), at the call.
 
     Args:
         max_workers: the most processes, and so the most calls running at once.

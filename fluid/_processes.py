@@ -87,13 +87,18 @@ class ProcessWorker(Worker):
     ``startup()`` are there, changes made in the child stay there.
 
     ``startup()`` returns once ``setup()`` returned in the child (or the
-    child's worker is running). The child's error comes back with its
-    traceback, raised by ``shutdown()`` / ``wait_for_shutdown()`` (or by
-    ``startup()`` if ``setup()`` raised). A crash or a kill is seen at once
-    and raised as a [`ProcessWorkerError`][fluid.ProcessWorkerError] naming
-    the exit code or the signal. After the grace period the child gets
-    SIGTERM, then SIGKILL after ``kill_after`` seconds; either way it is
-    joined. Starting the worker again starts a new process.
+    child's worker is running), whatever the child does next. The child's
+    error comes back with its traceback, raised by ``shutdown()`` /
+    ``wait_for_shutdown()`` (or by ``startup()`` if ``setup()`` raised). A
+    crash or a kill is seen at once and raised as a
+    [`ProcessWorkerError`][fluid.ProcessWorkerError] naming the exit code or
+    the signal. After the grace period the child gets SIGTERM, then SIGKILL
+    after ``kill_after`` seconds; either way it is joined. Starting the
+    worker again starts a new process.
+
+    Any exception of the sync code crosses back as is, ``SystemExit`` and
+    ``KeyboardInterrupt`` included: raised by ``run()``, they propagate as
+    from an async worker (``ThreadWorker`` and ``ProcessWorker`` agree).
 
     Args:
         target: a sync, picklable (module-level) function, called as

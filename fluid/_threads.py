@@ -86,6 +86,10 @@ class ThreadWorker(Worker):
     abandoned in ``status()`` and never waited for again. Starting the worker
     again starts a new thread.
 
+    Any exception of the sync code crosses back as is, ``SystemExit`` and
+    ``KeyboardInterrupt`` included: raised by ``run()``, they propagate as
+    from an async worker (``ThreadWorker`` and ``ProcessWorker`` agree).
+
     Args:
         target: a sync function called as ``target(worker)`` in the thread;
             leave it out when a subclass overrides ``main()``.
