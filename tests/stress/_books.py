@@ -5,7 +5,19 @@ consumer it feeds), records each send as accepted or refused, and each
 outcome as the consumer's handlers see it: handled, failed (with the reports
 the failure made: ``on_error`` calls, log records, crashes) or taken back.
 ``Ledger.check`` then compares these books with the consumer's own
-``queue_stats()``, message by message. States are bytes in bytearrays (three
+``queue_stats()``, message by message.
+
+A refusal is not taken on trust. For a bounded queue (``Ledger.watch``)
+each producer takes a ``Probe`` of the queue before a send that may be
+refused; ``Stream.refused`` then checks the refusal against it: a timed wait
+lasted its timeout, and the queue was full. "Full" is checked soundly from
+outside, without locks: the queue cannot have held more at the refusal than
+``size`` at the probe plus every message accepted (``sent``) or put back by
+a forced stop since. If even that is below ``maxsize - holders`` the refusal
+was made with room, and that is a bug (``holders``: producers that may each
+hold a slot for a while without filling it, an ``await put()`` woken but not
+yet resumed). Nothing else legitimately refuses: waiting producers are
+admitted in order as soon as there is room. States are bytes in bytearrays (three
 per message), so a 20 s run of a million messages stays small; each stream is
 appended to by its one producer only, and outcomes are set under a lock,
 from the loop or from handler threads.
@@ -23,9 +35,10 @@ import contextlib
 import itertools
 import logging
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from typing import NamedTuple, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import fluid
 from fluid import QueueStatus
@@ -38,11 +51,13 @@ __all__ = [
     "Lifecycle",
     "LogTally",
     "Logged",
+    "Probe",
     "Seen",
     "Stream",
     "Threads",
     "balance",
     "fluid_log",
+    "most_refusals",
     "serials",
 ]
 
@@ -57,6 +72,19 @@ _SENT = {0: "unknown", PENDING: "pending", ACCEPTED: "accepted", REFUSED: "refus
 def balance(books: QueueStatus) -> int:
     """What the books say went somewhere; equals ``sent`` when nothing vanished."""
     return books["handled"] + books["failed"] + books["taken"] + books["size"] + books["in_flight"]
+
+
+def most_refusals(accepted: int, producers: int, seconds: float, min_wait: float) -> int:
+    """The most refusals producers paced by their refusals can meet in ``seconds``.
+
+    A paced producer, once refused, waits at least ``min_wait`` on its next
+    send (``send(timeout=...)`` or a ``put()`` with a deadline, each checked
+    by its probe, give or take ``TIMER_SLACK``). So each refusal either
+    follows an accepted send or the producer's start (at most ``accepted +
+    producers`` of those), or follows a refusal and lasted ``min_wait``: at
+    most ``seconds / min_wait`` per producer.
+    """
+    return accepted + producers + int(producers * seconds / (min_wait - TIMER_SLACK))
 
 
 _serial = itertools.count(1)
@@ -81,16 +109,77 @@ def serials(error: BaseException | None) -> tuple[int, ...]:
     return ()
 
 
+class Probe(NamedTuple):
+    """The queue as a producer saw it just before a send that may be refused."""
+
+    requeued: int
+    sent: int
+    size: int
+    at: float  # time.monotonic()
+
+
+TIMER_SLACK = 0.0001
+"""How much earlier than its timeout a timed wait may end (clock rounding)."""
+
+
+class Room:
+    """Checks each refusal of one bounded queue against a ``Probe``; see the module docstring."""
+
+    def __init__(
+        self,
+        consumer: fluid.QueueConsumer[Any],
+        ledger: Ledger,
+        holders: int,
+        requeued: Callable[[], int],
+    ) -> None:
+        self._consumer = consumer
+        self._ledger = ledger
+        self._holders = holders
+        self._requeued = requeued
+        self.checked = 0
+
+    def probe(self) -> Probe:
+        # sent before size: a message appended in between counts twice (in
+        # size and in the sent that follows), never zero times
+        requeued = self._requeued()
+        sent = self._consumer.sent
+        return Probe(requeued, sent, self._consumer.queue_size(), time.monotonic())
+
+    def check(self, message_id: int, probe: Probe, timeout: float) -> None:
+        elapsed = time.monotonic() - probe.at
+        sent, requeued = self._consumer.sent, self._requeued()
+        self.checked += 1
+        if timeout > 0 and elapsed < timeout - TIMER_SLACK:
+            self._ledger.problem(
+                f"message {message_id} refused after {elapsed:.5f}s of a {timeout}s wait"
+            )
+        # +1: a send holding the queue's lock may have appended and not yet counted
+        most = probe.size + (sent - probe.sent) + (requeued - probe.requeued) + 1
+        maxsize = self._consumer.maxsize
+        if most < maxsize - self._holders:
+            self._ledger.problem(
+                f"message {message_id} refused with room: the queue held at most {most} "
+                f"of {maxsize} (size {probe.size} before the send, {sent - probe.sent} "
+                f"accepted and {requeued - probe.requeued} put back since, "
+                f"{self._holders} may hold a slot; wait {elapsed:.4f}s, timeout {timeout}s)"
+            )
+
+
 class Stream:
     """Fresh message ids for one producer; it alone calls these methods."""
 
-    __slots__ = ("_base", "_outcome", "_reports", "_sent")
+    __slots__ = ("_base", "_outcome", "_reports", "_room", "_sent")
 
     def __init__(self, index: int, ledger: Ledger) -> None:
         self._base = index << _SEQ_BITS
         self._sent = ledger._sent[index]
         self._outcome = ledger._outcome[index]
         self._reports = ledger._reports[index]
+        self._room = ledger._room
+
+    def probe(self) -> Probe | None:
+        """Look at the queue before a send that may be refused (None: not watched)."""
+        return None if self._room is None else self._room.probe()
 
     def new_id(self) -> int:
         """A new message id, pending until ``accepted`` or ``refused``."""
@@ -104,9 +193,17 @@ class Stream:
         """The send of ``message_id`` returned: the message is queued."""
         self._sent[message_id & _SEQ_MASK] = ACCEPTED
 
-    def refused(self, message_id: int) -> None:
-        """The send raised (``QueueFull``) or was cancelled: the message is not queued."""
+    def refused(self, message_id: int, probe: Probe | None = None, timeout: float = 0.0) -> None:
+        """The send raised (``QueueFull``) or was cancelled: the message is not queued.
+
+        With the ``probe`` taken before the send, check that the queue was
+        full and that a wait of ``timeout`` seconds (0: none) lasted as long.
+        A producer cancelled from outside (the scenario ending) is no refusal
+        of the queue's: it gives no probe.
+        """
         self._sent[message_id & _SEQ_MASK] = REFUSED
+        if probe is not None and self._room is not None:
+            self._room.check(message_id, probe, timeout)
 
     def figures(self) -> tuple[int, int]:
         """How many of this producer's sends were accepted, and how many refused."""
@@ -122,7 +219,32 @@ class Ledger:
         self._outcome: list[bytearray] = []
         self._reports: list[bytearray] = []
         self._lock = threading.Lock()
+        self._room: Room | None = None
         self.problems: list[str] = []
+
+    def watch(
+        self,
+        consumer: fluid.QueueConsumer[Any],
+        *,
+        holders: int,
+        requeued: Callable[[], int] = lambda: 0,
+    ) -> None:
+        """Check every refusal of ``consumer``'s bounded queue (before making streams).
+
+        Args:
+            consumer: the consumer whose queue the streams send to.
+            holders: how many producers use ``await put()`` (each may hold a
+                slot, woken and not yet resumed).
+            requeued: how many messages forced stops have put back so far.
+        """
+        assert consumer.maxsize, "an unbounded queue never refuses"
+        assert not self._sent, "watch the queue before making streams"
+        self._room = Room(consumer, self, holders, requeued)
+
+    @property
+    def refusals_checked(self) -> int:
+        """How many refusals were checked against a probe."""
+        return 0 if self._room is None else self._room.checked
 
     def stream(self) -> Stream:
         """A new stream of ids, for one producer."""

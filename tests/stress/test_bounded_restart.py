@@ -18,7 +18,10 @@ and ``await put()``. How it is stopped depends on the mode:
   waiting must queue nothing.
 
 Checked: per producer, sends accepted and refused (``QueueFull``, or a
-cancelled ``put()``); ``sent`` is what was accepted; each accepted message
+``put()`` cancelled by its deadline); each refusal was made on a full queue
+and a timed one waited its timeout (``_books.Room``); there are no more
+refusals than the producers' pacing allows (``most_refusals``); ``sent`` is
+what was accepted; each accepted message
 was handled, failed (reported once) or taken, exactly once, and no refused
 one ever arrived; ``queue_stats()`` agrees; the queue never held more than
 ``maxsize`` plus the messages a forced stop put back; under supervision each
@@ -28,6 +31,7 @@ crash was reported once and followed by a restart.
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import threading
 from collections.abc import Callable
@@ -39,11 +43,25 @@ import pytest
 import fluid
 
 from ..helpers import Idle, wait_until
-from ._books import Crashy, Injected, Ledger, Lifecycle, Stream, Threads, fluid_log
+from ._books import (
+    Crashy,
+    Injected,
+    Ledger,
+    Lifecycle,
+    Stream,
+    Threads,
+    fluid_log,
+    most_refusals,
+)
 from .conftest import Report
 
 MAXSIZE = 8
 THREADS = 8
+LOOP_PRODUCERS = 2
+THREAD_PACE = 0.005
+"""A producer thread refused once gives its next send this timeout."""
+DEADLINES = (None, 0.001, 0.01)
+"""The deadlines of a loop producer's ``put()`` in the deadline mode (the one refused there)."""
 NAME = "bounded"
 STRATEGIES: tuple[fluid.Strategy, ...] = ("one_for_one", "one_for_all", "rest_for_one")
 FAILED = "worker %r failed"
@@ -161,8 +179,11 @@ async def test_bounded_queue_of_a_consumer_that_keeps_stopping(
     loop = asyncio.get_running_loop()
     stop_at = loop.time() + stress_seconds
     stop = threading.Event()
-    deadlines = (None, 0.001, 0.01) if mode == "deadline" else (None,)
-    streams: list[Stream] = [books.ledger.stream() for _ in range(THREADS + 2)]
+    deadlines = DEADLINES if mode == "deadline" else (None,)
+    # Two loop producers may each hold a slot in put(); a handler cancelled by a
+    # forced stop puts its message back (counted before it does).
+    books.ledger.watch(consumer, holders=LOOP_PRODUCERS, requeued=lambda: books.requeued)
+    streams: list[Stream] = [books.ledger.stream() for _ in range(THREADS + LOOP_PRODUCERS)]
     seeds = [rng.random() for _ in streams]
 
     def produce_in_thread(index: int) -> None:
@@ -170,11 +191,12 @@ async def test_bounded_queue_of_a_consumer_that_keeps_stopping(
         must_wait = False
         while not stop.is_set():
             msg = books.new(prng, stream)
-            timeout = 0.005 if must_wait else prng.choice((0.0, 0.0, 0.0005, 0.002))
+            timeout = THREAD_PACE if must_wait else prng.choice((0.0, 0.0, 0.0005, 0.002))
+            probe = stream.probe()
             try:
                 consumer.send(msg, timeout=timeout)
             except fluid.QueueFull:
-                stream.refused(msg.id)
+                stream.refused(msg.id, probe, timeout)
                 must_wait = True  # a refused producer waits next time: no spinning
             else:
                 stream.accepted(msg.id)
@@ -186,11 +208,14 @@ async def test_bounded_queue_of_a_consumer_that_keeps_stopping(
         while loop.time() < stop_at:
             msg = books.new(prng, stream)
             if must_wait or prng.random() < 0.6:
+                deadline = prng.choice(deadlines)
+                probe = stream.probe()
                 try:
-                    async with asyncio.timeout(prng.choice(deadlines)):
+                    async with asyncio.timeout(deadline):
                         await consumer.put(msg)
                 except TimeoutError:
-                    stream.refused(msg.id)  # a cancelled put() queues nothing
+                    assert deadline is not None
+                    stream.refused(msg.id, probe, deadline)  # a cancelled put() queues nothing
                     continue
                 except asyncio.CancelledError:
                     stream.refused(msg.id)
@@ -198,10 +223,11 @@ async def test_bounded_queue_of_a_consumer_that_keeps_stopping(
                 stream.accepted(msg.id)
                 must_wait = False
             else:
+                probe = stream.probe()
                 try:
                     consumer.send(msg)
                 except fluid.QueueFull:
-                    stream.refused(msg.id)
+                    stream.refused(msg.id, probe)
                     must_wait = True
                     continue
                 stream.accepted(msg.id)
@@ -252,12 +278,16 @@ async def test_bounded_queue_of_a_consumer_that_keeps_stopping(
     with fluid_log() as log:
         await root.startup()
         try:
+            started = loop.time()
             threads.start()
-            tasks = [asyncio.create_task(produce_on_loop(THREADS + i)) for i in range(2)]
+            tasks = [
+                asyncio.create_task(produce_on_loop(THREADS + i)) for i in range(LOOP_PRODUCERS)
+            ]
             await inject()
             stop.set()
             await threads.join()
             await asyncio.gather(*tasks)
+            producing = loop.time() - started
             if supervised:  # let the restarts settle: every crash is restarted
                 await wait_until(
                     lambda: (
@@ -291,6 +321,7 @@ async def test_bounded_queue_of_a_consumer_that_keeps_stopping(
         grace=grace,
         **figures,
         per_producer=per_producer,
+        refusals_checked=books.ledger.refusals_checked,
         cycles=books.cycles,
         forced=books.forced,
         requeued=books.requeued,
@@ -310,6 +341,18 @@ async def test_bounded_queue_of_a_consumer_that_keeps_stopping(
             assert len(lifecycle.of(worker, "started")) == 1 + worker.restarts
     books.ledger.check(consumer.queue_stats())
     assert sum(accepted for accepted, _ in per_producer) == figures["sent"]
+    # The producers pace themselves: a thread refused once waits THREAD_PACE on
+    # its next send; a loop producer refused by send() puts next, and a put()
+    # is refused only by a deadline it waited (the shortest: DEADLINES[1]).
+    threads_accepted = sum(accepted for accepted, _ in per_producer[:THREADS])
+    threads_refused = sum(refused for _, refused in per_producer[:THREADS])
+    loop_accepted = sum(accepted for accepted, _ in per_producer[THREADS:])
+    loop_refused = sum(refused for _, refused in per_producer[THREADS:])
+    most = most_refusals(threads_accepted, THREADS, producing, THREAD_PACE)
+    assert threads_refused <= most, f"{threads_refused} refusals, the pacing allows {most}"
+    pace = DEADLINES[1] if mode == "deadline" else math.inf
+    most = most_refusals(loop_accepted, LOOP_PRODUCERS, producing, pace)
+    assert loop_refused <= most, f"{loop_refused} refusals on the loop, the pacing allows {most}"
     assert books.over_capacity == [], f"queue above capacity: {books.over_capacity[:10]}"
     assert lifecycle.check() == []
     assert figures["sent"] > 0

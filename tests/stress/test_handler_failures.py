@@ -13,7 +13,9 @@ without a timeout) and a handler that forwards to another consumer.
 Checked after a graceful stop that drains: every message sent was handled
 or failed exactly once and each failure reported once to its policy (with
 the errors of exactly the handlers that failed); refused sends never
-arrive; ``queue_stats()`` and the dispatchers' ``stats()`` agree with the
+arrive, each was made on a full queue and a timed one waited its timeout
+(``_books.Room``), and the threads met no more refusals than their pacing
+allows (``most_refusals``); ``queue_stats()`` and the dispatchers' ``stats()`` agree with the
 scenario's own books; every fan-out handler got each of its messages once.
 """
 
@@ -30,7 +32,15 @@ from typing import Any, NamedTuple
 
 import fluid
 
-from ._books import BookedDispatcher, Injected, Ledger, Stream, Threads, fluid_log
+from ._books import (
+    BookedDispatcher,
+    Injected,
+    Ledger,
+    Stream,
+    Threads,
+    fluid_log,
+    most_refusals,
+)
 from .conftest import Report
 
 # The fan-out consumers' handlers, by event type; the catch-all ones get every message.
@@ -38,6 +48,10 @@ ROUTES = {"order": ("store", "notify", "audit"), "user": ("sync",), "misc": ()}
 CATCH_ALL = ("count", "trace")
 PLAIN = "job"  # the kind of the messages of single-handler consumers
 OPEN_QUEUE = 256  # producers route elsewhere while an unbounded queue holds this many
+THREADS = 4
+LOOP_PRODUCERS = 2  # each may hold a slot of a bounded queue in put()
+THREAD_PACE = 0.05
+"""A producer thread refused once gives its next send to a bounded queue this timeout."""
 FAILED_TO_HANDLE = "worker %r failed to handle %r"
 
 
@@ -226,15 +240,17 @@ async def test_random_handler_failures_in_six_consumers(
         maxsize=bounded(),
         on_error=async_policy(ledgers["many"]),
     )
+    ledgers["many"].watch(many, holders=LOOP_PRODUCERS)
     forwarded = ledgers["many"].stream()  # its one producer: the handler of "one"
     forward_rng = random.Random(rng.random())
 
     def forward() -> None:
         job = new_job(forward_rng, forwarded, PLAIN, p_fail)
+        probe = forwarded.probe()
         try:
             many.send(job)
         except fluid.QueueFull:
-            forwarded.refused(job.id)
+            forwarded.refused(job.id, probe)
         else:
             forwarded.accepted(job.id)
 
@@ -269,16 +285,19 @@ async def test_random_handler_failures_in_six_consumers(
         ),
     ]
     ledgers.update({name: fan.ledger for name, fan in fans.items()})
+    for consumer in consumers[2:]:  # "many" is watched already, "one" is unbounded
+        ledgers[consumer.worker_name].watch(consumer, holders=LOOP_PRODUCERS)
     targets = [Target(c, ledgers[c.worker_name], c.worker_name in fans) for c in consumers]
     tree = fluid.Workers(*consumers, name="handler_failures")
     loop = asyncio.get_running_loop()
     stop_at = loop.time() + stress_seconds
     stop = threading.Event()
-    thread_seeds = [rng.random() for _ in range(4)]
+    thread_seeds = [rng.random() for _ in range(THREADS)]
+    thread_streams = [[t.ledger.stream() for t in targets] for _ in range(THREADS)]
 
     def produce_in_thread(index: int) -> None:
         prng = random.Random(thread_seeds[index])
-        streams = [t.ledger.stream() for t in targets]
+        streams = thread_streams[index]
         must_wait = False
         while not stop.is_set():
             target_index = prng.randrange(len(targets))
@@ -289,11 +308,12 @@ async def test_random_handler_failures_in_six_consumers(
             job = new_job(prng, stream, target.kind(prng), p_fail)
             timeout = prng.choice((0.0, 0.001, 0.02)) if target.consumer.maxsize else 0.0
             if must_wait and target.consumer.maxsize:
-                timeout = 0.05  # a producer that was refused waits: no spinning on refusals
+                timeout = THREAD_PACE  # a producer that was refused waits: no spinning on refusals
+            probe = stream.probe()
             try:
                 target.consumer.send(job, timeout=timeout)
             except fluid.QueueFull:
-                stream.refused(job.id)
+                stream.refused(job.id, probe, timeout)
                 must_wait = True
             else:
                 stream.accepted(job.id)
@@ -313,22 +333,25 @@ async def test_random_handler_failures_in_six_consumers(
                     await target.consumer.put(job)
                     stream.accepted(job.id)
                     continue
+                probe = stream.probe()
                 try:
                     target.consumer.send(job)
                 except fluid.QueueFull:
-                    stream.refused(job.id)
+                    stream.refused(job.id, probe)
                 else:
                     stream.accepted(job.id)
             await asyncio.sleep(0.001 if prng.random() < 0.1 else 0)
 
-    threads = Threads(4, produce_in_thread)
+    threads = Threads(THREADS, produce_in_thread)
     producers: list[asyncio.Task[None]] = []
     with fluid_log() as log:
         await tree.startup()
+        started = loop.time()
         try:
             threads.start()
             producers = [
-                asyncio.create_task(produce_on_loop(random.Random(rng.random()))) for _ in range(2)
+                asyncio.create_task(produce_on_loop(random.Random(rng.random())))
+                for _ in range(LOOP_PRODUCERS)
             ]
             await asyncio.gather(*producers)
         finally:
@@ -337,6 +360,7 @@ async def test_random_handler_failures_in_six_consumers(
                 task.cancel()
             await asyncio.gather(*producers, return_exceptions=True)
             await threads.join()
+            producing = loop.time() - started
             await tree.shutdown()  # graceful: each consumer drains, "one" before "many"
 
     for record in log.records:
@@ -357,9 +381,16 @@ async def test_random_handler_failures_in_six_consumers(
     for ledger in ledgers.values():
         totals.update(ledger.tally())
     figures: dict[str, Any] = dict(totals)
+    # A thread refused once gives its next send to a bounded queue THREAD_PACE
+    # (the unbounded ones never refuse): its refusals in a row are paced.
+    thread_figures = [stream.figures() for streams in thread_streams for stream in streams]
+    threads_accepted = sum(accepted for accepted, _ in thread_figures)
+    threads_refused = sum(refused for _, refused in thread_figures)
+    most = most_refusals(threads_accepted, THREADS, producing, THREAD_PACE)
     report(
         p_fail=round(p_fail, 3),
         **figures,
+        refusals_checked=sum(ledger.refusals_checked for ledger in ledgers.values()),
         crashes=0,
         restarts=0,
         logged=log.count(FAILED_TO_HANDLE),
@@ -367,5 +398,6 @@ async def test_random_handler_failures_in_six_consumers(
     assert [c.worker_state for c in consumers] == [fluid.WorkerState.STOPPED] * len(consumers)
     for consumer in consumers:
         ledgers[consumer.worker_name].check(consumer.queue_stats())
+    assert threads_refused <= most, f"{threads_refused} refusals in threads, pacing allows {most}"
     assert totals["handled"] > 0
     assert totals["failed"] > 0
