@@ -62,9 +62,16 @@ async def shutdown_together(workers: Sequence[Worker]) -> Errors:
 
 
 async def force(workers: Iterable[Worker], reason: str) -> None:
-    """Cancel every running worker, then wait for all of them to end."""
+    """Cancel every running worker, then wait for all of them to end.
+
+    Used on the way out of a cancellation: a further cancellation of the
+    caller does not cut the wait short (``wait_stopped()`` forces the worker
+    and waits for it before it raises), and the caller, already cancelled,
+    raises its own cancellation afterwards.
+    """
     running = [w for w in workers if w.has_started() and not w.is_stopped()]
     for worker in running:
-        worker._cancel(reason)
+        worker.force_stop(reason)
     for worker in running:
-        await worker._wait_exit_uninterrupted()
+        with contextlib.suppress(asyncio.CancelledError):
+            await worker.wait_stopped()

@@ -326,7 +326,18 @@ class Workers(Worker):
         """
         if not self.is_running() and not self.is_stopping():
             self._new_run()
-        await super().startup()
+        try:
+            await super().startup()
+        except Exception:
+            # The children it started itself are stopped already; these were
+            # started by hand (start_workers) meanwhile, and nothing else
+            # would ever stop them.
+            for worker, error in await shutdown_in_reverse(self._running_children()):
+                logger.error("worker %r failed", worker.worker_name, exc_info=error)
+            raise
+        except BaseException:
+            await force(self._running_children(), f"startup of tree {self._name!r} failed")
+            raise
 
     async def run(self) -> None:
         """Watch the children until the tree is asked to stop (or, unsupervised, one ends)."""
@@ -414,6 +425,9 @@ class Workers(Worker):
             if candidate not in self._children and candidate not in taken:
                 self._name_counts[name] = n
                 return candidate
+
+    def _running_children(self) -> list[Worker]:
+        return [c for c in self.children if c.has_started() and not c.is_stopped()]
 
     def _members(self) -> list[Slot]:
         """The slots of the current children, in start order (for the supervisor)."""

@@ -541,6 +541,36 @@ async def test_a_child_started_by_hand_while_its_tree_starts_is_not_started_twic
     assert later.is_stopped()
 
 
+async def test_a_child_started_by_hand_while_its_tree_fails_to_start_is_stopped() -> None:
+    class FailsToStart(GatedTree):
+        async def on_startup(self) -> None:
+            await super().on_startup()
+            raise ConnectionError("no database")
+
+    gate = Gate()
+    child = Idle(name="child")
+    tree = FailsToStart(child, gate=gate)
+    starting = await start_held(tree, gate)
+    assert await tree.start_workers("child") == [child]  # its tree is starting: it starts now
+    gate.release.set()
+    with pytest.raises(ConnectionError, match="no database"):
+        await starting
+    try:
+        assert child.is_stopped()
+    finally:
+        await child.shutdown()  # an orphan, on the code this guards against
+    assert not fluid_tasks()
+
+
+async def test_start_workers_leaves_a_child_of_a_stopped_tree_to_start_with_it() -> None:
+    child = Idle(name="child")
+    tree = fluid.Workers(child)
+    assert await tree.start_workers("child") == []
+    assert child.worker_state is WorkerState.INIT  # nothing would stop it: the tree does not run
+    async with tree:
+        assert child.is_running()
+
+
 async def busy_tree(tree: fluid.Workers) -> Gate:
     """Keep the running ``tree`` busy starting an added child until the gate opens.
 
