@@ -324,8 +324,10 @@ class Workers(Worker):
             Exception: whatever ``on_startup`` or a child's ``startup()``
                 raised; the children already started are stopped first.
         """
-        if not self.is_running() and not self.is_stopping():
-            self._new_run()
+        if self.is_running() or self.is_stopping():
+            await super().startup()  # refused: WorkerStartError, nothing changes
+            return
+        self._new_run()
         try:
             await super().startup()
         except Exception:
