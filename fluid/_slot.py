@@ -11,9 +11,8 @@ Why a slot, and not fields on the worker:
   gets a new slot, so a stale exit or restart of its old membership cannot
   touch the new one.
 * **The worker knows nothing of trees.** It holds its slot and, from the last
-  step of its task, calls [`Slot.exited`][fluid._slot.Slot.exited]; paths and
-  event bubbling read [`Slot.parent`][fluid._slot.Slot.parent]. The tree owns
-  the slot and decides what an exit means.
+  step of its task, calls ``Slot.exited()``; paths and event bubbling read
+  ``Slot.parent``. The tree owns the slot and decides what an exit means.
 * **What a restart of the tree resets.** The restart type belongs to the
   membership. The backoff step, the hold and a restart in progress belong to
   one run of the tree: a tree that starts again (an outer supervisor
@@ -38,6 +37,8 @@ __all__ = ["Slot"]
 
 class Slot:
     """One child's membership of one tree; created, read and written by that tree only.
+
+    Creating the slot joins the worker to the tree under ``name``.
 
     The tree's supervisor updates ``restarts``, ``backoff_step`` and
     ``restarting``; the tree updates ``member`` and ``held``. The worker only
@@ -72,6 +73,7 @@ class Slot:
         self,
         tree: Workers,
         worker: Worker,
+        name: str,
         restart: RestartType,
         on_exit: Callable[[Slot], None],
     ) -> None:
@@ -84,8 +86,10 @@ class Slot:
         self.held = False
         self.restarting = False
         self._on_exit = on_exit
-        # The one write to a worker's field from outside _worker.py: the slot
-        # is how a worker joins a tree (see Worker._slot).
+        # Joining a tree is the one write to a worker's fields from outside
+        # _worker.py: its name in the tree (a derived name may get a suffix)
+        # and its slot (see Worker._slot).
+        worker._name = name
         worker._slot = self
 
     def __repr__(self) -> str:

@@ -205,12 +205,10 @@ class Workers(Worker):
         """
         restart = self._default_restart if restart is None else check_restart(restart)
         names = self._check_new(workers)
-        slots = []
+        slots: list[Slot] = []
         for worker, name in zip(workers, names, strict=True):
-            worker._name = name
-            slots.append(Slot(self, worker, restart, self._child_exited))
-        for slot in slots:
-            self._children[slot.worker.worker_name] = slot
+            self._children[name] = slot = Slot(self, worker, name, restart, self._child_exited)
+            slots.append(slot)
         if self._state is _RUNNING:
             self._to_start.extend(slots)
             self._wake()
@@ -323,6 +321,11 @@ class Workers(Worker):
             WorkerStartError: the tree is running or stopping.
             Exception: whatever ``on_startup`` or a child's ``startup()``
                 raised; the children already started are stopped first.
+
+        Example:
+            ```python
+            await tree.startup()  # every child runs when this returns
+            ```
         """
         if self.is_running() or self.is_stopping():
             await super().startup()  # refused: WorkerStartError, nothing changes
