@@ -59,6 +59,7 @@ __all__ = ["Workers"]
 logger = logging.getLogger("fluid")
 
 _RUNNING = WorkerState.RUNNING
+_STOPPING = WorkerState.STOPPING
 
 
 class Workers(Worker):
@@ -361,25 +362,21 @@ class Workers(Worker):
             if supervisor is not None:
                 supervisor.cancel()
             await force(self.children, f"tree {self._name!r} was cancelled")
-            self._collect_errors(self._children.values())
+            self._take_errors(self._exited if supervisor else self._children.values())
             raise
         if supervisor is not None:
             supervisor.cancel()
-        else:
-            self._collect_errors(self._exited)  # ended just before the stop request
-        # A child that already ended was dealt with: by the supervisor (its
-        # crash was logged and reported as an event), or by whoever stopped it
-        # on request. Only an unsupervised tree still owes its children's errors.
-        slots = [
-            slot
-            for slot in self._children.values()
-            if not (slot.worker.is_stopped() and (supervisor is not None or slot.held))
-        ]
+        # Ends not handled yet (just before the stop request, or since) are the
+        # tree's to report: no supervisor saw them. The ends it handled were
+        # dealt with then, by the supervisor (its crash was logged and
+        # reported as an event) or by stopping the unsupervised tree.
+        self._take_errors(self._exited)
+        slots = [slot for slot in self._children.values() if not slot.worker.is_stopped()]
         stop = shutdown_together if self._concurrent_stop else shutdown_in_reverse
         try:
             errors = await stop([slot.worker for slot in slots])
         except asyncio.CancelledError:  # forced while stopping: the group forced the rest
-            self._collect_errors(slots)
+            self._take_errors(slots)  # as a graceful stop would have, supervised or not
             raise
         for child, error in errors:
             slot = child._slot
@@ -505,7 +502,7 @@ class Workers(Worker):
 
     def _child_exited(self, slot: Slot) -> None:
         """A child's task ended (called through its slot, from that task's last step)."""
-        if self._state is _RUNNING and slot.watched:
+        if (self._state is _RUNNING or self._state is _STOPPING) and slot.watched:
             self._exited.append(slot)
             self._wake()
 
@@ -534,13 +531,12 @@ class Workers(Worker):
             self._fail(error)
             self.gracefully_stop()
 
-    def _collect_errors(self, slots: Iterable[Slot]) -> None:
-        """Make sure the errors of children that crashed are not lost (unsupervised)."""
-        if self._supervisor is None:
-            for slot in slots:
-                child = slot.worker
-                if child._error is not None and slot.member and not slot.held:
-                    self._child_failed(child, child._error)
+    def _take_errors(self, slots: Iterable[Slot]) -> None:
+        """Make these children's errors the tree's (not those owed to a remover or stopper)."""
+        for slot in slots:
+            child = slot.worker
+            if child._error is not None and slot.member and not slot.held:
+                self._child_failed(child, child._error)
 
     def _child_failed(self, child: Worker, error: BaseException) -> None:
         if error is self._error:

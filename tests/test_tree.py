@@ -425,17 +425,25 @@ async def test_an_exit_seen_just_before_a_stop_does_not_stop_the_next_run() -> N
     await tree.shutdown()
 
 
-async def test_a_crash_during_a_forced_stop_is_still_the_trees_error() -> None:
+@pytest.mark.parametrize("strategy", [None, "one_for_one"])
+@pytest.mark.parametrize("forced", [True, False])
+async def test_a_crash_during_a_stop_is_still_the_trees_error(
+    strategy: fluid.Strategy | None, forced: bool
+) -> None:
+    # No supervisor sees an end that comes after the stop request: supervised
+    # or not, forced or not, the tree owes the error.
     crash = Crash()
-    deaf = Deaf(name="deaf", stopping_grace_period=60)  # stopped first, outlasts the tree's grace
-    tree = fluid.Workers(crash, deaf, stopping_grace_period=0.05)
+    last = Deaf(name="deaf", stopping_grace_period=60) if forced else Idle(name="idle")
+    grace = 0.05 if forced else 60  # forced: the deaf child outlasts the tree's grace
+    tree = fluid.Workers(crash, last, stopping_grace_period=grace, strategy=strategy)
     await tree.startup()
     crash.error = ValueError("lost?")
     crash.go.set()  # it crashes while the tree is already stopping
     with pytest.raises(ValueError, match="lost"):
         async with asyncio.timeout(BOUND):
             await tree.shutdown()
-    assert tree.worker_state is WorkerState.FORCE_STOPPED
+    expected = WorkerState.FORCE_STOPPED if forced else WorkerState.STOPPED
+    assert tree.worker_state is expected
 
 
 # ------------------------------------- membership while the tree starts (issue 12)

@@ -9,8 +9,9 @@ hold its own ``on_startup`` the same way.
 
 Rules add, remove, stop (``stop_workers``), start (``start_workers``) and
 crash children, restart the tree, and apply one of those (or a tree
-shutdown) while the tree is held *starting* (at its own gate or a child's)
-or held *stopping* (at a child's ``on_shutdown``). Every operation runs on
+``shutdown()``, or a ``startup()`` that must be refused) while the tree is
+held *starting* (at its own gate or a child's) or held *stopping* (at a
+child's ``on_shutdown``), opening the gate before or after the operation. Every operation runs on
 the example's own loop under a watchdog: a hang fails at once. After every
 rule the world settles (no worker between states, no operation pending) and
 these must hold:
@@ -46,14 +47,14 @@ T = TypeVar("T")
 NAMES = ("c0", "c1", "c2", "c3", "c4")
 GRACE = 0.05
 """Children's grace period: a child held in ``on_startup`` is forced after it."""
-TREE_GRACE = 0.5
+TREE_GRACE = 0.2
 """Ample for the children (they honour stops): the tree is forced only when held."""
 BOUND = 10.0
 """Seconds any one operation may take; a bug here is a hang, not a slow run."""
 NO_WAIT = fluid.Backoff(initial=0, jitter=0)
 """Restarts due at once: settling is a matter of loop turns, never of timers."""
 
-Op = Literal["add", "remove", "stop", "start", "crash", "shutdown_tree"]
+Op = Literal["add", "remove", "stop", "start", "crash", "shutdown_tree", "startup_tree"]
 MEMBER_OPS: tuple[Op, ...] = ("add", "remove", "stop", "start", "crash")
 
 pytestmark = pytest.mark.timeout(120)
@@ -242,6 +243,9 @@ class Trees(RuleBasedStateMachine):
                 child.crash(error)
         elif op == "shutdown_tree":
             await self.shutdown_tree()
+        elif op == "startup_tree":  # held starting or stopping: refused, and nothing changes
+            with pytest.raises(fluid.WorkerStartError):
+                await tree.startup()
 
     async def shutdown_tree(self) -> None:
         """Shut the tree down; check the error it raises (again, once stopped) is the one owed."""
@@ -297,7 +301,7 @@ class Trees(RuleBasedStateMachine):
 
     @rule(
         at=st.sampled_from(("tree", *NAMES)),
-        op=st.sampled_from((*MEMBER_OPS, "shutdown_tree")),
+        op=st.sampled_from((*MEMBER_OPS, "shutdown_tree", "startup_tree")),
         name=st.sampled_from(NAMES),
         open_first=st.booleans(),
     )
@@ -313,7 +317,7 @@ class Trees(RuleBasedStateMachine):
 
     @rule(
         at=st.sampled_from(NAMES),
-        op=st.sampled_from(MEMBER_OPS),
+        op=st.sampled_from((*MEMBER_OPS, "startup_tree")),
         name=st.sampled_from(NAMES),
         open_first=st.booleans(),
     )
