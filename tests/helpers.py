@@ -9,8 +9,12 @@ from collections.abc import Callable
 import fluid
 
 
-async def wait_until(predicate: Callable[[], bool], timeout: float = 2.0) -> None:
-    """Yield to the loop until ``predicate()`` is true; fail after ``timeout`` seconds."""
+async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Yield to the loop until ``predicate()`` is true; fail after ``timeout`` seconds.
+
+    The default is generous: the failure it guards is a hang, and a busy
+    machine may take seconds for what an idle one does in milliseconds.
+    """
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
@@ -31,7 +35,7 @@ class Recorder:
             if len(self.messages) >= count and not waiter.done():
                 waiter.set_result(None)
 
-    async def wait_for(self, count: int, timeout: float = 2.0) -> None:
+    async def wait_for(self, count: int, timeout: float = 10.0) -> None:
         """Wait until ``count`` messages arrived."""
         if len(self.messages) >= count:
             return

@@ -34,6 +34,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 Received = list[int]
 
+GRACE = 10.0
+"""The grace period of workers that must be forced: far below the test timeout
+(30 s), so that a runner that waits it out fails its test instead of timing out."""
+
 
 @pytest.fixture
 def unhandled() -> Iterator[Received]:
@@ -54,11 +58,7 @@ def unhandled() -> Iterator[Received]:
 
 
 def run(worker: fluid.Worker | Callable[[], fluid.Worker], **kwargs: Any) -> int:
-    """``fluid.run`` on asyncio's loop unless told otherwise.
-
-    pytest-timeout's SIGALRM cannot interrupt uvloop's loop: with asyncio's,
-    a run that hangs fails its test instead of blocking the whole suite.
-    """
+    """``fluid.run`` on asyncio's loop unless told otherwise (the suite's default loop)."""
     kwargs.setdefault("use_uvloop", False)
     return fluid.run(worker, **kwargs)
 
@@ -88,13 +88,13 @@ class Deaf(fluid.Worker):
     """Ignores the stop request: sends a second signal once it saw the first."""
 
     def __init__(self, second: signal.Signals | None = signal.SIGINT) -> None:
-        super().__init__(stopping_grace_period=30)
+        super().__init__(stopping_grace_period=GRACE)
         self.second = second
         self.shutdown_ran = False
 
     async def run(self) -> None:
         kill_me(signal.SIGINT)
-        await self.sleep(30)  # returns once the first signal asked for a stop
+        await self.sleep(GRACE)  # returns once the first signal asked for a stop
         assert self.is_stopping()
         if self.second is not None:
             kill_me(self.second)
@@ -135,7 +135,7 @@ def test_a_second_signal_forces_the_stop(
     worker = Deaf(second=signal.SIGINT)
     start = time.monotonic()
     assert run(worker) == 128 + signal.SIGINT
-    assert time.monotonic() - start < 5  # not after the grace period of 30 s
+    assert time.monotonic() - start < GRACE  # forced by the signal, not by the grace period
     assert "received SIGINT again: forcing worker 'deaf' to stop" in caplog.text
     assert worker.worker_state is WorkerState.FORCE_STOPPED
     assert worker.shutdown_ran  # forced, and on_shutdown still ran
@@ -152,7 +152,7 @@ def test_signals_after_the_forcing_one_do_not_change_the_exit_status(
     class Stormed(fluid.Worker):
         async def run(self) -> None:
             kill_me(signal.SIGINT)  # asks for a graceful stop
-            await self.sleep(30)
+            await self.sleep(GRACE)
             kill_me(signal.SIGTERM)  # forces it: the exit status is 128 + SIGTERM
             try:
                 await asyncio.Event().wait()
@@ -161,7 +161,7 @@ def test_signals_after_the_forcing_one_do_not_change_the_exit_status(
                 await asyncio.sleep(0.01)
                 raise
 
-    assert run(Stormed(stopping_grace_period=30)) == 128 + signal.SIGTERM
+    assert run(Stormed(stopping_grace_period=GRACE)) == 128 + signal.SIGTERM
 
 
 LATE_SIGINT = """
@@ -213,7 +213,7 @@ def test_a_third_signal_cancels_again_a_worker_that_swallowed_the_cancel(
                 kill_me(signal.SIGINT)  # swallowed; the third signal cancels it again
             await asyncio.Event().wait()
 
-    worker = Swallower(stopping_grace_period=30)
+    worker = Swallower(stopping_grace_period=GRACE)
     assert run(worker) == 130
     assert worker.worker_state is WorkerState.FORCE_STOPPED
 
@@ -230,7 +230,7 @@ def test_a_second_signal_interrupts_a_hung_on_startup(unhandled: Received) -> No
         async def run(self) -> None:
             raise AssertionError("never runs")
 
-    worker = Hung(stopping_grace_period=30)
+    worker = Hung(stopping_grace_period=GRACE)
     assert run(worker) == 143
     assert worker.worker_state is WorkerState.STOPPED
 
@@ -249,6 +249,45 @@ def test_without_signals_handled_outside_the_main_thread() -> None:
     thread.start()
     thread.join(10)
     assert codes == [0]
+
+
+HUNG_RUN = """
+import asyncio, os, signal
+import fluid
+
+class Hung(fluid.Worker):
+    # Swallows every cancellation: what a runner regression looks like from
+    # outside, a run that never returns.
+    async def run(self):
+        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGTERM)
+        while True:
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                pass
+
+def test_hung():
+    fluid.run(Hung(stopping_grace_period=0.1), use_uvloop=False)
+"""
+
+
+def test_a_hung_run_fails_the_suite_instead_of_hanging_it(tmp_path: Path) -> None:
+    # The suite's own pytest settings (pyproject.toml), a 2 s test timeout.
+    (tmp_path / "test_hung.py").write_text(HUNG_RUN)
+    start = time.monotonic()
+    config = ["-c", str(ROOT / "pyproject.toml"), "--rootdir", str(tmp_path), "-o", "timeout=2"]
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *config, "test_hung.py"],
+        capture_output=True,
+        text=True,
+        timeout=20,  # the failure this test guards: still running (hung) here
+        cwd=tmp_path,
+        check=False,
+    )
+    assert done.returncode != 0, done.stdout
+    assert "Timeout" in done.stdout + done.stderr
+    assert time.monotonic() - start < 20
 
 
 # ----------------------------------------------------------------- failures

@@ -274,7 +274,7 @@ def test_pytest_asyncio_runs_tests_on_virtual_time_through_a_conftest_hook(
         ],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=20,  # below the test's own timeout
         cwd=tmp_path,
         check=False,
     )

@@ -133,10 +133,10 @@ class Books:
 
 async def restarted(worker: fluid.Worker, what: str) -> None:
     try:
-        await wait_until(worker.is_running, timeout=1.0)
+        await wait_until(worker.is_running, timeout=10.0)
     except AssertionError:
         raise AssertionError(
-            f"{what}: {worker.worker_name!r} is still {worker.worker_state} 1 s later"
+            f"{what}: {worker.worker_name!r} is still {worker.worker_state} 10 s later"
         ) from None
 
 
