@@ -148,6 +148,35 @@ def children_of(pid: int) -> set[int]:
     return pids
 
 
+def descendants(pid: int) -> set[int]:
+    """All processes below ``pid`` (Linux: from /proc)."""
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        for child in children_of(todo.pop()):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def pending_signals(pid: int) -> int | None:
+    """The mask of signals sent to process ``pid`` and not yet delivered (None: it is gone).
+
+    Bit ``n - 1`` is signal ``n`` (``ShdPnd`` in /proc). A standard signal
+    sent while the same one is still pending is merged into it: wait until
+    it is delivered before sending it again, to count on two deliveries.
+    """
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            fields = dict(line.split(":", 1) for line in f if ":" in line)
+    except OSError:
+        return None
+    if fields.get("State", "").strip().startswith("Z"):
+        return None
+    return int(fields["ShdPnd"].strip(), 16)
+
+
 def is_alive(pid: int) -> bool:
     """True while process ``pid`` exists and is not a zombie."""
     try:

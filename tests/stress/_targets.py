@@ -69,6 +69,13 @@ PIDS_ENV = "FLUID_STORM_PIDS"
 SEED_ENV = "FLUID_STORM_SEED"
 """The seed of the storm's tree's own randomness (handler times)."""
 
+READY = "storm: fluid's signal handlers are in place"
+"""What the storm's tree prints from its ``on_startup``: ``fluid.run`` installs its
+handlers before it starts the worker, so every signal sent after this line
+reaches them."""
+LINGER = 1.0
+"""Seconds the storm's tree lingers in ``on_shutdown``: no graceful stop is quicker."""
+
 FAIL_EVERY = 7
 """Messages whose id is 3 modulo this fail in the handler."""
 
@@ -135,7 +142,13 @@ class Producer(fluid.Worker):
 
 
 class StormTree(fluid.Workers):
-    """Consumer, process worker and producer; ``on_shutdown`` writes the books."""
+    """Consumer, process worker and producer; ``on_shutdown`` writes the books.
+
+    ``on_startup`` says the signal handlers are ready (``READY``), and
+    ``on_shutdown`` lingers ``LINGER`` seconds after writing its books when
+    the stop was graceful, so that the storm knows from its own clock that a
+    graceful stop cannot end sooner than ``LINGER`` after its first signal.
+    """
 
     def __init__(self, books_path: str, seed: int) -> None:
         self.books_path = books_path
@@ -165,7 +178,18 @@ class StormTree(fluid.Workers):
             self.consumer, self.pinger, self.producer, name="storm", stopping_grace_period=5.0
         )
 
+    async def on_startup(self) -> None:
+        print(READY, flush=True)
+
     async def on_shutdown(self) -> None:
+        self.write_books()
+        children = (self.consumer, self.pinger, self.producer)
+        if not any(w.worker_state is fluid.WorkerState.FORCE_STOPPED for w in children):
+            # A graceful stop. (A child forced by its own grace period took
+            # longer than LINGER already.) A forced stop does not linger.
+            await asyncio.sleep(LINGER)
+
+    def write_books(self) -> None:
         # No await here: a signal cancelling the tree again cannot cut it short.
         consumer = self.consumer
         before = consumer.queue_stats()

@@ -3,29 +3,41 @@
 Each storm starts ``python -m fluid run tests.stress._targets:storm_tree``: a
 tree of a consumer (bounded queue, loop handler, some messages failing), a
 process worker and a producer that fills the queue. The tree's
-``on_shutdown`` writes the consumer's ``queue_stats()`` and the tree's own
-account of every message id to a JSON file. Then the scenario sends a burst
-of signals at random: during startup or once running, back to back, a few
-milliseconds apart, or spread over the grace period.
+``on_startup`` prints ``READY`` (``fluid.run`` installs its signal handlers
+before it starts the worker); its ``on_shutdown`` writes the consumer's
+``queue_stats()`` and the tree's own account of every message id to a JSON
+file, then lingers ``LINGER`` seconds. Once the program said it is ready,
+the scenario sends a burst of signals: at once (the tree still starting) or
+once running, back to back, a few milliseconds apart, or spread over the
+grace period. Storm 0 is always two signals back to back while running.
 
-Checked after each storm, from the program's log and books:
+The expected outcome is derived from what the test sent and when, never from
+what the program says it received. Each signal is sent only once the one
+before was delivered (no longer pending in /proc: two of a kind are never
+merged), and the test notes when it saw it delivered. Then, by fluid's rules
+(``_runner.py``), with ``t1`` the first signal's send time, ``g`` the grace
+period and ``d2`` the second signal's delivery:
 
-* it exits, within a bound;
-* its exit status follows fluid's rules (``_runner.py``): 0 after a graceful
-  stop; after a forced stop ``128 + N``, N being the signal that forced it
-  (the second signal), or the one that asked for the stop when its grace
-  period ran out. Before fluid installed its handlers, Python's own rules
-  apply: killed by the signal, or for SIGINT a KeyboardInterrupt (exit 1 while
-  Python starts, 130 once ``asyncio.Runner`` runs). Once fluid decided the
-  exit status, later signals must not change it: the runner ignores them
-  until its loop is closed and the ``fluid`` command from then on. Killed
-  while fluid's handlers were installed is never right;
-* once the tree started, ``on_shutdown`` ran and the books balance by id:
-  every message sent is handled, failed (each one reported to ``on_error``)
-  or left undelivered and taken back, exactly once, and ``queue_stats()``
-  agrees: ``sent = handled + failed + taken + size + in_flight``;
-* no process of the program's tree is left: the process worker and every
-  other descendant seen while it ran are gone.
+* exit 0 (graceful) is possible only if the graceful stop, which lingers,
+  could end before the second signal was handled and before the grace period
+  ran out: ``g > LINGER`` and not ``d2 + MARGIN < t1 + LINGER``; it then
+  exited no sooner than ``t1 + LINGER``;
+* ``128 + first`` (the grace period ran out) only if not
+  ``d2 + MARGIN < t1 + g``; no sooner than ``t1 + g``;
+* ``128 + second`` (forced by the second signal) only if there was one.
+
+``MARGIN`` is how long a delivered signal may wait for the program's loop.
+Anything else (killed by a signal, 1, 130 from a late SIGINT) is wrong, and
+so is a status other than the one the runner logged (a late signal must not
+change a decided outcome). A storm that tested nothing (the program never
+said it was ready, or ended before the first signal) fails.
+
+Checked besides, after each storm: it exits within a bound; ``on_shutdown``
+ran and the books balance by id: every message sent is handled, failed (each
+one reported to ``on_error``) or left undelivered and taken back, exactly
+once, and ``queue_stats()`` agrees: ``sent = handled + failed + taken + size
++ in_flight``; no process of the program's tree is left: the process worker
+and every other descendant seen while it ran are gone.
 
 ``FLUID_STRESS_SEED`` replays a run's random choices (not its timing).
 """
@@ -44,35 +56,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .._programs import Program, children_of, wait_gone
+from .._programs import Program, descendants, pending_signals, wait_gone
 from . import _targets as targets
 from .conftest import Report
 
 EXIT_WITHIN = 15.0
 """Seconds a program gets to exit after its start (its grace is at most 5 s)."""
+MARGIN = 0.5
+"""Seconds a delivered signal may wait until the program's loop runs fluid's handler."""
+DELIVERED_WITHIN = 5.0
+"""Seconds a signal may stay pending in a live program."""
+LINGER = targets.LINGER
+GRACES = (None, 0.05, 0.2, 2.0)
+"""The storms' ``--grace`` (None: the tree's own, 5 s)."""
+TREE_GRACE = 5.0
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
-_LOG = re.compile(
-    r"received (?P<first>SIG\w+): stopping worker 'storm' gracefully"
-    r"|received (?P<forcing>SIG\w+) again: forcing worker 'storm' to stop"
-    r"|received (?P<again>SIG\w+) again: cancelling worker 'storm' again"
-    r"|worker 'storm' (?P<grace>did not stop within)"
-    r"|worker 'storm' (?:stopped|was forced to stop|failed|was cancelled|failed to start)"
-    r": exit status (?P<decision>\d+)"
-    r"|(?P<interrupted>interrupted): exit status (?P<interrupted_status>\d+)"
+_DECISION = re.compile(
+    r"worker 'storm' (?:stopped|was forced to stop|failed|was cancelled|failed to start)"
+    r": exit status (?P<status>\d+)"
 )
-
-
-def descendants(pid: int) -> set[int]:
-    """All processes below ``pid`` (Linux: from /proc)."""
-    found: set[int] = set()
-    todo = [pid]
-    while todo:
-        for child in children_of(todo.pop()):
-            if child not in found:
-                found.add(child)
-                todo.append(child)
-    return found
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
@@ -83,6 +86,15 @@ def read_json(path: Path) -> dict[str, Any] | None:
 
 
 @dataclass
+class Sent:
+    """A signal the test sent, and when (the test's loop clock)."""
+
+    signal: signal.Signals
+    at: float
+    delivered: float | None  # when the test saw it no longer pending; None: the program ended
+
+
+@dataclass
 class Storm:
     """One program and the signals sent to it; what it did."""
 
@@ -90,10 +102,11 @@ class Storm:
     when: str = ""  # "startup" or "running"
     grace: float | None = None
     uvloop: bool = True
-    sent: list[str] = field(default_factory=list)
+    sent: list[Sent] = field(default_factory=list)
+    exited_at: float | None = None
     status: int | None = None
+    expected: dict[int, str] = field(default_factory=dict)  # allowed exit status: why
     outcome: str = ""
-    overridden: str = ""  # "decided->exited" when a late signal changed the exit status
     books: dict[str, Any] | None = None
     pids: set[int] = field(default_factory=set)
     problems: list[str] = field(default_factory=list)
@@ -101,9 +114,14 @@ class Storm:
 
     def describe(self) -> str:
         tail = "\n".join(self.output.splitlines()[-40:])
+        sent = " ".join(
+            f"{s.signal.name}@{s.at - self.sent[0].at:.3f}"
+            f"(delivered {'-' if s.delivered is None else f'{s.delivered - s.at:.3f}'})"
+            for s in self.sent
+        )
         return (
             f"storm {self.number} ({self.when}, grace={self.grace}, uvloop={self.uvloop}) "
-            f"sent {' '.join(self.sent)} -> exit {self.status} ({self.outcome}):\n  "
+            f"sent {sent} -> exit {self.status}, expected one of {self.expected}:\n  "
             + "\n  ".join(self.problems)
             + f"\n--- output (end) ---\n{tail}"
         )
@@ -132,33 +150,61 @@ async def watch_descendants(program: Program, pids: set[int]) -> None:
         await asyncio.sleep(0.005)
 
 
+async def send(program: Program, sig: signal.Signals) -> Sent | None:
+    """Send ``sig`` and wait until it is delivered; None if the program had ended.
+
+    Waiting for the delivery before the next send keeps two of a kind from
+    being merged into one.
+    """
+    loop = asyncio.get_running_loop()
+    bit = 1 << (sig - 1)
+    at = loop.time()
+    if not program.send(sig):
+        return None
+    while True:
+        mask = pending_signals(program.pid)
+        if mask is None:
+            return Sent(sig, at, None)
+        if not mask & bit:
+            return Sent(sig, at, loop.time())
+        if loop.time() - at > DELIVERED_WITHIN:
+            raise AssertionError(f"{sig.name} still pending {DELIVERED_WITHIN}s after it was sent")
+        await asyncio.sleep(0.0005)
+
+
 def prepare(directory: Path) -> None:
     (directory / "pids").mkdir(parents=True)
 
 
 async def run_storm(directory: Path, storm: Storm, rng: random.Random) -> None:
     prepare(directory)
-    storm.when = rng.choice(("startup", "running", "running"))
-    storm.grace = rng.choice((None, 0.05, 0.2, 1.0))
-    storm.uvloop = rng.random() < 0.7
-    grace = 5.0 if storm.grace is None else storm.grace
+    loop = asyncio.get_running_loop()
+    if storm.number == 0:  # decisive: the second signal must force the stop
+        storm.when, storm.grace, storm.uvloop, count = "running", None, rng.random() < 0.5, 2
+    else:
+        storm.when = rng.choice(("startup", "running", "running"))
+        storm.grace = rng.choice(GRACES)
+        storm.uvloop = rng.random() < 0.7
+        count = rng.choice((1, 1, 2, 3, 4, 8, 20))
+    grace = TREE_GRACE if storm.grace is None else storm.grace
     program = await start_program(directory, storm, rng.randrange(2**32))
     async with program:
         watcher = asyncio.create_task(watch_descendants(program, storm.pids))
         reader: asyncio.Task[int] | None = None
         try:
+            await program.expect(re.escape(targets.READY), timeout=EXIT_WITHIN)
             if storm.when == "startup":
-                reader = asyncio.create_task(program.wait(EXIT_WITHIN))
-                await asyncio.sleep(rng.uniform(0, 0.4))  # somewhere in its start
+                await asyncio.sleep(rng.uniform(0, 0.05))  # the tree is starting its children
             else:
                 await program.expect("worker 'storm' is running")
-                reader = asyncio.create_task(program.wait(EXIT_WITHIN))
                 await asyncio.sleep(rng.uniform(0, 0.3))  # messages flow meanwhile
-            for _ in range(rng.choice((1, 1, 2, 3, 4, 8, 20))):
-                sig = rng.choice(_SIGNALS)
-                if program.send(sig):
-                    storm.sent.append(sig.name)
-                pace = rng.random()
+            reader = asyncio.create_task(program.wait(EXIT_WITHIN))
+            for _ in range(count):
+                sent = await send(program, rng.choice(_SIGNALS))
+                if sent is None:
+                    break
+                storm.sent.append(sent)
+                pace = 0.0 if storm.number == 0 else rng.random()
                 if pace < 0.4:
                     await asyncio.sleep(0)  # back to back
                 elif pace < 0.8:
@@ -166,16 +212,20 @@ async def run_storm(directory: Path, storm: Storm, rng: random.Random) -> None:
                 else:
                     await asyncio.sleep(rng.uniform(0, min(grace, 1.0) * 1.5))
             storm.status = await reader
+            storm.exited_at = loop.time()
+        except AssertionError as exc:  # no ready line, a signal never delivered, no exit
+            storm.problems.append(str(exc).split("\n", 1)[0])
         finally:
             storm.output = program.output
             for task in (watcher, reader):
                 if task is not None and not task.done():  # the storm itself failed
                     task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
+                    with contextlib.suppress(asyncio.CancelledError, AssertionError):
                         await task
     storm.pids |= {int(name) for name in os.listdir(directory / "pids")}
     storm.books = read_json(directory / "books.json")
-    check_exit(storm)
+    if storm.status is not None:
+        check_exit(storm, grace)
     if storm.books is not None:
         check_books(storm, storm.books)
     try:
@@ -184,70 +234,50 @@ async def run_storm(directory: Path, storm: Storm, rng: random.Random) -> None:
         storm.problems.append(f"left behind: {exc}")
 
 
-def check_exit(storm: Storm) -> None:
-    """The exit status against fluid's rules, read from what the runner logged."""
+def expected_outcomes(sent: list[Sent], grace: float) -> dict[int, str]:
+    """The exit statuses fluid's rules allow for these signals (see the module docstring)."""
+    first = sent[0]
+    second = sent[1] if len(sent) > 1 else None
+
+    def handled_before(deadline: float) -> bool:
+        """The second signal certainly reached fluid's handler before ``deadline``."""
+        return (
+            second is not None
+            and second.delivered is not None
+            and second.delivered + MARGIN < deadline
+        )
+
+    allowed: dict[int, str] = {}
+    if second is not None:
+        allowed[128 + second.signal] = f"forced by the second signal, {second.signal.name}"
+    if not handled_before(first.at + grace):
+        allowed.setdefault(128 + first.signal, f"grace over after {first.signal.name}")
+    if grace > LINGER and not handled_before(first.at + LINGER):
+        allowed[0] = "graceful"
+    return allowed
+
+
+def check_exit(storm: Storm, grace: float) -> None:
+    """The exit status against what was sent, and when."""
     problems = storm.problems
-    first = forced_by = decision = None
-    received = 0
-    interrupted = by_grace = False
-    for match in _LOG.finditer(storm.output):
-        if match["first"]:
-            first = match["first"]
-            received += 1
-        elif match["forcing"] or match["again"]:
-            received += 1
-            if forced_by is None and match["forcing"]:
-                forced_by = match["forcing"]
-        elif match["grace"]:
-            if forced_by is None:
-                forced_by, by_grace = first, True
-        elif match["decision"] is not None:
-            decision = int(match["decision"])
-        elif match["interrupted"]:
-            interrupted = True
-    status = storm.status
+    status, exited_at = storm.status, storm.exited_at
     assert status is not None
-    killed_by = signal.Signals(-status).name if -status in _SIGNALS else None
-    sigint_sent = "SIGINT" in storm.sent
-    if received == 0 and decision is None:
-        # No signal reached fluid's handlers: Python or asyncio.Runner had it.
-        if killed_by is not None and killed_by in storm.sent:
-            storm.outcome = f"killed by {killed_by} before fluid's handlers"
-        elif interrupted and status == 130 and sigint_sent:
-            storm.outcome = "SIGINT before fluid's handlers: asyncio.Runner, 130"
-        elif status == 1 and "KeyboardInterrupt" in storm.output and sigint_sent:
-            storm.outcome = "SIGINT while Python was starting"
-        else:
-            problems.append(f"exit status {status}, yet fluid handled no signal")
+    assert exited_at is not None
+    if not storm.sent:
+        problems.append("the storm tested nothing: the program ended before the first signal")
         return
-    if decision is None:
-        problems.append(f"fluid handled {received} signals but gave no exit status (exit {status})")
-        return
-    expected = 0 if forced_by is None else 128 + signal.Signals[forced_by]
-    if decision != expected:
-        reason = "a graceful stop" if forced_by is None else f"a stop forced by {forced_by}"
-        if by_grace:
-            reason = f"the grace period after {forced_by} ran out"
-        problems.append(
-            f"exit status {decision} after {reason}: the rules say {expected} "
-            f"(signals handled: {received})"
-        )
-    if status == decision:
-        storm.outcome = (
-            "graceful"
-            if forced_by is None
-            else f"forced: grace over after {forced_by}"
-            if by_grace
-            else f"forced by {forced_by}"
-        )
-    elif killed_by is not None and killed_by in storm.sent:
-        storm.overridden = f"{decision}->{status}"
-        problems.append(f"decided exit status {decision}, then killed by a late {killed_by}")
-    elif interrupted and status == 130 and sigint_sent:
-        storm.overridden = f"{decision}->{status}"
-        problems.append(f"decided exit status {decision}, then a late SIGINT made it 130")
-    else:
-        problems.append(f"runner logged exit status {decision} but the process exited {status}")
+    storm.expected = expected_outcomes(storm.sent, grace)
+    storm.outcome = storm.expected.get(status, "")
+    first = storm.sent[0]
+    if status not in storm.expected:
+        problems.append(f"exit status {status}: the rules allow only {storm.expected}")
+    elif status == 0 and exited_at < first.at + LINGER:
+        problems.append(f"a graceful stop ended {exited_at - first.at:.3f}s after the first signal")
+    elif storm.outcome.startswith("grace over") and exited_at < first.at + grace:
+        problems.append(f"the grace of {grace}s ran out in {exited_at - first.at:.3f}s")
+    decisions = [int(m["status"]) for m in _DECISION.finditer(storm.output)]
+    if decisions != [status]:
+        problems.append(f"the runner logged exit statuses {decisions}, the process exited {status}")
     if storm.books is None:
         problems.append("the tree started but its on_shutdown did not write its books")
 
@@ -318,9 +348,9 @@ async def test_signal_storms_at_the_runner(
     report(
         storms=len(storms),
         signals=sum(len(s.sent) for s in storms),
+        decisive=sum(len(s.expected) == 1 for s in storms),
         exit_codes=dict(sorted(Counter(str(s.status) for s in storms).items())),
         outcomes=dict(Counter(s.outcome for s in storms)),
-        late_signal_overrides=dict(Counter(s.overridden for s in storms if s.overridden)),
         sent=sum(b["stats"]["sent"] for b in books),
         handled=sum(b["stats"]["handled"] for b in books),
         failed=sum(b["stats"]["failed"] for b in books),
