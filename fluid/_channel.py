@@ -268,6 +268,9 @@ class Channel(Generic[MessageT]):
         assert self._lock is not None
         event.wait(None if timeout >= threading.TIMEOUT_MAX else timeout)
         with self._lock:
+            if producer.state == _WAITING:
+                # room made by a take that has not admitted yet is room: look once more
+                self._admit_locked()
             state = producer.state
             if state == _WAITING:
                 self._line.remove(producer)

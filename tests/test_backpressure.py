@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 import threading
+import time
 
 import pytest
 
@@ -99,17 +100,21 @@ async def test_a_thread_can_wait_for_room_with_a_timeout() -> None:
 async def test_a_thread_that_times_out_did_not_send() -> None:
     consumer, gate = await full_consumer()
     errors: list[BaseException] = []
+    waited: list[float] = []
 
     def from_thread() -> None:
+        started = time.monotonic()
         try:
             consumer.send("impatient", timeout=0.02)
         except fluid.QueueFull as exc:
             errors.append(exc)
+        waited.append(time.monotonic() - started)
 
     thread = threading.Thread(target=from_thread)
     thread.start()
     await asyncio.to_thread(thread.join)
     assert "stayed full for 0.02s" in str(errors[0])
+    assert 0.02 - 0.005 <= waited[0] <= 5  # timed by the clock, not by the message
     gate.release.set()
     await consumer.shutdown()
     assert "impatient" not in gate.done

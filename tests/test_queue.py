@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import threading
+import time
 
 import pytest
 
@@ -282,7 +283,9 @@ async def test_get_message_returns_messages_and_none_on_stop() -> None:
 
     consumer = Manual()
     async with consumer:
-        assert await consumer.get_message(timeout=0.01) is None
+        started = time.monotonic()
+        assert await consumer.get_message(timeout=0.05) is None
+        assert 0.05 - 0.005 <= time.monotonic() - started <= 5  # waited its timeout
         consumer.send("m")
         assert await consumer.get_message() == "m"
         waiting = asyncio.create_task(consumer.get_message(timeout=60))
