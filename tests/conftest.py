@@ -10,6 +10,13 @@ here once they exit). The check walks the whole tree below this process.
 This file must stay self-contained: ``test_leak_checks.py`` copies it
 verbatim into the pytest runs that prove its checks catch leaks.
 
+Also here, the randomized-interleaving mode (``tests/_interleave.py``): every
+async test of ``INTERLEAVED`` (and any marked ``interleave``) runs on
+asyncio's loop and once more on the shuffling loop under each of
+``INTERLEAVE_SEEDS``, in every run; with ``FLUID_INTERLEAVE_SEED`` set (a
+number, or ``random`` for a fresh one) every async test runs on the
+shuffling loop under that seed instead (``make stress``). The seed is in the
+test's id: ``test_x[shuffle-7]``; ``FLUID_INTERLEAVE_SEED=7`` replays it.
 """
 
 from __future__ import annotations
@@ -19,10 +26,11 @@ import contextlib
 import ctypes
 import multiprocessing
 import os
+import random
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 
 import pytest
 import pytest_asyncio
@@ -88,7 +96,61 @@ def _reap_orphans(known: set[int]) -> None:
                 os.waitpid(pid, os.WNOHANG)
 
 
+INTERLEAVED = frozenset(
+    {
+        "test_worker.py",
+        "test_queue.py",
+        "test_consumer.py",
+        "test_tree.py",
+        "test_supervision.py",
+        "test_backpressure.py",
+        "test_accounting.py",
+        "test_interleave.py",
+    }
+)
+"""The core modules whose async tests also run on the shuffling loop in every run."""
+INTERLEAVE_SEEDS = (1, 2)
+_SEED_ENV = "FLUID_INTERLEAVE_SEED"
+
+
+def _interleave_seed(config: pytest.Config) -> int | None:
+    """``FLUID_INTERLEAVE_SEED`` as a number (``random``: a fresh one, once a run)."""
+    value = os.environ.get(_SEED_ENV, "")
+    if not value:
+        return None
+    seed: int | None = getattr(config, "_fluid_interleave_seed", None)
+    if seed is None:
+        seed = random.SystemRandom().randrange(2**32) if value == "random" else int(value)
+        config._fluid_interleave_seed = seed  # type: ignore[attr-defined]
+    return seed
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    seed = _interleave_seed(config)
+    return None if seed is None else f"interleaving: every async test shuffled, seed {seed}"
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> Mapping[str, Callable[[], asyncio.AbstractEventLoop]]:
+    plain: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {"asyncio": asyncio.new_event_loop}
+    try:
+        from ._interleave import shuffling_loop_factory
+    except ImportError:  # a copy of this file outside the suite (test_leak_checks)
+        return plain
+    seed = _interleave_seed(config)
+    if seed is not None:
+        return {f"shuffle-{seed}": shuffling_loop_factory(seed)}
+    if item.path.name in INTERLEAVED or item.get_closest_marker("interleave"):
+        shuffled = {f"shuffle-{s}": shuffling_loop_factory(s) for s in INTERLEAVE_SEEDS}
+        return {**plain, **shuffled}
+    return plain
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "interleave: run on the shuffling loop too, under fixed seeds (conftest.py)"
+    )
     _become_subreaper()
 
 
