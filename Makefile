@@ -26,10 +26,14 @@ pytest: $(STAMP)
 
 test: lint typecheck pytest
 
-# Fault injection for longer: every scenario of tests/stress for 20 s each.
+# Fault injection for longer: every scenario of tests/stress for 20 s each;
+# then the rest of the suite with every async test on the shuffling loop
+# (tests/_interleave.py) under a fresh seed, shown in the header and test ids.
 stress: $(STAMP)
 	FLUID_STRESS_SECONDS=$${FLUID_STRESS_SECONDS:-20} FLUID_STRESS_REPORT=stress-report.json \
 		$(BIN)/pytest tests/stress -o timeout=300 -q
+	FLUID_INTERLEAVE_SEED=$${FLUID_INTERLEAVE_SEED:-random} \
+		$(BIN)/pytest tests --ignore=tests/stress -o timeout=300 -q
 
 docs: $(STAMP)
 	$(BIN)/mkdocs build --strict
