@@ -30,7 +30,7 @@ import random
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping
 
 import pytest
 import pytest_asyncio
@@ -128,6 +128,17 @@ def _interleave_seed(config: pytest.Config) -> int | None:
 def pytest_report_header(config: pytest.Config) -> str | None:
     seed = _interleave_seed(config)
     return None if seed is None else f"interleaving: every async test shuffled, seed {seed}"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    seed = _interleave_seed(item.config)
+    if seed is not None and report.failed:  # the one seed of the run: not in the test ids
+        report.sections.append(("interleaving", f"replay: FLUID_INTERLEAVE_SEED={seed}"))
+    return report
 
 
 def pytest_asyncio_loop_factories(
