@@ -67,7 +67,7 @@ import heapq
 import itertools
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Final, Generic, Literal, Protocol, TypeAlias, TypeVar
 
 from ._errors import QueueClosed, QueueFull
@@ -118,6 +118,7 @@ class Channel(Generic[MessageT]):
     """
 
     __slots__ = (
+        "_append",
         "_buffer",
         "_count_sent",
         "_line",
@@ -135,6 +136,7 @@ class Channel(Generic[MessageT]):
         "handled",
         "started",
         "taken",
+        "taking",
         "undelivered",
     )
 
@@ -146,6 +148,7 @@ class Channel(Generic[MessageT]):
         self._buffer: deque[MessageT] | _Heap[MessageT] = (
             deque() if priority is None else _Heap(priority)
         )
+        self._append = self._buffer.append  # one lookup less on the hot path
         self._lock = threading.Lock() if maxsize else None
         self._line: deque[_Producer[MessageT]] = deque()
         self._on_its_way: _Producer[MessageT] | None = None
@@ -158,6 +161,11 @@ class Channel(Generic[MessageT]):
         self._count_sent = self._sent.__next__
         # the consumer books outcomes: in flight = started - handled - failed
         self.started = self.handled = self.failed = self.taken = self.undelivered = 0
+        self.taking = False
+        """Whether the consumer takes messages now (running, or stopping with a drain to do).
+
+        The consumer sets it; ``consume`` reads it before each message.
+        """
 
     # ------------------------------------------------------------- figures
 
@@ -201,7 +209,7 @@ class Channel(Generic[MessageT]):
         """
         lock = self._lock
         if lock is None:
-            self._buffer.append(message)
+            self._append(message)
             self._count_sent()
         else:
             if timeout > 0 and asyncio._get_running_loop() is not None:
@@ -374,6 +382,42 @@ class Channel(Generic[MessageT]):
             self._admit()
         return message
 
+    async def consume(
+        self,
+        handler: Callable[[MessageT], Awaitable[object]],
+        on_failure: Callable[[MessageT, Exception], Awaitable[None]],
+        wait: Callable[[], Awaitable[bool]],
+    ) -> None:
+        """The consumer's loop (hot path): take, hand to ``handler``, book the outcome.
+
+        While ``taking``, each message is counted in flight, then handled or
+        failed (``on_failure`` is awaited with the error); a cancelled handler
+        gives its message back, first in the queue. Out of messages, or not
+        taking, ``await wait()`` says whether to go on: the consumer decides
+        when a drain is over. Written out here, not through ``take()``,
+        because a call per message is a fifth of the cost of a message.
+        """
+        buffer = self._buffer
+        while True:
+            if buffer and self.taking:
+                message = buffer.popleft()
+                self.started += 1
+                if self._line:  # read after the take: see the module docstring
+                    self._admit()
+                try:
+                    await handler(message)
+                except asyncio.CancelledError:
+                    buffer.appendleft(message)
+                    self.started -= 1
+                    raise
+                except Exception as exc:
+                    self.failed += 1  # before on_failure runs: no longer in flight
+                    await on_failure(message, exc)
+                else:
+                    self.handled += 1
+            elif not await wait():
+                return
+
     def put_back(self, message: MessageT) -> None:
         """Give back a message taken and not handled: it goes first again."""
         self._buffer.appendleft(message)
@@ -448,6 +492,7 @@ class Channel(Generic[MessageT]):
         self._loop = loop
         self._thread_id = threading.get_ident()
         self.undelivered = 0
+        self.taking = True
         if self._lock is None:
             self._open = True
             return
@@ -460,6 +505,7 @@ class Channel(Generic[MessageT]):
         A producer admitted just before (a ``put()`` on its way) still
         appends; whoever does not fit is refused with ``QueueClosed``.
         """
+        self.taking = False
         if self._lock is None:
             self._open = False
         else:

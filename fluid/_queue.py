@@ -287,13 +287,10 @@ class QueueConsumer(Worker, Generic[MessageT]):
 
     # ------------------------------------------------------------- internals
 
-    def _may_take(self) -> bool:
-        return self._state is _RUNNING or (self._drain and not self._abort)
-
     async def _next_message(self, timeout: float | None = None) -> MessageT | Empty:
         """The next message for ``run`` itself (counted handled), or ``EMPTY``."""
         channel = self._channel
-        if self._may_take():
+        if channel.taking:
             message = channel.take()
             if message is not EMPTY:
                 channel.handled += 1  # given to run(): from now on it is run's
@@ -307,6 +304,7 @@ class QueueConsumer(Worker, Generic[MessageT]):
 
     def _stop_requested(self) -> None:
         super()._stop_requested()
+        self._channel.taking = self._drain and not self._abort
         self._channel.wake_readers()
 
     async def _before_run(self) -> None:
@@ -332,15 +330,12 @@ class QueueConsumer(Worker, Generic[MessageT]):
         channel = self._channel
         deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
         while True:
-            if self._state is not _RUNNING:
-                if not self._drain or self._abort:
-                    return False
-                if len(channel):
-                    return True
-                if not channel.expecting:
-                    return False
-            elif len(channel):
+            if not channel.taking:
+                return False
+            if len(channel):
                 return True
+            if self._state is not _RUNNING and not channel.expecting:
+                return False  # drained (a put() admitted during the drain is waited for)
             if deadline is None:
                 await channel.wait()
             else:
@@ -350,30 +345,15 @@ class QueueConsumer(Worker, Generic[MessageT]):
                 await channel.wait(remaining)
 
     async def _consume(self, handler: Callable[[MessageT], Awaitable[object]]) -> None:
-        """Pass each message to ``handler`` until stopped and drained (hot path).
+        """Pass each message to ``handler`` until stopped and drained (the channel's loop).
 
         A failure goes to the ``on_error`` policy; a cancellation puts the
         message back at the front of the queue.
         """
-        channel = self._channel
-        take, put_back = channel.take, channel.put_back
-        while True:
-            if self._state is _RUNNING or (self._drain and not self._abort):
-                message = take()
-                if message is not EMPTY:
-                    try:
-                        await handler(message)
-                    except asyncio.CancelledError:
-                        put_back(message)
-                        raise
-                    except Exception as exc:
-                        channel.failed += 1  # before on_error runs: no longer in flight
-                        await handle_error(self._name, self._on_error, message, exc)
-                    else:
-                        channel.handled += 1
-                    continue
-            if not await self._wait_for_messages():
-                return
+        await self._channel.consume(handler, self._on_failure, self._wait_for_messages)
+
+    async def _on_failure(self, message: MessageT, error: Exception) -> None:
+        await handle_error(self._name, self._on_error, message, error)
 
     async def _consume_concurrently(self, handler: Callable[[MessageT], Awaitable[object]]) -> None:
         """Run ``concurrency`` consuming loops; the first error stops them all."""
@@ -394,6 +374,7 @@ class QueueConsumer(Worker, Generic[MessageT]):
             await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
             if any(t.done() and t.exception() for t in tasks):
                 self._abort = True  # the others finish what they hold, then stop
+                self._channel.taking = False
                 self.gracefully_stop()
                 await asyncio.wait(tasks)
         except asyncio.CancelledError:

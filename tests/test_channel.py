@@ -633,6 +633,7 @@ async def test_a_producer_lining_up_as_room_is_made_is_admitted(maxsize: int) ->
     count = 1500
     channel: Channel[int] = Channel(Owner(), maxsize=maxsize)
     channel._buffer = YieldingDeque()
+    channel._append = channel._buffer.append
     taken: list[int] = []
     stop = threading.Event()
 
