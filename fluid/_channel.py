@@ -71,7 +71,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Final, Generic, Literal, Protocol, TypeAlias, TypeVar
 
 from ._errors import QueueClosed, QueueFull
-from ._waiting import release, wait_released
+from ._worker import _release as release  # the lead moves it to fluid/_waiting.py
 
 __all__ = ["EMPTY", "Channel", "Empty"]
 
@@ -440,9 +440,12 @@ class Channel(Generic[MessageT]):
         if self._buffer:  # a sender may have appended before it saw the waiter
             readers.remove(waiter)
             return
+        handle = None if timeout is None else waiter.get_loop().call_later(timeout, release, waiter)
         try:
-            await wait_released(waiter, timeout)
+            await waiter
         finally:
+            if handle is not None:
+                handle.cancel()
             if not waiter.done() or (readers and waiter in readers):
                 readers.remove(waiter)
 
