@@ -10,14 +10,18 @@ the failure made: ``on_error`` calls, log records, crashes) or taken back.
 A refusal is not taken on trust. For a bounded queue (``Ledger.watch``)
 each producer takes a ``Probe`` of the queue before a send that may be
 refused; ``Stream.refused`` then checks the refusal against it: a timed wait
-lasted its timeout, and the queue was full. "Full" is checked soundly from
-outside, without locks: the queue cannot have held more at the refusal than
-``size`` at the probe plus every message accepted (``sent``) or put back by
-a forced stop since. If even that is below ``maxsize - holders`` the refusal
-was made with room, and that is a bug (``holders``: producers that may each
-hold a slot for a while without filling it, an ``await put()`` woken but not
-yet resumed). Nothing else legitimately refuses: waiting producers are
-admitted in order as soon as there is room. States are bytes in bytearrays (three
+lasted its timeout, and the queue had no room for it. fluid refuses a send
+only when the queue is full, or while an ``await put()`` admitted before it
+has not yet resumed to append its message ("on its way": nobody overtakes
+it, whatever room there is). Checked soundly from outside, without locks:
+the queue cannot have held more at the refusal than ``size`` at the probe
+plus every message accepted (``sent``) or put back by a forced stop since;
+and a ``put()`` on its way at the refusal has ended (appended, or cancelled)
+two loop turns later. So each refusal is checked on the loop two turns
+after it: if that sum is below ``maxsize`` and no ``put()`` to the queue
+ended since the probe (``Stream.put_ended``), the refusal was made with room.
+
+States are bytes in bytearrays (three
 per message), so a 20 s run of a million messages stays small; each stream is
 appended to by its one producer only, and outcomes are set under a lock,
 from the loop or from handler threads.
@@ -32,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
 import threading
@@ -113,6 +118,7 @@ class Probe(NamedTuple):
     """The queue as a producer saw it just before a send that may be refused."""
 
     requeued: int
+    puts: int
     sent: int
     size: int
     at: float  # time.monotonic()
@@ -126,43 +132,80 @@ class Room:
     """Checks each refusal of one bounded queue against a ``Probe``; see the module docstring."""
 
     def __init__(
-        self,
-        consumer: fluid.QueueConsumer[Any],
-        ledger: Ledger,
-        holders: int,
-        requeued: Callable[[], int],
+        self, consumer: fluid.QueueConsumer[Any], ledger: Ledger, requeued: Callable[[], int]
     ) -> None:
         self._consumer = consumer
         self._ledger = ledger
-        self._holders = holders
         self._requeued = requeued
+        self._loop = asyncio.get_running_loop()  # made on the loop's thread
+        self._loop_thread = threading.get_ident()
+        self._puts = itertools.count()  # next(): one C call, atomic from any thread
+        self.pending = 0  # refusals whose check is due on the loop
         self.checked = 0
+        self.unsure = 0  # checked refusals that a put() on its way may explain
+
+    @property
+    def puts(self) -> int:
+        """How many ``put()`` calls to the queue ended (returned or raised)."""
+        return int(repr(self._puts)[6:-1])  # "count(N)"
+
+    def put_ended(self) -> None:
+        next(self._puts)
 
     def probe(self) -> Probe:
         # sent before size: a message appended in between counts twice (in
         # size and in the sent that follows), never zero times
-        requeued = self._requeued()
+        requeued, puts = self._requeued(), self.puts
         sent = self._consumer.sent
-        return Probe(requeued, sent, self._consumer.queue_size(), time.monotonic())
+        return Probe(requeued, puts, sent, self._consumer.queue_size(), time.monotonic())
 
     def check(self, message_id: int, probe: Probe, timeout: float) -> None:
         elapsed = time.monotonic() - probe.at
-        sent, requeued = self._consumer.sent, self._requeued()
-        self.checked += 1
         if timeout > 0 and elapsed < timeout - TIMER_SLACK:
             self._ledger.problem(
                 f"message {message_id} refused after {elapsed:.5f}s of a {timeout}s wait"
             )
+        self.pending += 1  # under the GIL, and only the loop decrements it
+        check = functools.partial(self._check_room, message_id, probe, timeout, elapsed)
+        if threading.get_ident() == self._loop_thread:
+            self._loop.call_soon(_after_turns, self._loop, 2, check)
+        else:
+            self._loop.call_soon_threadsafe(_after_turns, self._loop, 2, check)
+
+    def _check_room(self, message_id: int, probe: Probe, timeout: float, elapsed: float) -> None:
+        self.pending -= 1
+        self.checked += 1
+        sent, requeued = self._consumer.sent, self._requeued()
+        if self.puts != probe.puts:
+            self.unsure += 1
+            return  # a put() may have been on its way: room or not, a refusal is right
         # +1: a send holding the queue's lock may have appended and not yet counted
-        most = probe.size + (sent - probe.sent) + (requeued - probe.requeued) + 1
+        accepted, back = sent - probe.sent, requeued - probe.requeued
+        most = probe.size + accepted + back + 1
         maxsize = self._consumer.maxsize
-        if most < maxsize - self._holders:
+        if most < maxsize:
             self._ledger.problem(
                 f"message {message_id} refused with room: the queue held at most {most} "
-                f"of {maxsize} (size {probe.size} before the send, {sent - probe.sent} "
-                f"accepted and {requeued - probe.requeued} put back since, "
-                f"{self._holders} may hold a slot; wait {elapsed:.4f}s, timeout {timeout}s)"
+                f"of {maxsize} (size {probe.size} before the send; since then {accepted} "
+                f"accepted, {back} put back, no put() ended; "
+                f"wait {elapsed:.4f}s, timeout {timeout}s)"
             )
+
+    async def settled(self) -> None:
+        """Wait until every refusal was checked (the checks run on the loop, a little later)."""
+        for _ in range(10_000):
+            if not self.pending:
+                return
+            await asyncio.sleep(0)
+        raise AssertionError(f"{self.pending} refusals never checked")
+
+
+def _after_turns(loop: asyncio.AbstractEventLoop, turns: int, then: Callable[[], None]) -> None:
+    """Call ``then`` on ``loop`` ``turns`` loop iterations from now."""
+    if turns:
+        loop.call_soon(_after_turns, loop, turns - 1, then)
+    else:
+        then()
 
 
 class Stream:
@@ -196,14 +239,19 @@ class Stream:
     def refused(self, message_id: int, probe: Probe | None = None, timeout: float = 0.0) -> None:
         """The send raised (``QueueFull``) or was cancelled: the message is not queued.
 
-        With the ``probe`` taken before the send, check that the queue was
-        full and that a wait of ``timeout`` seconds (0: none) lasted as long.
-        A producer cancelled from outside (the scenario ending) is no refusal
+        With the ``probe`` taken before the send, check that the queue had
+        no room and that a wait of ``timeout`` seconds (0: none) lasted as
+        long. A producer cancelled from outside (the scenario ending) is no refusal
         of the queue's: it gives no probe.
         """
         self._sent[message_id & _SEQ_MASK] = REFUSED
         if probe is not None and self._room is not None:
             self._room.check(message_id, probe, timeout)
+
+    def put_ended(self) -> None:
+        """An ``await put()`` to the watched queue ended, however (call it in a ``finally``)."""
+        if self._room is not None:
+            self._room.put_ended()
 
     def figures(self) -> tuple[int, int]:
         """How many of this producer's sends were accepted, and how many refused."""
@@ -223,28 +271,27 @@ class Ledger:
         self.problems: list[str] = []
 
     def watch(
-        self,
-        consumer: fluid.QueueConsumer[Any],
-        *,
-        holders: int,
-        requeued: Callable[[], int] = lambda: 0,
+        self, consumer: fluid.QueueConsumer[Any], *, requeued: Callable[[], int] = lambda: 0
     ) -> None:
-        """Check every refusal of ``consumer``'s bounded queue (before making streams).
+        """Check every refusal of ``consumer``'s bounded queue (on its loop, before streams).
 
         Args:
             consumer: the consumer whose queue the streams send to.
-            holders: how many producers use ``await put()`` (each may hold a
-                slot, woken and not yet resumed).
             requeued: how many messages forced stops have put back so far.
         """
         assert consumer.maxsize, "an unbounded queue never refuses"
         assert not self._sent, "watch the queue before making streams"
-        self._room = Room(consumer, self, holders, requeued)
+        self._room = Room(consumer, self, requeued)
+
+    async def settled(self) -> None:
+        """Wait until every refusal was checked: before ``check``."""
+        if self._room is not None:
+            await self._room.settled()
 
     @property
     def refusals_checked(self) -> int:
-        """How many refusals were checked against a probe."""
-        return 0 if self._room is None else self._room.checked
+        """How many refusals were checked for room (not explained by a ``put()`` on its way)."""
+        return 0 if self._room is None else self._room.checked - self._room.unsure
 
     def stream(self) -> Stream:
         """A new stream of ids, for one producer."""
@@ -306,6 +353,7 @@ class Ledger:
         seen again, or accepted and then handled, failed with exactly one
         report, or taken, exactly once; the consumer's figures must agree.
         """
+        assert self._room is None or not self._room.pending, "await settled() before check()"
         valid = {(ACCEPTED, HANDLED, 0), (ACCEPTED, FAILED, 1), (ACCEPTED, TAKEN, 0)}
         valid.add((REFUSED, 0, 0))
         wrong = [self._describe(combo) for combo in self._combos() if combo not in valid]

@@ -17,8 +17,9 @@ and ``await put()``. How it is stopped depends on the mode:
   ``await put()`` a deadline (``asyncio.timeout``): a put cancelled while
   waiting must queue nothing.
 
-Checked: per producer, sends accepted and refused (``QueueFull``, or a
-``put()`` cancelled by its deadline); each refusal was made on a full queue
+Checked: per producer, sends accepted and refused (``QueueFull``, its
+``QueueClosed`` while the consumer is stopped, or a ``put()`` cancelled by
+its deadline); each refusal was made on a full queue
 and a timed one waited its timeout (``_books.Room``); there are no more
 refusals than the producers' pacing allows (``most_refusals``); ``sent`` is
 what was accepted; each accepted message
@@ -34,6 +35,7 @@ import asyncio
 import math
 import random
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -62,6 +64,8 @@ THREAD_PACE = 0.005
 """A producer thread refused once gives its next send this timeout."""
 DEADLINES = (None, 0.001, 0.01)
 """The deadlines of a loop producer's ``put()`` in the deadline mode (the one refused there)."""
+LOOP_PACE = 0.001
+"""How long a loop producer refused because the consumer is stopped waits before its next."""
 NAME = "bounded"
 STRATEGIES: tuple[fluid.Strategy, ...] = ("one_for_one", "one_for_all", "rest_for_one")
 FAILED = "worker %r failed"
@@ -180,9 +184,8 @@ async def test_bounded_queue_of_a_consumer_that_keeps_stopping(
     stop_at = loop.time() + stress_seconds
     stop = threading.Event()
     deadlines = DEADLINES if mode == "deadline" else (None,)
-    # Two loop producers may each hold a slot in put(); a handler cancelled by a
-    # forced stop puts its message back (counted before it does).
-    books.ledger.watch(consumer, holders=LOOP_PRODUCERS, requeued=lambda: books.requeued)
+    # A handler cancelled by a forced stop puts its message back (counted before it does).
+    books.ledger.watch(consumer, requeued=lambda: books.requeued)
     streams: list[Stream] = [books.ledger.stream() for _ in range(THREADS + LOOP_PRODUCERS)]
     seeds = [rng.random() for _ in streams]
 
@@ -195,6 +198,10 @@ async def test_bounded_queue_of_a_consumer_that_keeps_stopping(
             probe = stream.probe()
             try:
                 consumer.send(msg, timeout=timeout)
+            except fluid.QueueClosed:  # full and stopped: refused at once, whatever the timeout
+                stream.refused(msg.id, probe)
+                must_wait = True
+                time.sleep(THREAD_PACE)  # no spinning while the consumer is down
             except fluid.QueueFull:
                 stream.refused(msg.id, probe, timeout)
                 must_wait = True  # a refused producer waits next time: no spinning
@@ -217,9 +224,15 @@ async def test_bounded_queue_of_a_consumer_that_keeps_stopping(
                     assert deadline is not None
                     stream.refused(msg.id, probe, deadline)  # a cancelled put() queues nothing
                     continue
+                except fluid.QueueClosed:  # full and stopped: refused at once
+                    stream.refused(msg.id, probe)
+                    await asyncio.sleep(LOOP_PACE)  # no spinning while the consumer is down
+                    continue
                 except asyncio.CancelledError:
                     stream.refused(msg.id)
                     raise
+                finally:
+                    stream.put_ended()
                 stream.accepted(msg.id)
                 must_wait = False
             else:
@@ -339,18 +352,21 @@ async def test_bounded_queue_of_a_consumer_that_keeps_stopping(
         assert set(crashed) <= set(books.fired)  # the others failed while another crashed
         for worker in (sibling, consumer):
             assert len(lifecycle.of(worker, "started")) == 1 + worker.restarts
+    await books.ledger.settled()
     books.ledger.check(consumer.queue_stats())
     assert sum(accepted for accepted, _ in per_producer) == figures["sent"]
     # The producers pace themselves: a thread refused once waits THREAD_PACE on
-    # its next send; a loop producer refused by send() puts next, and a put()
-    # is refused only by a deadline it waited (the shortest: DEADLINES[1]).
+    # its next send (or sleeps that long, refused because the consumer is
+    # stopped); a loop producer refused by send() puts next, and a put() is
+    # refused by a deadline it waited (the shortest: DEADLINES[1]), or because
+    # the consumer is stopped, and then it sleeps LOOP_PACE.
     threads_accepted = sum(accepted for accepted, _ in per_producer[:THREADS])
     threads_refused = sum(refused for _, refused in per_producer[:THREADS])
     loop_accepted = sum(accepted for accepted, _ in per_producer[THREADS:])
     loop_refused = sum(refused for _, refused in per_producer[THREADS:])
     most = most_refusals(threads_accepted, THREADS, producing, THREAD_PACE)
     assert threads_refused <= most, f"{threads_refused} refusals, the pacing allows {most}"
-    pace = DEADLINES[1] if mode == "deadline" else math.inf
+    pace = min(LOOP_PACE, DEADLINES[1] or math.inf)
     most = most_refusals(loop_accepted, LOOP_PRODUCERS, producing, pace)
     assert loop_refused <= most, f"{loop_refused} refusals on the loop, the pacing allows {most}"
     assert books.over_capacity == [], f"queue above capacity: {books.over_capacity[:10]}"

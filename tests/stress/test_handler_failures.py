@@ -49,7 +49,7 @@ CATCH_ALL = ("count", "trace")
 PLAIN = "job"  # the kind of the messages of single-handler consumers
 OPEN_QUEUE = 256  # producers route elsewhere while an unbounded queue holds this many
 THREADS = 4
-LOOP_PRODUCERS = 2  # each may hold a slot of a bounded queue in put()
+LOOP_PRODUCERS = 2
 THREAD_PACE = 0.05
 """A producer thread refused once gives its next send to a bounded queue this timeout."""
 FAILED_TO_HANDLE = "worker %r failed to handle %r"
@@ -240,7 +240,7 @@ async def test_random_handler_failures_in_six_consumers(
         maxsize=bounded(),
         on_error=async_policy(ledgers["many"]),
     )
-    ledgers["many"].watch(many, holders=LOOP_PRODUCERS)
+    ledgers["many"].watch(many)
     forwarded = ledgers["many"].stream()  # its one producer: the handler of "one"
     forward_rng = random.Random(rng.random())
 
@@ -286,7 +286,7 @@ async def test_random_handler_failures_in_six_consumers(
     ]
     ledgers.update({name: fan.ledger for name, fan in fans.items()})
     for consumer in consumers[2:]:  # "many" is watched already, "one" is unbounded
-        ledgers[consumer.worker_name].watch(consumer, holders=LOOP_PRODUCERS)
+        ledgers[consumer.worker_name].watch(consumer)
     targets = [Target(c, ledgers[c.worker_name], c.worker_name in fans) for c in consumers]
     tree = fluid.Workers(*consumers, name="handler_failures")
     loop = asyncio.get_running_loop()
@@ -330,7 +330,10 @@ async def test_random_handler_failures_in_six_consumers(
                 stream = streams[target_index]
                 job = new_job(prng, stream, target.kind(prng), p_fail)
                 if target.consumer.maxsize and prng.random() < 0.7:
-                    await target.consumer.put(job)
+                    try:
+                        await target.consumer.put(job)
+                    finally:
+                        stream.put_ended()
                     stream.accepted(job.id)
                     continue
                 probe = stream.probe()
@@ -397,6 +400,7 @@ async def test_random_handler_failures_in_six_consumers(
     )
     assert [c.worker_state for c in consumers] == [fluid.WorkerState.STOPPED] * len(consumers)
     for consumer in consumers:
+        await ledgers[consumer.worker_name].settled()
         ledgers[consumer.worker_name].check(consumer.queue_stats())
     assert threads_refused <= most, f"{threads_refused} refusals in threads, pacing allows {most}"
     assert totals["handled"] > 0
