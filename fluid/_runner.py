@@ -382,7 +382,7 @@ class _Signals:
             self._force(f"{name} received twice", signum)
         else:
             logger.warning("received %s again: cancelling worker %r again", name, worker)
-            self._worker._cancel(f"{name} received again")
+            self._worker.force_stop(f"{name} received again")
 
     def _grace_over(self) -> None:
         if not self.done:

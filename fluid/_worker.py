@@ -22,18 +22,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from types import TracebackType
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from ._errors import WorkerStartError, WorkerStateError
 from ._lifecycle import Observer, emit
 from ._state import WorkerState
 from ._status import WorkerStatus
 from ._validate import check_name, check_seconds, default_name
+from ._waiting import release, wait_released
 
 if TYPE_CHECKING:
     from ._slot import Slot
@@ -53,9 +55,12 @@ _STOPPED = WorkerState.STOPPED
 _FORCE_STOPPED = WorkerState.FORCE_STOPPED
 
 
-def _release(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
+_release = release  # the name other modules import today
+
+_current_worker: contextvars.ContextVar[Worker | None] = contextvars.ContextVar(
+    "fluid_current_worker", default=None
+)
+"""The worker whose task (or a task that task started) is running: set by ``_main``."""
 
 
 class Worker(ABC):
@@ -98,13 +103,15 @@ class Worker(ABC):
         "_auto_name",
         "_error",
         "_exit_waiters",
+        "_forced",
         "_grace",
         "_loop",
         "_name",
         "_observers",
-        "_slot",
         "_sleepers",
+        "_slot",
         "_started_at",
+        "_starting",
         "_state",
         "_task",
         "_thread_id",
@@ -121,6 +128,7 @@ class Worker(ABC):
         self._grace = check_seconds("stopping_grace_period", stopping_grace_period)
         self._state = _INIT
         self._task: asyncio.Task[None] | None = None
+        self._starting: asyncio.Task[Any] | None = None  # the task in startup(), meanwhile
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread_id = 0
         self._error: BaseException | None = None
@@ -131,6 +139,7 @@ class Worker(ABC):
         self._slot: Slot | None = None
         self._observers: list[Observer] | None = None
         self._started_at = 0.0
+        self._forced = 0  # cancellations force_stop() made in this run
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self._name!r} {self._state.value}>"
@@ -160,7 +169,7 @@ class Worker(ABC):
 
     @property
     def restarts(self) -> int:
-        """How many times its supervising tree restarted this worker (0 outside a tree)."""
+        """How many times its supervising tree restarted it (the last tree, once removed)."""
         slot = self._slot
         return 0 if slot is None else slot.restarts
 
@@ -294,7 +303,10 @@ class Worker(ABC):
                 ``STOPPED``.
 
         If the call is cancelled during ``on_startup`` the worker ends
-        ``STOPPED`` and the cancellation propagates.
+        ``STOPPED`` and the cancellation propagates. If the worker is
+        force-stopped meanwhile (``force_stop()``, or a ``shutdown()`` whose
+        grace period ran out), ``on_startup`` is cancelled, the worker ends
+        ``FORCE_STOPPED`` and this raises ``WorkerStateError``.
         """
         if self._state is _RUNNING or self._state is _STOPPING:
             raise WorkerStartError(f"worker {self._name!r} cannot start: it is {self._state}")
@@ -302,22 +314,56 @@ class Worker(ABC):
         self._loop = loop
         self._thread_id = threading.get_ident()
         self._error = self._traceback = None
+        self._forced = 0
         self._set_state(_RUNNING)
+        # force_stop() during on_startup() cancels this task (a hung connect
+        # must not outlast the grace period); the cancel is told apart from
+        # the caller's own by the _forced flag and uncancel().
+        self._starting = asyncio.current_task()
+        opened = False
         try:
             await self.on_startup()
-        except BaseException as exc:
-            self._finish(_STOPPED, None, reported=exc)
-            raise
-        try:
+            opened = True
             await self._before_run()
         except BaseException as exc:
-            await self._call_on_shutdown(exc)
-            self._finish(_STOPPED, None, reported=exc)
+            self._starting = None
+            await self._abort_startup(exc, opened)
             raise
+        self._starting = None
+        if self._forced:  # forced while on_startup swallowed the cancel: never run
+            await self._call_on_shutdown(None)
+            self._finish(_FORCE_STOPPED, None)
+            raise self._forced_during_startup()
         self._task = task = loop.create_task(self._main(), name=f"fluid:{self._name}")
         task.add_done_callback(self._task_done)
         self._started_at = loop.time()
         emit(self, "started")
+
+    async def _abort_startup(self, exc: BaseException, opened: bool) -> None:
+        """``startup()`` failed with ``exc``: close what was opened, end the worker.
+
+        Raises the error for the caller of ``startup()`` when a forced stop
+        (not the caller's own cancellation) interrupted it.
+        """
+        forced = self._forced > 0 and isinstance(exc, asyncio.CancelledError)
+        task = asyncio.current_task()
+        if forced and task is not None:
+            for _ in range(self._forced):  # ours; what is left is the caller's
+                task.uncancel()
+        if opened:
+            await self._call_on_shutdown(exc)
+        if not forced:
+            self._finish(_STOPPED, None, reported=exc)
+            return
+        self._finish(_FORCE_STOPPED, None)
+        if task is not None and task.cancelling():
+            return  # the caller was cancelled as well: its cancellation wins
+        raise self._forced_during_startup() from None
+
+    def _forced_during_startup(self) -> WorkerStateError:
+        return WorkerStateError(
+            f"worker {self._name!r} was force-stopped during startup(): it never ran"
+        )
 
     def gracefully_stop(self) -> None:
         """Ask the worker to stop; returns at once and never raises.
@@ -351,10 +397,20 @@ class Worker(ABC):
         Raises:
             Exception: the error ``run`` (or ``on_shutdown``) ended with, also
                 when the worker had already stopped.
+            WorkerStateError: called from the worker's own task (its ``run()``,
+                ``on_startup()``, or those of a descendant in a tree): it would
+                wait for itself forever. Call ``gracefully_stop()`` and return
+                instead.
 
         If the call itself is cancelled, the worker is cancelled at once and
-        waited for before the cancellation propagates: no orphan task.
+        waited for before the cancellation propagates: no orphan task. (Called
+        from a task that the worker itself started, the cancellation propagates
+        at once: the worker waits for that task, so it cannot wait for the
+        worker.) A stop requested while ``startup()`` is still inside
+        ``on_startup()`` in another task is forced after the grace period like
+        any other: that ``startup()`` then raises ``WorkerStateError``.
         """
+        inside = self._caller_inside("shutdown")
         self.gracefully_stop()
         if self._state is not _INIT and not self._state.is_final:
             try:
@@ -364,8 +420,9 @@ class Worker(ABC):
                 if not self._state.is_final:
                     await self._wait_or_force()
             except asyncio.CancelledError:
-                self._cancel(f"shutdown() of worker {self._name!r} was cancelled")
-                await self._wait_exit_uninterrupted()
+                self.force_stop(f"shutdown() of worker {self._name!r} was cancelled")
+                if not inside:  # a task the worker waits for cannot wait for the worker
+                    await self._wait_exit_uninterrupted()
                 raise
         self._raise_error()
 
@@ -376,10 +433,76 @@ class Worker(ABC):
 
         Raises:
             Exception: the error ``run`` ended with, as ``shutdown`` does.
+            WorkerStateError: called from the worker's own task: it would
+                wait for itself forever.
         """
+        self._caller_inside("wait_for_shutdown")
         while self._state is not _INIT and not self._state.is_final:
             await self._wait_exit(None)
         self._raise_error()
+
+    def force_stop(self, reason: str = "") -> None:
+        """Cancel the worker now, skipping the grace period; returns at once.
+
+        The worker's task (or the ``startup()`` still inside ``on_startup()``)
+        is cancelled with ``reason``; ``run()`` sees ``asyncio.CancelledError``,
+        ``on_shutdown()`` still runs and the worker ends ``FORCE_STOPPED``.
+        Does nothing for a worker not running. Calling it again cancels again,
+        for a worker that swallowed the first cancellation. Safe from any
+        thread. Use [`wait_stopped`][fluid.Worker.wait_stopped] to wait for
+        the end.
+
+        Example:
+            ```python
+            worker.force_stop("the deploy is out of time")
+            await worker.wait_stopped()
+            assert worker.worker_state is fluid.WorkerState.FORCE_STOPPED
+            ```
+        """
+        if self._state is _INIT or self._state.is_final:
+            return
+        if self._thread_id != threading.get_ident() and self._loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nothing runs
+                self._loop.call_soon_threadsafe(self.force_stop, reason)
+            return
+        task = self._task if self._task is not None else self._starting
+        if task is not None and not task.done():
+            self._forced += 1
+            task.cancel(reason or f"worker {self._name!r} was force-stopped")
+
+    async def wait_stopped(self) -> None:
+        """Wait until the worker ended, without asking it to stop or raising its error.
+
+        Returns at once for a worker never started or already stopped. A
+        worker that was force-stopped and swallows the cancellation is
+        cancelled again after each grace period (at least one second).
+
+        If this call is cancelled, the worker is force-stopped and waited for
+        before the cancellation propagates: no orphan task.
+
+        Raises:
+            WorkerStateError: called from the worker's own task: it would
+                wait for itself forever.
+
+        Example:
+            ```python
+            worker.force_stop()
+            await worker.wait_stopped()
+            ```
+        """
+        inside = self._caller_inside("wait_stopped")
+        try:
+            while self._state is not _INIT and not self._state.is_final:
+                if not self._forced:
+                    await self._wait_exit(None)
+                elif not await self._wait_exit(max(self._grace, 1.0)):
+                    logger.error("worker %r is still running after cancel", self._name)
+                    self._cancel_again()
+        except asyncio.CancelledError:
+            self.force_stop(f"wait_stopped() of worker {self._name!r} was cancelled")
+            if not inside:
+                await self._wait_exit_uninterrupted()
+            raise
 
     async def sleep(self, seconds: float) -> None:
         """Sleep up to ``seconds``, waking at once when a stop is requested.
@@ -476,6 +599,7 @@ class Worker(ABC):
     # ------------------------------------------------------------ the task
 
     async def _main(self) -> None:
+        _current_worker.set(self)  # this task's own context: see _caller_inside
         forced = False
         try:
             await self.run()
@@ -506,6 +630,11 @@ class Worker(ABC):
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         if task is not self._task or self._state.is_final:
+            if not task.cancelled():
+                # KeyboardInterrupt or SystemExit left _main() on purpose, after
+                # the worker was finished and the error kept: it propagates out
+                # of the loop; mark it retrieved so asyncio does not log it too.
+                task.exception()
             return
         if task.cancelled():
             # Cancelled before its first step, _main() never ran: finish the
@@ -540,9 +669,11 @@ class Worker(ABC):
         return False
 
     def _uncancel(self) -> None:
+        """Forget the cancellations of the worker's own task: the forced stop is done."""
         task = asyncio.current_task()
         if task is not None:
-            task.uncancel()
+            while task.uncancel():
+                pass
 
     def _finish(
         self,
@@ -591,10 +722,44 @@ class Worker(ABC):
         if error is not None:
             raise error.with_traceback(self._traceback)
 
-    def _cancel(self, reason: str) -> None:
-        task = self._task
+    def _caller_inside(self, method: str) -> bool:
+        """Whether the caller runs inside this worker; raise if it *is* the worker.
+
+        A call from the worker's own task (or its ``startup()``, or those of a
+        descendant) would wait for itself forever: that raises. A call from a
+        task the worker started returns True: such a task must not wait for
+        the worker uninterruptedly, since the worker may be waiting for it.
+        """
+        task = asyncio.current_task()
+        if task is None:
+            return False
+        if task is self._starting:
+            raise self._self_wait_error(method)
+        inner = node = _current_worker.get()
+        while node is not None:
+            if node is self:
+                if inner is not None and task is inner._task:
+                    raise self._self_wait_error(method)
+                return True
+            node = node._parent
+        return False
+
+    def _self_wait_error(self, method: str) -> WorkerStateError:
+        return WorkerStateError(
+            f"{method}() of worker {self._name!r} was awaited from inside the worker "
+            "(its own run() or on_startup(), or a descendant's): it would wait for itself; "
+            "call gracefully_stop() and return instead"
+        )
+
+    def _cancel(self, reason: str) -> None:  # kept until the trees use force_stop()
+        self.force_stop(reason)
+
+    def _cancel_again(self) -> None:
+        """Cancel a forced worker that is still running (it swallowed a cancellation)."""
+        task = self._task if self._task is not None else self._starting
         if task is not None and not task.done():
-            task.cancel(reason)
+            self._forced += 1
+            task.cancel(f"worker {self._name!r} is being cancelled again")
 
     async def _wait_exit(self, timeout: float | None) -> bool:
         """Wait until the worker ends or ``timeout`` passes; True if it ended."""
@@ -606,13 +771,10 @@ class Worker(ABC):
         if waiters is None:
             waiters = self._exit_waiters = []
         waiters.append(waiter)
-        handle = None if timeout is None else loop.call_later(timeout, _release, waiter)
         try:
-            await waiter
+            await wait_released(waiter, timeout)
         finally:
-            if handle is not None:
-                handle.cancel()
-            if not waiter.done() or not self._state.is_final:
+            if not self._state.is_final:
                 with contextlib.suppress(ValueError):
                     waiters.remove(waiter)
         return self._state.is_final
@@ -625,18 +787,17 @@ class Worker(ABC):
             self._name,
             self._grace,
         )
-        reason = f"worker {self._name!r} did not stop within {self._grace}s"
-        while True:
-            self._cancel(reason)
-            if await self._wait_exit(max(self._grace, 1.0)):
-                return
+        self.force_stop(f"worker {self._name!r} did not stop within {self._grace}s")
+        while not await self._wait_exit(max(self._grace, 1.0)):
             logger.error("worker %r is still running after cancel", self._name)
+            self._cancel_again()
 
     async def _wait_exit_uninterrupted(self) -> None:
-        """Wait for the end of a cancelled worker, even if the caller is cancelled again.
+        """Wait for the end of a forced worker, even if the caller is cancelled again.
 
         A worker that swallows the cancel is cancelled again after each grace
-        period (and at once when the caller is cancelled again).
+        period, and at once each time the caller is cancelled again. The
+        callers raise their own cancellation afterwards.
         """
         while not self._state.is_final:
             try:
@@ -645,4 +806,4 @@ class Worker(ABC):
                 logger.error("worker %r is still running after cancel", self._name)
             except asyncio.CancelledError:
                 pass
-            self._cancel(f"worker {self._name!r} is being cancelled")
+            self._cancel_again()
