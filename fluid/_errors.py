@@ -9,7 +9,9 @@ The hierarchy::
     ├── DuplicateWorkerName         a tree already holds a child of that name
     │                               (also a ValueError)
     ├── QueueFull                   a bounded queue is full and the sender
-    │                               could not wait
+    │   │                           could not wait
+    │   └── QueueClosed             ... and its consumer is stopped: nobody
+    │                               will make room (waiting producers too)
     ├── TooManyRestarts             a supervising tree gave up on a child that
     │                               kept ending (its last error is the cause)
     └── ProcessWorkerError          a child process died without a Python error
