@@ -45,29 +45,7 @@ ALL_WITHIN = 90.0
 # Well above ALL_WITHIN: the first test's setup runs every selected example.
 pytestmark = pytest.mark.timeout(ALL_WITHIN + 30)
 
-REMARKS = {
-    ("docs/events-and-decorators.md#2", "20: the consumer drained its queue"),
-    ("docs/events-and-decorators.md#4", "0.3, then 0.1"),
-    ("docs/getting-started.md#2", "{'size': 0, 'handled': 3, 'failed': 0, 'in_flight': 0}"),
-    ("docs/queues.md#0", "4000: the queue was drained on the way out"),
-    ("docs/queues.md#1", "50: nothing lost"),
-    ("docs/queues.md#3", "about 0.5 s, not 5 s"),
-    ("docs/queues.md#5", "size 8, handled 2"),
-    ("docs/queues.md#6", "handled 2, failed 1"),
-    ("docs/running.md#1", "no loop here: runs it"),
-    ("docs/threads-and-processes.md#0", "requests.get(...), serial.read(...), ..."),
-    (
-        "docs/threads-and-processes.md#3",
-        "the process of worker 'victim' (pid 4242) was killed by SIGKILL",
-    ),
-    ("docs/trees.md#1", "all force_stopped"),
-    ("docs/trees.md#3", "nested: found too"),
-    ("docs/trees.md#3", "the leaves, depth first"),
-    # abridged: it prints {'runs': 3, 'failures': 0, 'pending': False, 'in_progress': False}
-    ("docs/events-and-decorators.md#0", "runs: 3, failures: 0, pending: False, ..."),
-    # abridged: it prints undelivered: [2, 3, 4, 5, 6, 7, 8, 9]
-    ("docs/queues.md#5", "[2, 3, ..., 9]"),
-}
+REMARKS: set[tuple[str, str]] = set()
 """Comments after a ``print`` that describe the output instead of showing it.
 
 Rewrite them to the convention (or move the remark to a line of its own)
