@@ -52,7 +52,8 @@ from ._supervision import (
     check_strategy,
 )
 from ._validate import check_seconds
-from ._worker import STOPPING_GRACE_PERIOD, Worker, _release
+from ._waiting import release
+from ._worker import STOPPING_GRACE_PERIOD, Worker
 
 __all__ = ["Workers"]
 
@@ -564,7 +565,7 @@ class Workers(Worker):
     def _wake(self) -> None:
         wakeup = self._wakeup
         if wakeup is not None:
-            _release(wakeup)
+            release(wakeup)
 
     async def _wait_wakeup(self) -> None:
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
