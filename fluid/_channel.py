@@ -71,7 +71,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Final, Generic, Literal, Protocol, TypeAlias, TypeVar
 
 from ._errors import QueueClosed, QueueFull
-from ._worker import _release as release  # the lead moves it to fluid/_waiting.py
+from ._waiting import release, wait_released
 
 __all__ = ["EMPTY", "Channel", "Empty"]
 
@@ -440,12 +440,9 @@ class Channel(Generic[MessageT]):
         if self._buffer:  # a sender may have appended before it saw the waiter
             readers.remove(waiter)
             return
-        handle = None if timeout is None else waiter.get_loop().call_later(timeout, release, waiter)
         try:
-            await waiter
+            await wait_released(waiter, timeout)
         finally:
-            if handle is not None:
-                handle.cancel()
             if not waiter.done() or (readers and waiter in readers):
                 readers.remove(waiter)
 
@@ -459,6 +456,8 @@ class Channel(Generic[MessageT]):
             readers = self._readers
             while readers:
                 reader = readers.popleft()
+                # release() written out: this runs once per message sent on the
+                # loop's thread, and it must know whether it woke somebody.
                 if not reader.done():  # a reader cancelled meanwhile is skipped
                     reader.set_result(None)
                     return
@@ -484,7 +483,7 @@ class Channel(Generic[MessageT]):
         wake = len(readers) if every else len(self._buffer)
         while readers and wake > 0:
             reader = readers.popleft()
-            if not reader.done():
+            if not reader.done():  # release() written out: it counts whom it woke
                 reader.set_result(None)
                 wake -= 1
 

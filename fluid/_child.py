@@ -46,9 +46,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from ._errors import FluidError
-from ._group import force
 from ._lifecycle import LifecycleEvent
 from ._pipe import Message, MessagePipe, pipe_pair
+from ._waiting import release, run_worker, wait_even_if_cancelled, wait_released
 from ._worker import Worker
 
 if TYPE_CHECKING:
@@ -168,11 +168,6 @@ def unpack_error(packed: PackedError, where: str) -> BaseException:
         )
     error.add_note(f"Traceback in {where}:\n{text.rstrip()}")
     return error
-
-
-def _release(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
 
 
 def _start_process(process: BaseProcess, child_end: Connection) -> BaseException | None:
@@ -311,16 +306,11 @@ class Child:
         """Wait until the child exited or ``timeout`` passed; True if it exited."""
         if self.exited:
             return True
-        waiter = self._loop.create_future()
-        self._waiters.append(waiter)
-        handle = None if timeout is None else self._loop.call_later(timeout, _release, waiter)
+        waiter = self._exit_waiter()
         try:
-            await waiter
+            await wait_released(waiter, timeout)
         finally:
-            if handle is not None:
-                handle.cancel()
-            with contextlib.suppress(ValueError):
-                self._waiters.remove(waiter)
+            self._waiters.remove(waiter)
         return self.exited
 
     def terminate(self) -> None:
@@ -335,20 +325,19 @@ class Child:
         interrupted). A cancellation while waiting kills at once; it is
         raised once the child was joined.
         """
-        cancelled = False
-        while not self._booted.done():
-            try:
-                await asyncio.shield(self._booted)
-            except asyncio.CancelledError:
-                cancelled = True
+        cancelled: asyncio.CancelledError | None = None
+        try:
+            await wait_even_if_cancelled([self._booted])
+        except asyncio.CancelledError as exc:
+            cancelled = exc
         if not self.exited:
             self._process.terminate()
             try:
                 await self.wait(kill_after)
-            except asyncio.CancelledError:
-                cancelled = True
+            except asyncio.CancelledError as exc:
+                cancelled = exc
         if not self.exited:
-            if cancelled:
+            if cancelled is not None:
                 logger.warning(
                     "child process %s: the wait for its exit was cancelled: killing it (SIGKILL)",
                     self.pid,
@@ -360,13 +349,21 @@ class Child:
                     kill_after,
                 )
             self._process.kill()
-        while not self.exited:
+            waiter = self._exit_waiter()
             try:
-                await self.wait()
-            except asyncio.CancelledError:
-                cancelled = True
-        if cancelled:
-            raise asyncio.CancelledError
+                await wait_even_if_cancelled([waiter])
+            except asyncio.CancelledError as exc:
+                cancelled = exc
+            finally:
+                self._waiters.remove(waiter)
+        if cancelled is not None:
+            raise cancelled
+
+    def _exit_waiter(self) -> asyncio.Future[None]:
+        """A future released when the child exited (or could not start); remove it after."""
+        waiter = self._loop.create_future()
+        self._waiters.append(waiter)
+        return waiter
 
     # ------------------------------------------------------------ internals
 
@@ -384,13 +381,13 @@ class Child:
             self.start_error = error
             self._pipe.close()
             self._process.close()
-            _release(self._booted)
+            release(self._booted)
             self._ended()
             return
         self.pid = self._process.pid or 0
         self._sentinel = self._process.sentinel
         self._loop.add_reader(self._sentinel, self._process_ended)
-        _release(self._booted)
+        release(self._booted)
 
     def _process_ended(self) -> None:
         assert self._sentinel is not None
@@ -404,7 +401,7 @@ class Child:
 
     def _ended(self) -> None:
         for waiter in self._waiters:
-            _release(waiter)
+            release(waiter)
         self._on_exit(self)
 
 
@@ -443,11 +440,11 @@ async def serve_worker(worker: Worker, conn: Connection, ready: Callable[[], Non
 
     def stop_requested() -> None:  # the message stays unread: stop watching at once
         loop.remove_reader(fd)
-        _release(stop)
+        release(stop)
 
     def ended(event: LifecycleEvent) -> None:  # the worker ended on its own
         if event.worker is worker and event.kind in _FINAL_EVENTS:
-            _release(stop)
+            release(stop)
 
     task = asyncio.current_task()
     assert task is not None
@@ -455,12 +452,9 @@ async def serve_worker(worker: Worker, conn: Connection, ready: Callable[[], Non
     loop.add_signal_handler(signal.SIGTERM, task.cancel, "SIGTERM")
     worker.add_observer(ended)
     try:
-        await worker.startup()
-        ready()
-        await stop
-        await worker.shutdown()
-    except asyncio.CancelledError:  # SIGTERM: the parent is forcing the stop
-        await force([worker], "its process got SIGTERM")
+        await run_worker(worker, until=stop, started=ready, reason="its process got SIGTERM")
+    except asyncio.CancelledError:  # SIGTERM: the parent forced the stop, the worker ended
+        pass
     finally:
         worker.remove_observer(ended)
         loop.remove_reader(fd)

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 from collections.abc import Iterable, Sequence
 
+from ._waiting import wait_even_if_cancelled
 from ._worker import Worker
 
 __all__ = ["force", "shutdown_in_reverse", "shutdown_together"]
@@ -48,10 +49,8 @@ async def shutdown_together(workers: Sequence[Worker]) -> Errors:
             await asyncio.wait(tasks)
     except asyncio.CancelledError:
         for task in tasks:
-            task.cancel()  # each shutdown() then forces its worker
-        while not all(task.done() for task in tasks):
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait(tasks)
+            task.cancel()  # each shutdown() then forces its worker, and waits for it
+        await wait_even_if_cancelled(tasks)
         raise
     errors: Errors = []
     for worker, task in zip(workers, tasks, strict=True):

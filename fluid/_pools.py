@@ -76,6 +76,7 @@ from ._child import (
 )
 from ._pipe import Message
 from ._validate import check_name
+from ._waiting import release
 
 __all__ = ["ProcessPool", "ThreadPool"]
 
@@ -100,11 +101,6 @@ def _being_cancelled() -> bool:
     """True in a task that was cancelled and did not swallow it (``Task.cancelling()``)."""
     task = asyncio.current_task()
     return task is not None and task.cancelling() > 0
-
-
-def _release(waiter: asyncio.Future[None] | None) -> None:
-    if waiter is not None and not waiter.done():
-        waiter.set_result(None)
 
 
 class _Pool(ABC):
@@ -140,6 +136,11 @@ class _Pool(ABC):
             if self._no_more is None:
                 self._no_more = self._loop.create_future()
             await asyncio.shield(self._no_more)
+
+    def _all_gone(self) -> None:
+        """The last thread or process ended: wake ``_wait_all_gone``, if it waits."""
+        if self._no_more is not None:
+            release(self._no_more)
 
     async def __aenter__(self) -> Self:
         return self
@@ -341,7 +342,7 @@ class ThreadPool(_Pool):
     def _thread_ended(self) -> None:
         self._alive -= 1
         if self._alive == 0:
-            _release(self._no_more)
+            self._all_gone()
 
 
 def _call(call: _Call) -> _Result:
@@ -549,7 +550,7 @@ class ProcessPool(_Pool):
             )
         self._dispatch()  # a new process takes the waiting calls
         if not self._children:
-            _release(self._no_more)
+            self._all_gone()
 
     def _fail_waiting(self, error: BaseException, future: asyncio.Future[Any] | None) -> None:
         futures = [future] if future is not None else []

@@ -52,7 +52,8 @@ from ._state import WorkerState
 from ._status import ProcessStatus, WorkerStatus
 from ._sync_body import check_sync_target, run_body
 from ._validate import check_seconds, function_name
-from ._worker import STOPPING_GRACE_PERIOD, Worker, _release
+from ._waiting import release
+from ._worker import STOPPING_GRACE_PERIOD, Worker
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
@@ -403,13 +404,13 @@ class ProcessWorker(Worker):
         if data == _READY:
             self._setup_done = True
             if self._ready is not None:
-                _release(self._ready)
+                release(self._ready)
         elif data[:1] == _DONE:
             self._outcome = pickle.loads(memoryview(data)[1:])
 
     def _on_exit(self, child: Child) -> None:
         if self._ready is not None:
-            _release(self._ready)
+            release(self._ready)
 
     def _child_error(self, child: Child) -> BaseException | None:
         where = f"the process of worker {self._name!r} (pid {child.pid})"

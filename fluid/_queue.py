@@ -43,6 +43,7 @@ from ._policy import OnError, check_on_error, handle_error
 from ._state import WorkerState
 from ._status import QueueStatus, WorkerStatus
 from ._validate import check_count, function_name
+from ._waiting import wait_even_if_cancelled
 from ._worker import STOPPING_GRACE_PERIOD, Worker
 
 __all__ = ["MessageProducer", "QueueConsumer", "QueueConsumerWorker", "RunIn"]
@@ -378,15 +379,13 @@ class QueueConsumer(Worker, Generic[MessageT]):
                 await asyncio.wait(tasks)
         except asyncio.CancelledError:
             cancel_all()
-            while not all(task.done() for task in tasks):
-                try:
-                    await asyncio.wait(tasks)
-                except asyncio.CancelledError:
-                    cancel_all()
-            # a loop that failed before the cancel: the worker ends forced, with its error
-            for error in _errors(tasks):
-                logger.error("worker %r failed", self._name, exc_info=error)
-                self._fail(error)
+            try:
+                await wait_even_if_cancelled(tasks, cancel_all)
+            finally:
+                # a loop that failed before the cancel: the worker ends forced, with its error
+                for error in _errors(tasks):
+                    logger.error("worker %r failed", self._name, exc_info=error)
+                    self._fail(error)
             raise
         errors = _errors(tasks)
         for error in errors[1:]:

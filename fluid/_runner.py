@@ -36,9 +36,9 @@ import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeAlias, TypeVar
 
-from ._group import force
 from ._state import WorkerState
 from ._validate import check_seconds
+from ._waiting import run_worker
 from ._worker import Worker
 
 __all__ = [
@@ -422,23 +422,27 @@ async def _serve(target: WorkerOrFactory, grace: float | None) -> int:
 
 async def _run_to_the_end(worker: Worker, task: asyncio.Task[Any], signals: _Signals) -> int:
     name = worker.worker_name
-    try:
-        try:
-            await worker.startup()
-        except Exception as exc:
-            logger.error(
-                "worker %r failed to start: exit status %d", name, EXIT_FAILURE, exc_info=exc
-            )
-            return EXIT_FAILURE
+    running = False
+
+    def started() -> None:
+        nonlocal running
+        running = True
         logger.info("worker %r is running: SIGINT or SIGTERM stops it", name)
-        await worker.wait_for_shutdown()
+
+    try:
+        # A forced stop cancels this task: the worker is then forced and waited for.
+        await run_worker(worker, started=started, reason="the program was forced to stop")
     except asyncio.CancelledError:
         if not signals.forced:
             raise
         task.uncancel()
-        await force([worker], "the program was forced to stop")
-    except Exception:
-        pass  # the worker's error, raised again below
+    except Exception as exc:
+        if not running:
+            logger.error(
+                "worker %r failed to start: exit status %d", name, EXIT_FAILURE, exc_info=exc
+            )
+            return EXIT_FAILURE
+        # the worker's error: raised again below
     signals.done = True
     try:
         await worker.wait_for_shutdown()

@@ -15,6 +15,11 @@ and three shapes of it recur across workers, trees, queues and pools:
   cancelled meanwhile. The caller's cancellation is not lost: it is raised
   once everything ended. ``on_cancel`` is told each time, so a caller can
   escalate (cancel the tasks again) instead of spinning.
+* ``run_worker(worker)``: start a worker the caller owns outright and wait
+  for its end; cancelled, force it and wait for it before the cancellation
+  goes on (``fluid.run``, the child process of a ``ProcessWorker`` with a
+  factory). The worker's own ``shutdown()`` and ``wait_stopped()`` hold the
+  hard cases (a self-wait, a stop during ``on_startup()``), once.
 
 Why "wait even if cancelled" raises afterwards instead of swallowing: a
 cancellation is a request from the caller's owner, and structured concurrency
@@ -25,10 +30,13 @@ ended. Swallowing it would turn a timeout of the caller into a hang.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Collection
-from typing import Any
+from collections.abc import Awaitable, Callable, Collection
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["release", "wait_even_if_cancelled", "wait_released"]
+if TYPE_CHECKING:
+    from ._worker import Worker
+
+__all__ = ["release", "run_worker", "wait_even_if_cancelled", "wait_released"]
 
 
 def release(waiter: asyncio.Future[None]) -> None:
@@ -80,3 +88,42 @@ async def wait_even_if_cancelled(
         pending = [f for f in pending if not f.done()]
     if cancelled is not None:
         raise cancelled
+
+
+async def run_worker(
+    worker: Worker,
+    *,
+    until: Awaitable[None] | None = None,
+    started: Callable[[], None] | None = None,
+    reason: str = "",
+) -> None:
+    """Start ``worker`` and wait for its end; if cancelled, force it and wait for it.
+
+    ``started()`` (which must not raise) is called once ``startup()``
+    returned. Without ``until`` this waits for the worker to end (somebody
+    else asks it to stop); once ``until`` is done, the worker is shut down
+    (gracefully, forced after its grace period).
+
+    A cancellation of the caller, at any point, force-stops the worker with
+    ``reason`` and waits for its end, even if cancelled again, before it
+    propagates: the worker never outlives the call. (A cancel that comes
+    during ``startup()`` is handled by ``startup()`` itself: the worker ends
+    ``STOPPED`` and nothing is left to force.)
+
+    Raises:
+        Exception: what ``startup()`` raised, or the error the worker ended with.
+        asyncio.CancelledError: the caller was cancelled; the worker has ended.
+    """
+    try:
+        await worker.startup()
+        if started is not None:
+            started()
+        if until is None:
+            await worker.wait_for_shutdown()
+        else:
+            await until
+            await worker.shutdown()
+    except asyncio.CancelledError:
+        worker.force_stop(reason)
+        await worker.wait_stopped()  # cancelled again, it still waits, then raises
+        raise

@@ -15,7 +15,8 @@ import asyncio
 import threading
 
 from ._state import WorkerState
-from ._worker import Worker, _release
+from ._waiting import release
+from ._worker import Worker
 
 __all__ = ["TimedWorker"]
 
@@ -56,7 +57,7 @@ class TimedWorker(Worker):
         self._wake_pending = False
         waiter = self._waiter
         if waiter is not None:
-            _release(waiter)
+            release(waiter)
 
     def _stop_requested(self) -> None:
         super()._stop_requested()
@@ -76,7 +77,7 @@ class TimedWorker(Worker):
         if self._poked or self._state is not _RUNNING:  # a poke came before the waiter
             waiter.set_result(None)
             return waiter, None
-        return waiter, None if when is None else loop.call_at(when, _release, waiter)
+        return waiter, None if when is None else loop.call_at(when, release, waiter)
 
     def _woke(self, handle: asyncio.TimerHandle | None) -> None:
         self._waiter = None

@@ -55,8 +55,6 @@ _STOPPED = WorkerState.STOPPED
 _FORCE_STOPPED = WorkerState.FORCE_STOPPED
 
 
-_release = release  # the name other modules import today
-
 _current_worker: contextvars.ContextVar[Worker | None] = contextvars.ContextVar(
     "fluid_current_worker", default=None
 )
@@ -523,17 +521,14 @@ class Worker(ABC):
         if seconds <= 0:
             await asyncio.sleep(0)
             return
-        loop = asyncio.get_running_loop()
-        waiter = loop.create_future()
+        waiter = asyncio.get_running_loop().create_future()
         sleepers = self._sleepers
         if sleepers is None:
             sleepers = self._sleepers = set()
         sleepers.add(waiter)
-        handle = loop.call_later(seconds, _release, waiter)
         try:
-            await waiter
+            await wait_released(waiter, seconds)
         finally:
-            handle.cancel()
             sleepers.discard(waiter)
 
     async def status(self) -> WorkerStatus:
@@ -585,7 +580,7 @@ class Worker(ABC):
         sleepers = self._sleepers
         if sleepers:
             for waiter in sleepers:
-                _release(waiter)
+                release(waiter)
 
     def _after_run(self) -> None:
         """``run`` just ended (queues report undelivered messages here)."""
@@ -694,7 +689,7 @@ class Worker(ABC):
         waiters, self._exit_waiters = self._exit_waiters, None
         if waiters:
             for waiter in waiters:
-                _release(waiter)
+                release(waiter)
         self._notify_after_shutdown(reported)
         if self._error is not None or reported is not None:
             emit(self, "crashed", error=self._error or reported)
@@ -750,9 +745,6 @@ class Worker(ABC):
             "(its own run() or on_startup(), or a descendant's): it would wait for itself; "
             "call gracefully_stop() and return instead"
         )
-
-    def _cancel(self, reason: str) -> None:  # kept until the trees use force_stop()
-        self.force_stop(reason)
 
     def _cancel_again(self) -> None:
         """Cancel a forced worker that is still running (it swallowed a cancellation)."""
