@@ -12,6 +12,12 @@ How a tree runs:
   the whole tree; if it failed, its error becomes the tree's error, raised
   by ``shutdown()`` and ``wait_for_shutdown()`` with a note naming the child.
   With a strategy, the tree's Supervisor (``_supervision.py``) restarts it.
+* Once the tree is asked to stop, nothing is restarted. A child that ends
+  with an error after the stop request, or just before it (its end not yet
+  handled), or while being stopped: unsupervised, that error is the tree's
+  (the first one; later ones are logged); supervised, it is logged and kept
+  by the child, never the tree's error. So what ``shutdown()`` of a
+  supervised tree raises never depends on a crash racing the stop request.
 * Each child has a slot (``_slot.py``) owned by the tree: its restart type,
   restart count, backoff step, and whether it is still a member, held
   (stopped on request) or being restarted. Exits and pending restarts carry
@@ -73,6 +79,25 @@ class Workers(Worker):
     their restart type says, within a restart intensity, after a backoff.
     Children can be added, found, stopped and removed by glob pattern while
     the tree runs. Trees nest.
+
+    What a tree's ``shutdown()`` and ``wait_for_shutdown()`` raise:
+
+    * unsupervised: the first error a child ended with while the tree ran
+      or stopped (a child crashing after the stop request, or failing in its
+      ``on_shutdown``, included), with a note naming the child; any later
+      one is logged;
+    * supervised: only the tree's own failures, never a child's crash:
+      [`TooManyRestarts`][fluid.TooManyRestarts] when it gave up, or an
+      error of its own ``on_shutdown``. A child that crashes once
+      the tree is asked to stop (or just before, its crash not yet handled)
+      is not restarted; its error is logged at ERROR and kept by the child
+      (its ``status()``, its ``crashed`` event), as an Erlang supervisor
+      reports a child's failure during its shutdown and still exits with
+      ``shutdown``. A crash racing the stop request thus decides whether
+      the child is restarted, never what ``shutdown()`` raises.
+
+    Either way the errors of children removed or stopped on request belong
+    to the ``remove_workers``/``stop_workers`` call that stopped them.
 
     Args:
         *workers: the children, in start order.
@@ -363,26 +388,29 @@ class Workers(Worker):
             if supervisor is not None:
                 supervisor.cancel()
             await force(self.children, f"tree {self._name!r} was cancelled")
+            # Supervised, the ends no supervisor handled are all in _exited
+            # (the forced children's too: they ended while it ran or stopped).
             self._take_errors(self._exited if supervisor else self._children.values())
             raise
         if supervisor is not None:
             supervisor.cancel()
-        # Ends not handled yet (just before the stop request, or since) are the
-        # tree's to report: no supervisor saw them. The ends it handled were
-        # dealt with then, by the supervisor (its crash was logged and
-        # reported as an event) or by stopping the unsupervised tree.
+        # Ends not handled yet (just before the stop request, or since) are
+        # settled here, as the ends of children stopped below will be: see
+        # _stopped_with. The ends handled while the tree ran were dealt with
+        # then, by the supervisor (restarted, or logged as not restarted) or
+        # by stopping the unsupervised tree.
         self._take_errors(self._exited)
         slots = [slot for slot in self._children.values() if not slot.worker.is_stopped()]
         stop = shutdown_together if self._concurrent_stop else shutdown_in_reverse
         try:
             errors = await stop([slot.worker for slot in slots])
         except asyncio.CancelledError:  # forced while stopping: the group forced the rest
-            self._take_errors(slots)  # as a graceful stop would have, supervised or not
+            self._take_errors(slots)  # as a graceful stop would have
             raise
         for child, error in errors:
             slot = child._slot
             if slot is not None and slot.parent is self:  # a removed one's error is its remover's
-                self._child_failed(child, error)
+                self._stopped_with(child, error)
 
     # ------------------------------------------------------------- internals
 
@@ -533,11 +561,33 @@ class Workers(Worker):
             self.gracefully_stop()
 
     def _take_errors(self, slots: Iterable[Slot]) -> None:
-        """Make these children's errors the tree's (not those owed to a remover or stopper)."""
-        for slot in slots:
+        """Settle the errors of these children as the tree stops (not a remover's or stopper's)."""
+        for slot in dict.fromkeys(slots):  # a slot can be queued twice in _exited
             child = slot.worker
             if child._error is not None and slot.member and not slot.held:
-                self._child_failed(child, child._error)
+                self._stopped_with(child, child._error)
+
+    def _stopped_with(self, child: Worker, error: BaseException) -> None:
+        """A child ended with ``error`` after (or just before) the tree's stop request.
+
+        Unsupervised, it is the tree's error, as it would have been while
+        the tree ran. Supervised, a child's crash is never the tree's error
+        (only ``TooManyRestarts`` is, as an Erlang supervisor exits with
+        ``shutdown`` whatever its children did while it terminated them): the
+        tree no longer restarts anything, so it logs the crash instead. The
+        error is also kept by the child (its ``status()``, its ``crashed``
+        event). Which of the two a crash racing the stop request gets then
+        decides only whether it is restarted, never what ``shutdown()`` raises.
+        """
+        if self._supervisor is None:
+            self._child_failed(child, error)
+        else:
+            logger.error(
+                "worker %r of tree %r failed as the tree stopped; it is not restarted",
+                child._name,
+                self._name,
+                exc_info=error,
+            )
 
     def _child_failed(self, child: Worker, error: BaseException) -> None:
         if error is self._error:

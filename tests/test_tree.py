@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -17,6 +18,8 @@ from .helpers import Deaf, Idle
 
 BOUND = 10.0
 """Seconds a wait may take before the test fails: a bug here is a hang, not a slow run."""
+NO_WAIT = fluid.Backoff(initial=0, jitter=0)
+"""Restarts due at once."""
 
 
 async def wait_until(predicate: Callable[[], bool], timeout: float = BOUND) -> None:
@@ -425,25 +428,107 @@ async def test_an_exit_seen_just_before_a_stop_does_not_stop_the_next_run() -> N
     await tree.shutdown()
 
 
-@pytest.mark.parametrize("strategy", [None, "one_for_one"])
-@pytest.mark.parametrize("forced", [True, False])
-async def test_a_crash_during_a_stop_is_still_the_trees_error(
-    strategy: fluid.Strategy | None, forced: bool
-) -> None:
-    # No supervisor sees an end that comes after the stop request: supervised
-    # or not, forced or not, the tree owes the error.
-    crash = Crash()
+class CrashAsTheTreeStops(Crash):
+    """Crashes in ``run()`` (``before``/``after`` the tree's stop request) or in ``on_shutdown``.
+
+    ``before``: it crashes on its own and asks its tree to stop from its
+    ``after_shutdown``, which runs just before the tree hears of its end: the
+    stop request reaches the tree first, so the crash is still pending, never
+    handled by a supervisor. ``after``: it crashes once the tree stops.
+    ``on_shutdown``: it runs until stopped and fails in ``on_shutdown``.
+    """
+
+    def __init__(self, when: str) -> None:
+        super().__init__("child")
+        self.when = when
+        self.tree: fluid.Workers | None = None
+
+    async def run(self) -> None:
+        if self.when == "on_shutdown":
+            while self.is_running():
+                await self.sleep(3600)
+            return
+        await super().run()
+
+    async def on_shutdown(self) -> None:
+        if self.when == "on_shutdown" and self.error is not None:
+            raise self.error
+
+    def after_shutdown(self, reason: str, code: int = 0) -> None:
+        if self.when == "before" and self.tree is not None:
+            asyncio.get_running_loop().call_soon(self.tree.gracefully_stop)
+
+
+async def crash_as_the_tree_stops(
+    strategy: fluid.Strategy | None, when: str, forced: bool
+) -> tuple[fluid.Workers, CrashAsTheTreeStops, list[fluid.LifecycleEvent]]:
+    """Run a tree whose child fails ``when`` (see CrashAsTheTreeStops); start its stop."""
+    child = CrashAsTheTreeStops(when)
     last = Deaf(name="deaf", stopping_grace_period=60) if forced else Idle(name="idle")
     grace = 0.05 if forced else 60  # forced: the deaf child outlasts the tree's grace
-    tree = fluid.Workers(crash, last, stopping_grace_period=grace, strategy=strategy)
+    tree = fluid.Workers(
+        child, last, stopping_grace_period=grace, strategy=strategy, backoff=NO_WAIT
+    )
+    child.tree = tree
+    events: list[fluid.LifecycleEvent] = []
+    tree.add_observer(events.append)
     await tree.startup()
-    crash.error = ValueError("lost?")
-    crash.go.set()  # it crashes while the tree is already stopping
-    with pytest.raises(ValueError, match="lost"):
+    child.error = ValueError("lost?")
+    if when == "before":
+        for _ in range(3):  # the tree's task takes its first step: it now waits for news
+            await asyncio.sleep(0)
+        child.go.set()  # it ends, and its after_shutdown asks the tree to stop
+        await wait_until(lambda: not tree.is_running())
+    else:
+        tree.gracefully_stop()
+        child.go.set()  # "after": it crashes while the tree is already stopping
+    return tree, child, events
+
+
+WHEN = ["before", "after", "on_shutdown"]
+
+
+@pytest.mark.parametrize("forced", [True, False])
+@pytest.mark.parametrize("when", WHEN)
+async def test_a_crash_as_an_unsupervised_tree_stops_is_its_error(when: str, forced: bool) -> None:
+    # An unsupervised tree's outcome is its children's: their first error,
+    # whenever it came, forced or not.
+    tree, child, _ = await crash_as_the_tree_stops(None, when, forced)
+    with pytest.raises(ValueError, match="lost") as info:
         async with asyncio.timeout(BOUND):
             await tree.shutdown()
+    assert "raised by worker 'child' of tree 'workers'" in info.value.__notes__
     expected = WorkerState.FORCE_STOPPED if forced else WorkerState.STOPPED
     assert tree.worker_state is expected
+    assert child.is_stopped()
+
+
+@pytest.mark.parametrize("forced", [True, False])
+@pytest.mark.parametrize("when", WHEN)
+async def test_a_crash_as_a_supervised_tree_stops_is_logged_not_raised(
+    when: str, forced: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A supervised tree's outcome is its own: a child's crash that no
+    # supervisor handled because the tree was stopping (or was asked to stop
+    # just before) is not restarted, and is logged and kept, not raised. It
+    # used to be raised, so whether shutdown() raised depended on a race
+    # between a crash and the stop request.
+    tree, child, events = await crash_as_the_tree_stops("one_for_one", when, forced)
+    error = child.error
+    async with asyncio.timeout(BOUND):
+        await tree.shutdown()  # raises nothing
+    expected = WorkerState.FORCE_STOPPED if forced else WorkerState.STOPPED
+    assert tree.worker_state is expected
+    await tree.wait_for_shutdown()  # nothing kept to raise later either
+    assert child.is_stopped()
+    assert child.restarts == 0
+    crashed = [e for e in events if e.kind == "crashed"]
+    assert [(e.worker, e.error) for e in crashed] == [(child, error)]  # kept by the child
+    logged = [r for r in caplog.records if r.exc_info and r.exc_info[1] is error]
+    assert any("failed as the tree stopped" in r.getMessage() for r in logged)
+    assert all(r.levelno == logging.ERROR for r in logged)
+    status = await child.status()
+    assert status["error"] == "ValueError: lost?"
 
 
 # ------------------------------------- membership while the tree starts (issue 12)

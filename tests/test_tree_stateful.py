@@ -21,8 +21,10 @@ these must hold:
 * nothing runs unsupervised: a running child is a member of a running tree
   and not held; a running tree runs every member not held;
 * errors are kept: an unsupervised tree whose watched child crashed ends
-  with that error (``shutdown()`` raises it); a supervised tree restarts it
-  or gives up with ``TooManyRestarts``;
+  with that error (``shutdown()`` raises it, also for a crash while it
+  stops); a supervised tree restarts it or gives up with
+  ``TooManyRestarts``, and never raises a child's crash (one while it stops
+  is logged); every crash is logged with its exception;
 * after teardown no worker runs and no task is left on the loop.
 """
 
@@ -235,10 +237,11 @@ class Trees(RuleBasedStateMachine):
                 error = Boom(f"{name} crash {self.serial}")
                 self.crashes.append(error)
                 watched = name in self.members and name not in self.held
-                # Unsupervised, the tree ends with its first child's error; while
-                # stopping, any tree raises the error of a child it still stops.
-                unsupervised = tree.is_running() and tree.strategy is None
-                if watched and (unsupervised or tree.is_stopping()):
+                # Unsupervised, the tree ends with its first child's error, also
+                # while it stops. Supervised, a child's crash is never the tree's
+                # error (it is restarted, or logged once the tree stops).
+                live = tree.is_running() or tree.is_stopping()
+                if watched and live and tree.strategy is None:
                     self.owed = self.owed or error
                 child.crash(error)
         elif op == "shutdown_tree":
