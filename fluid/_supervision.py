@@ -10,7 +10,15 @@ Modelled on Erlang/OTP's supervisor, with the backoff it lacks:
 * restart intensity: more than ``max_restarts`` restarts within ``period``
   seconds and the tree gives up: it stops and fails with
   [`TooManyRestarts`][fluid.TooManyRestarts], naming the child and carrying
-  its last error;
+  its last error. A restart counts when the tree decides it, as the child
+  ends, not when it is made after its backoff: the intensity measures how
+  often children fail, as in Erlang where a restart follows its failure at
+  once. Counted when made, the backoff would space the count out (each
+  count one delay later, the delays growing), and a child failing at once
+  on every start could stay under the limit for ever instead of escalating.
+  Giving up drops the restarts still waiting for their backoff, so a tree
+  that gives up may have made fewer than ``max_restarts`` restarts; every
+  decision is logged at INFO;
 * between restarts of the same child the tree waits an exponential backoff
   with jitter, capped; a child that ran ``reset_after`` seconds starts again
   from the first step;
@@ -139,7 +147,7 @@ class Backoff:
 
 
 class Intensity:
-    """Counts restarts in a sliding window of ``period`` seconds."""
+    """Counts restarts in a sliding window of ``period`` seconds, when they are decided."""
 
     __slots__ = ("max_restarts", "period", "times")
 
@@ -230,6 +238,19 @@ class Supervisor:
         now = loop.time()
         if not self.intensity.allow(now):
             return self._give_up(slot, error)
+        if now - worker._started_at >= self.backoff.reset_after:
+            slot.backoff_step = 0
+        delay = self.backoff.delay(slot.backoff_step)
+        slot.backoff_step += 1
+        logger.info(
+            "worker %r of tree %r ended: restarting it in %.3gs (%d of at most %d restarts in %ss)",
+            worker.worker_name,
+            self.tree.worker_name,
+            delay,
+            len(self.intensity.times),
+            self.intensity.max_restarts,
+            self.intensity.period,
+        )
         group = self._group(slot)
         restart = [s for s in group if s is slot or s.restart != "temporary"]
         for member in group:
@@ -245,10 +266,6 @@ class Supervisor:
         for member in group:
             if member not in restart:
                 member.restarting = False  # a temporary sibling stays stopped
-        if now - worker._started_at >= self.backoff.reset_after:
-            slot.backoff_step = 0
-        delay = self.backoff.delay(slot.backoff_step)
-        slot.backoff_step += 1
         if delay <= 0:
             self.due.append((restart, delay))
             return None
