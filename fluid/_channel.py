@@ -5,12 +5,14 @@ tasks waiting for a message, and the books. It has two states:
 
 * **open**: from its creation until its consumer's run ends, and again from
   the consumer's next start. Producers that find it full may wait for room.
-* **closed**: the consumer's run ended; nothing takes messages until it is
-  started again. A message that fits is still accepted (it waits for the next
-  run, as documented for ``send`` on a stopped consumer), but a producer that
-  would have to wait is refused with [`QueueClosed`][fluid.QueueClosed] at
-  once, and the producers waiting when it closed are refused the same way:
-  no producer ever waits for room that nobody will make.
+* **closed**: the consumer's run ended (or its ``startup()`` ended it without
+  a run: a failed or forced ``on_startup()``); nothing takes messages until
+  it is started again. A message that fits is still accepted (it waits for
+  the next run, as documented for ``send`` on a stopped consumer), but a
+  producer that would have to wait is refused with
+  [`QueueClosed`][fluid.QueueClosed] at once, and the producers waiting when
+  it closed are refused the same way: no producer ever waits for room that
+  nobody will make.
 
 Sending is lock-free when the channel is unbounded: appending to a
 ``collections.deque`` is atomic, and ``sent`` is an ``itertools.count``, whose

@@ -7,11 +7,13 @@ room are made race-free). This module is the consuming side: when to take a
 message, what a handler's outcome does to the books, how a stop drains.
 
 The channel follows the consumer's run: it opens when the consumer starts
-and closes when its run ends. While it is closed a message that fits is
-still queued for the next run, but a producer that would have to wait for
-room is refused with [`QueueClosed`][fluid.QueueClosed] (and those already
-waiting are woken with it): nobody waits for a consumer that is gone. A
-supervisor's restart opens the channel again.
+and closes when its run ends, or when ``startup()`` ends the consumer
+without a run (``on_startup()`` failed, or a forced stop came first). While
+it is closed a message that fits is still queued for the next run, but a
+producer that would have to wait for room is refused with
+[`QueueClosed`][fluid.QueueClosed] (and those already waiting are woken
+with it): nobody waits for a consumer that is gone. A supervisor's restart
+opens the channel again.
 
 On a graceful stop the consumer drains what is queued (``drain=True``),
 within the grace period, including the message of a ``put()`` admitted
@@ -310,6 +312,9 @@ class QueueConsumer(Worker, Generic[MessageT]):
     async def _before_run(self) -> None:
         self._abort = False
         self._channel.open(asyncio.get_running_loop())
+
+    def _ended_without_run(self) -> None:
+        self._channel.close()  # producers waiting for room are refused: no run comes
 
     def _after_run(self) -> None:
         left = self._channel.close()

@@ -585,6 +585,15 @@ class Worker(ABC):
     def _after_run(self) -> None:
         """``run`` just ended (queues report undelivered messages here)."""
 
+    def _ended_without_run(self) -> None:
+        """The worker reached its final state from ``startup()``, never having run.
+
+        ``on_startup()`` failed or was cancelled, or the worker was forced
+        meanwhile: what ``_after_run`` does after a run is done here instead
+        (queues close their channel, so that producers waiting for room are
+        refused, not left waiting for a run that never comes).
+        """
+
     def _fail(self, error: BaseException) -> None:
         """Record ``error`` as the worker's outcome unless it already has one."""
         if self._error is None:
@@ -686,6 +695,11 @@ class Worker(ABC):
         self._set_state(state)
         if error is not None:
             self._fail(error)
+        if task is None:  # from startup(): the task was never created
+            try:
+                self._ended_without_run()
+            except Exception:  # a bug in a subclass must not leave the worker half-done
+                logger.exception("worker %r failed after a startup that did not run", self._name)
         waiters, self._exit_waiters = self._exit_waiters, None
         if waiters:
             for waiter in waiters:

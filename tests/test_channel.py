@@ -274,6 +274,72 @@ async def test_producers_waiting_when_the_consumer_fails_are_refused() -> None:
     assert consumer.take_undelivered() == ["queued"]
 
 
+class FailsToStart(fluid.QueueConsumer[object]):
+    """A consumer whose ``on_startup()`` fails (a database that is down), or hangs."""
+
+    def __init__(self, hang: bool = False) -> None:
+        super().__init__(maxsize=1, stopping_grace_period=0.05)
+        self.hang = hang
+        self.entered = asyncio.Event()
+
+    async def on_startup(self) -> None:
+        self.entered.set()
+        if not self.hang:
+            raise ConnectionError("the database is down")
+        while True:  # a hung connect that swallows the forced stop's cancellation
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(3600)
+            return
+
+    async def run(self) -> None:
+        raise AssertionError("never runs")
+
+
+async def refused_both(consumer: fluid.QueueConsumer[object], end: Callable[[], Any]) -> None:
+    """A thread and a coroutine wait for room; ``end()`` ends the consumer without a run."""
+    consumer.send("fills it")
+    outcomes: list[BaseException] = []
+    thread = start_thread(lambda: _catch(outcomes, lambda: consumer.send("thread", timeout=20)))
+    coroutine = asyncio.create_task(consumer.put("coroutine"))
+    await wait_until(lambda: waiting(consumer) == 2)
+    started = time.monotonic()
+    await end()
+    assert consumer.is_stopped()
+    await join([thread], timeout=10)
+    with pytest.raises(fluid.QueueClosed, match="consumer is stopped"):
+        async with asyncio.timeout(10):
+            await coroutine
+    assert time.monotonic() - started < 10  # refused when it ended, not after the thread's 20 s
+    assert len(outcomes) == 1
+    assert isinstance(outcomes[0], fluid.QueueClosed)
+    assert consumer.take_undelivered() == ["fills it"]  # kept for a next run, as documented
+
+
+async def test_producers_waiting_when_the_first_startup_fails_are_refused() -> None:
+    consumer = FailsToStart()
+
+    async def end() -> None:
+        with pytest.raises(ConnectionError):
+            await consumer.startup()
+
+    await refused_both(consumer, end)
+    assert consumer.worker_state is WorkerState.STOPPED
+
+
+async def test_producers_waiting_when_the_first_startup_is_forced_are_refused() -> None:
+    consumer = FailsToStart(hang=True)
+
+    async def end() -> None:
+        starting = asyncio.create_task(consumer.startup())
+        await consumer.entered.wait()
+        await consumer.shutdown()  # forced after its grace period, inside on_startup()
+        with pytest.raises(fluid.WorkerStateError, match="never ran"):
+            await starting
+
+    await refused_both(consumer, end)
+    assert consumer.worker_state is WorkerState.FORCE_STOPPED
+
+
 async def test_a_stopped_consumer_refuses_waiting_at_once_and_accepts_what_fits() -> None:
     consumer, _ = await full_consumer(maxsize=2, stopping_grace_period=0.05)
     await consumer.shutdown()  # forced: "held" goes back, 0 and 1 stay: 3 queued
