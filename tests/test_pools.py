@@ -225,7 +225,7 @@ async def test_a_cancelled_aclose_terminates_the_processes(tmp_path: Path) -> No
     start = time.monotonic()
     with pytest.raises(asyncio.CancelledError):
         await closing
-    assert time.monotonic() - start < 2
+    assert time.monotonic() - start < 10  # terminated: not the 30 s of the call
     assert not pool._children
     with pytest.raises(fluid.ProcessWorkerError, match="was killed by SIGTERM"):
         await call
@@ -252,7 +252,7 @@ async def test_a_thread_pool_closed_by_a_cancelled_task_abandons_a_blocked_call(
         with pytest.raises(asyncio.CancelledError):
             async with asyncio.timeout(10):
                 await task
-        assert time.monotonic() - start < 0.5  # not the 30 s of the call
+        assert time.monotonic() - start < 10  # abandoned: not the 30 s of the call
     finally:
         release.set()  # the abandoned thread ends: nothing is left running
     warnings = [r for r in caplog.records if "abandoning" in r.getMessage()]
@@ -278,7 +278,7 @@ async def test_a_process_pool_closed_by_a_cancelled_task_terminates_a_busy_proce
     with pytest.raises(asyncio.CancelledError):
         async with asyncio.timeout(10):
             await task
-    assert time.monotonic() - start < 2  # SIGTERM: not the 60 s of the call
+    assert time.monotonic() - start < 10  # SIGTERM: not the 60 s of the call
 
 
 @pytest.mark.parametrize("run_in", ["thread", "process"])
@@ -287,7 +287,9 @@ async def test_a_pooled_consumer_whose_handler_blocks_is_forced_within_its_grace
 ) -> None:
     # Issue 12, item 14: run() closes its pool in ``finally``; a forced stop
     # used to wait there for the blocked handler, for grace + max(grace, 1 s),
-    # and log "still running after cancel".
+    # and log "still running after cancel". That log is the exact oracle: the
+    # worker writes it when its task outlives the forced stop by a second (its
+    # own clock, whatever the load). The elapsed time is only a hang guard.
     started, release = tmp_path / "started", threading.Event()
 
     def blocked_in_thread(path: Path) -> None:
@@ -311,7 +313,7 @@ async def test_a_pooled_consumer_whose_handler_blocks_is_forced_within_its_grace
     finally:
         release.set()
     assert worker.worker_state is fluid.WorkerState.FORCE_STOPPED
-    assert grace * 0.9 <= elapsed < grace + 0.6, f"took {elapsed:.3f}s"
+    assert grace * 0.9 <= elapsed < grace + 10, f"took {elapsed:.3f}s"
     assert "still running after cancel" not in caplog.text
 
 

@@ -105,8 +105,8 @@ async def test_children_that_ignore_sigterm_are_killed() -> None:
         children = children_of(master.pid)
         start = time.monotonic()
         master.send(signal.SIGTERM)
-        assert await master.wait() == 0, master.output
-        assert time.monotonic() - start < 5  # grace, SIGTERM, then SIGKILL 0.5 s later
+        assert await master.wait() == 0, master.output  # within 10 s: SIGKILL came
+        assert time.monotonic() - start < 10  # grace, SIGTERM, then SIGKILL 0.5 s later
     assert master.output.count("ignored SIGTERM for 0.5s: killing it (SIGKILL)") == 2
     await wait_gone(children)
 

@@ -54,7 +54,7 @@ async def test_the_target_runs_in_a_child_and_a_stop_ends_it_promptly() -> None:
     assert figures(await worker.status()) == {"pid": pid, "alive": True, "exitcode": None}
     start = time.monotonic()
     await worker.shutdown()
-    assert time.monotonic() - start < 1.0  # not the hour of wait_for_stop
+    assert time.monotonic() - start < 10  # not the hour of wait_for_stop
     assert worker.worker_state is WorkerState.STOPPED
     assert figures(await worker.status()) == {"pid": pid, "alive": False, "exitcode": 0}
     assert_reaped(pid)
@@ -148,10 +148,12 @@ async def test_a_sigkilled_child_is_detected_at_once() -> None:
     start = time.monotonic()
     os.kill(pid, signal.SIGKILL)
     with pytest.raises(fluid.ProcessWorkerError, match="was killed by SIGKILL") as info:
-        async with asyncio.timeout(1):
+        async with asyncio.timeout(10):  # a child never noticed: a hang
             await worker.wait_for_shutdown()
     latency = time.monotonic() - start
-    assert latency < 0.5, f"took {latency:.3f}s"  # bench/executors.py measures it
+    # seen from its sentinel, at once: a poll of a second or more fails this
+    # (bench/executors.py measures the real figure)
+    assert latency < 2, f"took {latency:.3f}s"
     assert info.value.exitcode == -signal.SIGKILL
     assert worker.worker_state is WorkerState.STOPPED
     assert_reaped(pid)
@@ -161,11 +163,11 @@ async def test_a_sigkilled_child_is_detected_at_once() -> None:
 
 
 async def test_a_child_ignoring_the_stop_is_terminated_after_the_grace_period() -> None:
-    worker = fluid.ProcessWorker(targets.ignore_the_stop, stopping_grace_period=0.1, kill_after=5)
+    worker = fluid.ProcessWorker(targets.ignore_the_stop, stopping_grace_period=0.1, kill_after=30)
     await worker.startup()
     start = time.monotonic()
     await worker.shutdown()
-    assert time.monotonic() - start < 2  # SIGTERM sufficed: no wait for kill_after
+    assert time.monotonic() - start < 10  # SIGTERM sufficed: not the 30 s of kill_after
     assert worker.worker_state is WorkerState.FORCE_STOPPED
     assert figures(await worker.status()) == {
         "pid": worker.pid,
@@ -264,12 +266,12 @@ async def test_sigterm_forces_the_async_tree_and_its_hooks_still_run(tmp_path: P
     worker = fluid.ProcessWorker(
         worker_factory=functools.partial(targets.make_tree, log, "deaf"),
         stopping_grace_period=0.1,  # shorter than the child worker's 0.2 s
-        kill_after=5,
+        kill_after=30,
     )
     await worker.startup()
     start = time.monotonic()
     await worker.shutdown()
-    assert time.monotonic() - start < 2
+    assert time.monotonic() - start < 10  # SIGTERM sufficed: not the 30 s of kill_after
     assert worker.worker_state is WorkerState.FORCE_STOPPED
     assert log.read_text().splitlines()[-1] == "stop"  # on_shutdown ran in the child
     assert figures(await worker.status()) == {"pid": worker.pid, "alive": False, "exitcode": 0}
