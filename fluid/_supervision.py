@@ -289,6 +289,13 @@ class Supervisor:
             worker = slot.worker
             if not slot.member or slot.held or not worker.is_stopped():
                 continue  # removed, stopped on request or started by someone else
+            if slot.restarting:
+                # A member of this group failed to start just before: the new
+                # restart decided for it took this one too (the group of a
+                # failed child includes the siblings after it), so it waits
+                # for that restart instead of starting before the one it
+                # comes after.
+                continue
             try:
                 await worker.startup()
             except Exception as exc:

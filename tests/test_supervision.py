@@ -281,6 +281,41 @@ async def test_a_child_failing_to_restart_counts_as_a_crash() -> None:
     assert child.starts == 4  # the first start and three failed restarts
 
 
+@pytest.mark.parametrize("strategy", ["one_for_all", "rest_for_one"])
+async def test_a_failed_restart_holds_back_the_rest_of_its_group(strategy: fluid.Strategy) -> None:
+    # "a" crashes; the restart of its group finds it failing to start: a new
+    # restart of the group is decided (after a backoff), and the siblings
+    # that come after "a" wait for it. They used to be started at once, before
+    # "a" ran again, out of order and with their ends ignored meanwhile.
+    class FailsOnce(Crashy):
+        starts = 0
+
+        async def on_startup(self) -> None:
+            self.starts += 1
+            if self.starts == 2:  # its first restart
+                raise ConnectionError("not yet")
+            await super().on_startup()
+
+    class NeedsA(Crashy):
+        async def on_startup(self) -> None:
+            started_without_a.append(not a.is_running())
+            await super().on_startup()
+
+    started_without_a: list[bool] = []
+    log: list[str] = []
+    a, b, c = FailsOnce("a", log), NeedsA("b", log), NeedsA("c", log)
+    backoff = fluid.Backoff(initial=0.02, jitter=0, reset_after=60)
+    tree = fluid.Workers(a, b, c, strategy=strategy, backoff=backoff)
+    async with tree:
+        a.crash()
+        await restarted(a)
+        await wait_until(lambda: b.is_running() and c.is_running())
+        assert a.starts == 3
+        assert not any(started_without_a)
+        assert log[-3:] == ["start:a", "start:b", "start:c"]
+        assert (b.restarts, c.restarts) == (1, 1)  # started once for the restart, not twice
+
+
 # --------------------------------------------------- stop, start, remove by name
 
 

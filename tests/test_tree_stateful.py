@@ -2,7 +2,9 @@
 
 The world, built once per example: one tree (unsupervised, or supervising
 with one of the three strategies and a restart intensity that gives up at
-once or never), five candidate children, some of them members at the start.
+once or never), five candidate children, some of them members at the start,
+on asyncio's loop or on the shuffling loop (``tests/_interleave.py``) under
+a seed Hypothesis draws (so a failure replays and shrinks with it).
 The children honour stop requests; each can crash on demand, and hold its
 ``on_startup`` or ``on_shutdown`` at a gate the test opens. The tree can
 hold its own ``on_startup`` the same way.
@@ -43,6 +45,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 import fluid
+
+from ._interleave import ShufflingLoop
 
 T = TypeVar("T")
 
@@ -275,10 +279,19 @@ class Trees(RuleBasedStateMachine):
         max_restarts=st.sampled_from([0, 1000]),
         initial=st.integers(0, len(NAMES)),
         start=st.booleans(),
+        shuffle=st.none() | st.integers(0, 2**32 - 1),
     )
     def build(
-        self, strategy: fluid.Strategy | None, max_restarts: int, initial: int, start: bool
+        self,
+        strategy: fluid.Strategy | None,
+        max_restarts: int,
+        initial: int,
+        start: bool,
+        shuffle: int | None,
     ) -> None:
+        if shuffle is not None:  # ready callbacks interleaved at random, under this seed
+            self.loop.close()
+            self.loop = ShufflingLoop(shuffle)
         self.tree = Tree(
             name="tree",
             stopping_grace_period=TREE_GRACE,
