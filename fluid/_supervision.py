@@ -221,10 +221,16 @@ class Supervisor:
     async def child_ended(self, slot: Slot, error: BaseException | None) -> TooManyRestarts | None:
         """Apply the policy to a child that ended (or failed to restart) with ``error``.
 
+        Nothing is decided once the tree is asked to stop (a start that
+        failed while it stopped comes here after the request): the failure
+        was logged, nothing is restarted, nothing counts.
+
         Returns:
             The error to fail the tree with if this restart is one too many.
         """
         worker = slot.worker
+        if not self.tree.is_running():
+            return None
         if not should_restart(slot.restart, error):
             if error is not None:
                 logger.warning(

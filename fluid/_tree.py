@@ -524,6 +524,9 @@ class Workers(Worker):
                 if not slot.watched:
                     continue
                 if self._supervisor is not None:
+                    # The worker does not keep an error startup() raised: log
+                    # it, as a failed restart is (the supervisor restarts it).
+                    logger.warning("worker %r failed to start", child._name, exc_info=exc)
                     self._give_up(await self._supervisor.child_ended(slot, exc))
                 else:
                     self._child_failed(child, exc)

@@ -316,6 +316,81 @@ async def test_a_failed_restart_holds_back_the_rest_of_its_group(strategy: fluid
         assert (b.restarts, c.restarts) == (1, 1)  # started once for the restart, not twice
 
 
+def logged_with(caplog: pytest.LogCaptureFixture, kind: type[Exception]) -> list[logging.LogRecord]:
+    """The records logged with an exception of type ``kind``."""
+    return [r for r in caplog.records if r.exc_info and isinstance(r.exc_info[1], kind)]
+
+
+class SlowToFail(Crashy):
+    """Fails to start at its ``fail_at``-th start, once ``gate`` opens (the test holds it)."""
+
+    def __init__(self, name: str, fail_at: int) -> None:
+        super().__init__(name)
+        self.fail_at = fail_at
+        self.starts = 0
+        self.entered = asyncio.Event()
+        self.gate = asyncio.Event()
+
+    async def on_startup(self) -> None:
+        self.starts += 1
+        if self.starts == self.fail_at:
+            self.entered.set()
+            await self.gate.wait()
+            raise ConnectionError(f"{self.worker_name} cannot start")
+        await super().on_startup()
+
+
+async def test_a_child_added_to_a_supervised_tree_that_fails_to_start_is_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Its error is not kept by the worker (startup() raised it to the tree):
+    # unlogged, it was lost to anyone not observing events.
+    tree = fluid.Workers(Idle(name="steady"), strategy="one_for_one", backoff=NO_WAIT)
+    late = SlowToFail("late", fail_at=1)
+    late.gate.set()
+    async with tree:
+        tree.add_workers(late)
+        await restarted(late)
+    failed = [
+        r for r in caplog.records if r.exc_info and isinstance(r.exc_info[1], ConnectionError)
+    ]
+    assert [r.getMessage() for r in failed] == ["worker 'late' failed to start"]
+
+
+@pytest.mark.parametrize("how", ["added", "restarted"])
+async def test_a_start_failing_after_the_stop_request_is_not_a_restart(
+    how: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A child whose start (added while the tree runs, or a restart) fails
+    # once the tree is asked to stop: nothing more is restarted, and the
+    # failure does not count. It used to count, and its restart, one too
+    # many, made shutdown() raise TooManyRestarts.
+    child = SlowToFail("child", fail_at=1 if how == "added" else 2)
+    tree = fluid.Workers(
+        Idle(name="steady"),
+        strategy="one_for_one",
+        max_restarts=0 if how == "added" else 1,
+        backoff=NO_WAIT,
+    )
+    await tree.startup()
+    tree.add_workers(child)
+    if how == "restarted":
+        await wait_until(child.is_running)
+        child.crash()  # restart 1 of 1: its start is held, then fails
+    await wait_until(child.entered.is_set)
+    stopping = asyncio.ensure_future(tree.shutdown())
+    await wait_until(tree.is_stopping)
+    child.gate.set()
+    async with asyncio.timeout(BOUND):
+        await stopping  # raises nothing
+    assert tree.worker_state is WorkerState.STOPPED
+    assert child.is_stopped()
+    logged = [
+        r for r in caplog.records if r.exc_info and isinstance(r.exc_info[1], ConnectionError)
+    ]
+    assert len(logged) == 1  # the failure, with its traceback
+
+
 # --------------------------------------------------- stop, start, remove by name
 
 
