@@ -329,9 +329,8 @@ class Worker(ABC):
             raise
         self._starting = None
         if self._forced:  # forced while on_startup swallowed the cancel: never run
-            await self._call_on_shutdown(None)
-            self._finish(_FORCE_STOPPED, None)
-            raise self._forced_during_startup()
+            await self._abort_startup(asyncio.CancelledError(), opened=True)
+            raise asyncio.CancelledError  # the caller's own, swallowed with ours
         self._task = task = loop.create_task(self._main(), name=f"fluid:{self._name}")
         task.add_done_callback(self._task_done)
         self._started_at = loop.time()

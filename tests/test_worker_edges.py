@@ -8,6 +8,7 @@ startup task were part of the worker.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 import sys
 import time
@@ -308,3 +309,43 @@ def test_base_exception_propagates_and_is_not_logged_as_unretrieved(error: str, 
     )
     assert out.stdout.strip() == "propagated", out.stderr
     assert "never retrieved" not in out.stderr, out.stderr
+
+
+async def test_a_forced_startup_whose_on_startup_swallowed_leaves_the_caller_uncancelled() -> None:
+    """The cancellations force_stop() made are its own: the caller's task is left clean."""
+
+    class Swallowing(fluid.Worker):
+        async def on_startup(self) -> None:
+            with contextlib.suppress(asyncio.CancelledError):  # a driver that swallows it
+                await asyncio.sleep(3600)
+
+        async def run(self) -> None:  # pragma: no cover - never reached
+            raise AssertionError("run() of a worker forced during startup")
+
+    worker = Swallowing()
+    asyncio.get_running_loop().call_later(0.01, worker.force_stop)
+    with pytest.raises(fluid.WorkerStateError, match="force-stopped during startup"):
+        await worker.startup()
+    task = asyncio.current_task()
+    assert task is not None
+    assert task.cancelling() == 0
+    assert worker.worker_state is WorkerState.FORCE_STOPPED
+
+
+async def test_a_callers_cancel_swallowed_with_the_force_still_cancels_the_caller() -> None:
+    class Swallowing(fluid.Worker):
+        async def on_startup(self) -> None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(3600)
+
+        async def run(self) -> None:  # pragma: no cover - never reached
+            raise AssertionError("run() of a worker forced during startup")
+
+    worker = Swallowing()
+    starting = asyncio.create_task(worker.startup())
+    await asyncio.sleep(0.01)
+    starting.cancel()
+    worker.force_stop()
+    with pytest.raises(asyncio.CancelledError):
+        await starting
+    assert worker.is_stopped()
