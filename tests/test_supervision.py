@@ -391,6 +391,30 @@ async def test_a_start_failing_after_the_stop_request_is_not_a_restart(
     assert len(logged) == 1  # the failure, with its traceback
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="needs _worker.py: an on_shutdown() error kept as the worker's outcome is not "
+    "logged; a supervising tree restarts the child, which clears it (see the report)",
+)
+async def test_an_on_shutdown_error_of_a_restarted_child_is_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # run() returns, on_shutdown() raises: the error is the child's outcome,
+    # the supervisor restarts it (startup() clears the error) and nobody ever
+    # raises it. Only a `crashed` event saw it: it must be logged.
+    class BadClose(Crashy):
+        async def on_shutdown(self) -> None:
+            if self.restarts == 0:
+                raise OSError("close failed")
+
+    child = BadClose("child")
+    tree = fluid.Workers(child, strategy="one_for_one", backoff=NO_WAIT)
+    async with tree:
+        child.finish()
+        await restarted(child)
+    assert logged_with(caplog, OSError)
+
+
 # --------------------------------------------------- stop, start, remove by name
 
 
