@@ -138,7 +138,10 @@ class QueueClosed(QueueFull):
 
 
 class TooManyRestarts(FluidError):
-    """A supervising tree restarted a child more than ``max_restarts`` times in ``period``.
+    """A supervising tree had to restart children more than ``max_restarts`` times in ``period``.
+
+    A restart counts when the tree decides it, as the child ends, not when it
+    is made after its backoff.
 
     The tree stops and this becomes its error. The child's last error is the
     ``__cause__``.

@@ -665,10 +665,11 @@ class Worker(ABC):
             self._uncancel()
             return True
         except Exception as exc:
+            # Logged when it happens, as an error of run() is: kept as the
+            # outcome it may still be cleared by a restart, so never unlogged.
+            logger.error("on_shutdown of worker %r failed", self._name, exc_info=exc)
             if self._error is None and error is None:
                 self._fail(exc)
-            else:
-                logger.error("on_shutdown of worker %r failed", self._name, exc_info=exc)
         return False
 
     def _uncancel(self) -> None:

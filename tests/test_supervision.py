@@ -391,11 +391,6 @@ async def test_a_start_failing_after_the_stop_request_is_not_a_restart(
     assert len(logged) == 1  # the failure, with its traceback
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs _worker.py: an on_shutdown() error kept as the worker's outcome is not "
-    "logged; a supervising tree restarts the child, which clears it (see the report)",
-)
 async def test_an_on_shutdown_error_of_a_restarted_child_is_logged(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

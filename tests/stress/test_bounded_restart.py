@@ -75,6 +75,7 @@ EXPECTED_LOGS = {
     "worker %r stopped with %d undelivered messages (take them with take_undelivered())",
     "worker %r did not stop within its grace period of %ss: cancelling it",
     "worker %r failed while stopping for a restart",
+    "worker %r of tree %r failed as the tree stopped; it is not restarted",
 }
 
 
