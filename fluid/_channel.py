@@ -491,12 +491,17 @@ class Channel(Generic[MessageT]):
 
     # ------------------------------------------------------------ open/close
 
-    def open(self, loop: asyncio.AbstractEventLoop) -> None:
-        """The consumer starts on ``loop`` (called on it): producers may wait again."""
+    def open(self, loop: asyncio.AbstractEventLoop, *, taking: bool = True) -> None:
+        """The consumer starts on ``loop`` (called on it): producers may wait again.
+
+        ``taking`` is whether its run takes messages: the consumer derives it
+        from its state, so that a stop requested before the run started (one
+        that does not drain) is not undone by the opening.
+        """
         self._loop = loop
         self._thread_id = threading.get_ident()
         self.undelivered = 0
-        self.taking = True
+        self.taking = taking
         if self._lock is None:
             self._open = True
             return

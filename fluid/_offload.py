@@ -13,11 +13,16 @@ that runs its handler on the loop never touches them.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import pickle
 from collections.abc import Awaitable, Callable
-from typing import Any, Literal, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar
 
 from ._validate import check_async_callable, is_async_callable
+
+if TYPE_CHECKING:
+    from ._pools import ProcessPool, ThreadPool
 
 __all__ = ["RunIn", "check_run_in", "consume_offloaded"]
 
@@ -69,7 +74,12 @@ async def consume_offloaded(
     """Run ``consume(call)``, where ``await call(m)`` runs ``fn(m)`` in a pool.
 
     The pool has ``concurrency`` threads or processes, is named after the
-    worker, and is closed when ``consume`` ends, however it ends.
+    worker, and is closed when ``consume`` ends, however it ends. When
+    ``consume`` fails, it has already given the calls in flight their grace
+    period and cancelled the awaits of those still running: the pool is then
+    closed without waiting for them (threads abandoned, processes
+    terminated), as for a forced stop, or a hung call would hold the failed
+    worker forever.
     """
     from ._pools import ProcessPool, ThreadPool  # only an offloading consumer needs them
 
@@ -84,5 +94,25 @@ async def consume_offloaded(
 
     try:
         await consume(call)
-    finally:
-        await pool.aclose()
+    except Exception:
+        if pool.in_flight:  # calls the failed run gave up on
+            await _close_without_waiting(pool)
+        else:
+            await pool.aclose()
+        raise
+    except BaseException:
+        await pool.aclose()  # cancelled: the pool stops waiting by itself
+        raise
+    await pool.aclose()
+
+
+async def _close_without_waiting(pool: ThreadPool | ProcessPool) -> None:
+    """Close ``pool`` as a cancelled owner does: its running calls are not waited for.
+
+    ``aclose()`` whose wait is cancelled abandons running threads and
+    terminates running processes; a deadline already past cancels it at its
+    first wait.
+    """
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(0):
+            await pool.aclose()

@@ -25,6 +25,10 @@ queue: whatever is left is counted, logged and can be taken with
 
 ``concurrency=N`` runs N copies of the consuming loop over the one channel,
 each with at most one message in flight, so that slow I/O handlers overlap.
+A failure that stops the worker (``on_error="stop"``) gives the other loops
+the grace period to finish the message they hold, then cancels them (their
+messages go back to the queue): the worker ends with the error, as it does
+with one loop, and never waits on a hung handler.
 Where the handler runs (``run_in``) is ``fluid/_offload.py``'s business.
 
 The books always balance: ``sent = handled + failed + taken + size +
@@ -306,12 +310,18 @@ class QueueConsumer(Worker, Generic[MessageT]):
 
     def _stop_requested(self) -> None:
         super()._stop_requested()
-        self._channel.taking = self._drain and not self._abort
+        self._channel.taking = self._takes_messages()
         self._channel.wake_readers()
 
     async def _before_run(self) -> None:
         self._abort = False
-        self._channel.open(asyncio.get_running_loop())
+        # A stop may have been requested during on_startup(): the run that
+        # follows takes messages only if that stop drains.
+        self._channel.open(asyncio.get_running_loop(), taking=self._takes_messages())
+
+    def _takes_messages(self) -> bool:
+        """Whether the run takes messages: running, or stopping with a drain to do."""
+        return self._state is _RUNNING or (self._drain and not self._abort)
 
     def _ended_without_run(self) -> None:
         self._channel.close()  # producers waiting for room are refused: no run comes
@@ -361,7 +371,15 @@ class QueueConsumer(Worker, Generic[MessageT]):
         await handle_error(self._name, self._on_error, message, error)
 
     async def _consume_concurrently(self, handler: Callable[[MessageT], Awaitable[object]]) -> None:
-        """Run ``concurrency`` consuming loops; the first error stops them all."""
+        """Run ``concurrency`` consuming loops; the first error stops them all.
+
+        The error stops the worker as it does with one loop: the others take
+        no new message and get the grace period to finish the one they hold;
+        those still busy then are cancelled (their messages go back to the
+        queue) and the worker ends ``STOPPED`` with the error. No one waits
+        for the slowest handler: the worker is stopping on its own, and no
+        ``shutdown()`` may be there to force it.
+        """
         if self._concurrency == 1:
             await self._consume(handler)
             return
@@ -381,7 +399,7 @@ class QueueConsumer(Worker, Generic[MessageT]):
                 self._abort = True  # the others finish what they hold, then stop
                 self._channel.taking = False
                 self.gracefully_stop()
-                await asyncio.wait(tasks)
+                await self._finish_or_cancel(tasks)
         except asyncio.CancelledError:
             cancel_all()
             try:
@@ -397,6 +415,25 @@ class QueueConsumer(Worker, Generic[MessageT]):
             logger.error("worker %r failed", self._name, exc_info=error)
         if errors:
             raise errors[0]
+
+    async def _finish_or_cancel(self, tasks: list[asyncio.Task[None]]) -> None:
+        """Give ``tasks`` the grace period, then cancel them until they end."""
+        grace = self.stopping_grace_period
+        _, pending = await asyncio.wait(tasks, timeout=grace)
+        if not pending:
+            return
+        logger.warning(
+            "worker %r failed and its other handlers did not finish within its grace "
+            "period of %ss: cancelling them",
+            self._name,
+            grace,
+        )
+        while pending:
+            for task in pending:
+                task.cancel()
+            _, pending = await asyncio.wait(pending, timeout=max(grace, 1.0))
+            if pending:  # a handler swallowed the cancel: cancel it again, as a forced stop does
+                logger.error("worker %r is still running after cancel", self._name)
 
 
 def _errors(tasks: list[asyncio.Task[None]]) -> list[BaseException]:

@@ -322,14 +322,16 @@ async def test_a_failure_is_kept_when_the_others_in_flight_are_forced(
         await asyncio.Event().wait()  # never ends: the stop has to force it
 
     consumer = fluid.QueueConsumerWorker(
-        handle, concurrency=2, on_error="stop", stopping_grace_period=0.05
+        handle, concurrency=2, on_error="stop", stopping_grace_period=30
     )
     await consumer.startup()
     consumer.send(1)
     consumer.send(0)
     await wait_until(consumer.is_stopping)
+    consumer.force_stop()  # within the grace period the failure gives the other handler
     with pytest.raises(ValueError, match="poison"):
-        await consumer.shutdown()
+        async with asyncio.timeout(10):  # not the 30 s grace period
+            await consumer.wait_for_shutdown()
     assert consumer.worker_state is WorkerState.FORCE_STOPPED
     assert "worker 'handle' failed" in caplog.text
     assert consumer.take_undelivered() == [1]  # forced: put back

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import threading
 import time
+from collections.abc import Awaitable, Callable
 
 import pytest
 
@@ -166,6 +168,38 @@ async def test_a_restarted_consumer_handles_what_was_left() -> None:
     assert gate.entered == ["x", "x"]
 
 
+@pytest.mark.parametrize("drain", [False, True])
+async def test_a_stop_requested_during_on_startup_drains_only_if_asked(drain: bool) -> None:
+    # The stop comes before the run: opening the queue for the run must not
+    # undo it (drain=False used to handle every queued message anyway).
+    recorder = Recorder()
+    in_startup, go_on = asyncio.Event(), asyncio.Event()
+
+    class SlowStart(fluid.QueueConsumerWorker[int]):
+        async def on_startup(self) -> None:
+            in_startup.set()
+            await go_on.wait()
+
+    consumer = SlowStart(recorder, drain=drain)
+    for i in range(5):
+        consumer.send(i)
+    starting = asyncio.create_task(consumer.startup())
+    await in_startup.wait()
+    consumer.gracefully_stop()
+    go_on.set()
+    await starting
+    async with asyncio.timeout(10):
+        await consumer.wait_for_shutdown()
+    assert consumer.worker_state is WorkerState.STOPPED
+    if drain:
+        assert recorder.messages == [0, 1, 2, 3, 4]
+        assert consumer.queue_size() == 0
+    else:
+        assert recorder.messages == []
+        assert consumer.queue_stats()["undelivered"] == 5
+        assert consumer.take_undelivered() == [0, 1, 2, 3, 4]
+
+
 # --------------------------------------------------------- 11. on_error
 
 
@@ -237,6 +271,125 @@ async def test_an_error_in_the_callback_stops_the_worker() -> None:
     consumer.send(1)
     with pytest.raises(RuntimeError, match="dead-letter store down"):
         await consumer.wait_for_shutdown()
+
+
+def _hangs_on_slow(cancelled: list[str], swallow: int = 0) -> Callable[[str], Awaitable[None]]:
+    """A handler failing on "bad" and hung on "slow", swallowing its first ``swallow`` cancels."""
+
+    async def handle(message: str) -> None:
+        if message == "bad":
+            raise ValueError("poison")
+        for _ in range(swallow + 1):
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                cancelled.append(message)
+        raise asyncio.CancelledError
+
+    return handle
+
+
+async def test_a_concurrent_stop_policy_gives_the_others_the_grace_period_then_cancels_them(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # With one handler the failure ends the worker at once; with two, the
+    # other one used to be waited for without limit: the worker stayed
+    # STOPPING and its error was never reported.
+    cancelled: list[str] = []
+    grace = 0.2
+    consumer = fluid.QueueConsumerWorker(
+        _hangs_on_slow(cancelled),
+        name="c",
+        concurrency=2,
+        on_error="stop",
+        stopping_grace_period=grace,
+    )
+    await consumer.startup()
+    consumer.send("slow")
+    await wait_until(lambda: consumer.queue_stats()["in_flight"] == 1)
+    start = time.monotonic()
+    consumer.send("bad")
+    with pytest.raises(ValueError, match="poison"):
+        async with asyncio.timeout(10):
+            await consumer.wait_for_shutdown()
+    assert time.monotonic() - start >= grace * 0.9  # the slow handler had its grace period
+    assert consumer.worker_state is WorkerState.STOPPED  # it failed; nobody forced it
+    assert cancelled == ["slow"]
+    assert "did not finish within its grace period of 0.2s: cancelling them" in caplog.text
+    assert consumer.take_undelivered() == ["slow"]  # put back, as a forced stop does
+    books = consumer.queue_stats()
+    assert (books["sent"], books["failed"], books["taken"], books["in_flight"]) == (2, 1, 1, 0)
+
+
+async def test_a_concurrent_stop_policy_cancels_again_a_handler_that_swallows_the_cancel(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    cancelled: list[str] = []
+    consumer = fluid.QueueConsumerWorker(
+        _hangs_on_slow(cancelled, swallow=1),
+        name="c",
+        concurrency=2,
+        on_error="stop",
+        stopping_grace_period=0.05,
+    )
+    await consumer.startup()
+    consumer.send("slow")
+    await wait_until(lambda: consumer.queue_stats()["in_flight"] == 1)
+    consumer.send("bad")
+    with pytest.raises(ValueError, match="poison"):
+        async with asyncio.timeout(10):
+            await consumer.wait_for_shutdown()
+    assert cancelled == ["slow", "slow"]
+    assert "worker 'c' is still running after cancel" in caplog.text
+    assert consumer.take_undelivered() == ["slow"]
+
+
+async def test_a_supervised_concurrent_consumer_failing_beside_a_hung_handler_is_restarted() -> (
+    None
+):
+    # The reproducer of the review: a bounded consumer in a tree, a producer
+    # thread waiting for room. The failure used to leave the consumer
+    # STOPPING for good: never restarted, and the producer waiting with it.
+    handled: list[str] = []
+
+    async def handle(message: str) -> None:
+        if message == "bad":
+            raise ValueError("poison")
+        if message == "slow" and consumer.restarts == 0:
+            await asyncio.Event().wait()  # hung in the first run only
+        handled.append(message)
+
+    consumer = fluid.QueueConsumerWorker(
+        handle, name="c", maxsize=1, concurrency=2, on_error="stop", stopping_grace_period=0.2
+    )
+    tree = fluid.Workers(
+        consumer, strategy="one_for_one", backoff=fluid.Backoff(initial=0, jitter=0)
+    )
+    await tree.startup()
+    outcome: list[str] = []
+
+    def produce() -> None:
+        try:
+            consumer.send("y", timeout=math.inf)
+            outcome.append("sent")
+        except fluid.QueueClosed:
+            outcome.append("refused")
+
+    producer = threading.Thread(target=produce)
+    try:
+        consumer.send("slow")
+        await wait_until(lambda: consumer.queue_stats()["in_flight"] == 1)
+        consumer.send("bad")
+        await wait_until(lambda: consumer.queue_stats()["failed"] == 1)
+        consumer.send("x")  # the queue is full now
+        producer.start()
+        await wait_until(lambda: consumer.restarts == 1 and len(handled) >= 2)
+        assert handled[:2] == ["slow", "x"]  # put back first, then what was queued
+        await wait_until(lambda: bool(outcome))
+        assert tree.worker_state is WorkerState.RUNNING
+    finally:
+        await tree.shutdown()
+        producer.join(10)
 
 
 def test_bad_on_error_and_handler_are_rejected() -> None:
@@ -319,3 +472,33 @@ def test_a_consumer_is_named_after_its_handler_and_suffixed_in_a_tree() -> None:
     assert first.worker_name == "store_order"
     tree = fluid.Workers(first, fluid.QueueConsumerWorker(store_order))
     assert [c.worker_name for c in tree.children] == ["store_order", "store_order-2"]
+
+
+async def test_a_concurrent_stop_policy_does_not_wait_for_a_hung_thread(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The awaits of the calls are cancelled after the grace period, but the
+    # pool they run in used to be closed by waiting for them: a hung call held
+    # the failed worker for ever.
+    release = threading.Event()
+
+    def handle(message: str) -> None:
+        if message == "bad":
+            raise ValueError("poison")
+        release.wait(30)
+
+    consumer = fluid.QueueConsumerWorker(
+        handle, concurrency=2, on_error="stop", stopping_grace_period=0.1, run_in="thread"
+    )
+    await consumer.startup()
+    try:
+        consumer.send("slow")
+        await wait_until(lambda: consumer.queue_stats()["in_flight"] == 1)
+        consumer.send("bad")
+        with pytest.raises(ValueError, match="poison"):
+            async with asyncio.timeout(10):
+                await consumer.wait_for_shutdown()
+        assert consumer.worker_state is WorkerState.STOPPED
+        assert consumer.take_undelivered() == ["slow"]
+    finally:
+        release.set()  # the abandoned thread ends its call
