@@ -86,11 +86,9 @@ class Slot:
         self.held = False
         self.restarting = False
         self._on_exit = on_exit
-        # Joining a tree is the one write to a worker's fields from outside
-        # _worker.py: its name in the tree (a derived name may get a suffix)
-        # and its slot (see Worker._slot).
-        worker._name = name
-        worker._slot = self
+        # Joining a tree sets the worker's name in the tree (a derived name
+        # may get a suffix), its slot and its parent: the worker does it.
+        worker._join(self, name)
 
     def __repr__(self) -> str:
         flags = "".join(f" {f}" for f in ("held", "restarting") if getattr(self, f))
@@ -116,6 +114,7 @@ class Slot:
         """The child is removed from its tree: from now on its end changes nothing."""
         self.member = False
         self.held = False
+        self.worker._leave(self)
         self.restarting = False
 
     def new_run(self) -> None:

@@ -67,6 +67,7 @@ logger = logging.getLogger("fluid")
 
 _RUNNING = WorkerState.RUNNING
 _STOPPING = WorkerState.STOPPING
+_ACTIVE = frozenset((_RUNNING, _STOPPING))
 
 
 class Workers(Worker):
@@ -144,6 +145,7 @@ class Workers(Worker):
         "_exited",
         "_heartbeat",
         "_name_counts",
+        "_on_child_exit",
         "_supervisor",
         "_to_start",
         "_wakeup",
@@ -185,6 +187,7 @@ class Workers(Worker):
         self._children: dict[str, Slot] = {}  # by name, in start order
         self._to_start: list[Slot] = []  # added while running, not started yet
         self._exited: deque[Slot] = deque()  # ended while the tree ran, not handled yet
+        self._on_child_exit = self._child_exited  # one bound method for every slot
         self._wakeup: asyncio.Future[None] | None = None
         self._name_counts: dict[str, int] = {}
         self.add_workers(*workers)
@@ -234,7 +237,7 @@ class Workers(Worker):
         names = self._check_new(workers)
         slots: list[Slot] = []
         for worker, name in zip(workers, names, strict=True):
-            self._children[name] = slot = Slot(self, worker, name, restart, self._child_exited)
+            self._children[name] = slot = Slot(self, worker, name, restart, self._on_child_exit)
             slots.append(slot)
         if self._state is _RUNNING:
             self._to_start.extend(slots)
@@ -474,7 +477,8 @@ class Workers(Worker):
         self._to_start.clear()
         self._exited.clear()  # exits seen after the last run's stop request
         for slot in self._children.values():
-            slot.new_run()
+            if slot.held or slot.restarting or slot.backoff_step:  # most are fresh: no call
+                slot.new_run()
         if self._supervisor is not None:
             self._supervisor.reset()
 
@@ -491,7 +495,9 @@ class Workers(Worker):
             if self._state is not _RUNNING:
                 break
             child = slot.worker
-            if not slot.watched or (child.has_started() and not child.is_stopped()):
+            # not slot.watched, or running already: attributes and one property
+            # per child, as this loop runs ten thousand times for a big tree
+            if slot.held or slot.restarting or not slot.member or child.worker_state in _ACTIVE:
                 continue
             try:
                 await child.startup()
@@ -534,7 +540,14 @@ class Workers(Worker):
 
     def _child_exited(self, slot: Slot) -> None:
         """A child's task ended (called through its slot, from that task's last step)."""
-        if (self._state is _RUNNING or self._state is _STOPPING) and slot.watched:
+        state = self._state
+        if state is _RUNNING:
+            if slot.watched:
+                self._exited.append(slot)
+                self._wake()
+        elif state is _STOPPING and slot.worker._error is not None and slot.watched:
+            # While the tree stops only a crash matters (_take_errors settles
+            # it); ten thousand clean ends of a stop are not queued one by one.
             self._exited.append(slot)
             self._wake()
 

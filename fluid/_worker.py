@@ -55,6 +55,8 @@ _STOPPED = WorkerState.STOPPED
 _FORCE_STOPPED = WorkerState.FORCE_STOPPED
 
 
+_OUTSIDE, _WITHIN, _ITSELF = 0, 1, 2  # where a caller runs, see Worker._caller_position
+
 _current_worker: contextvars.ContextVar[Worker | None] = contextvars.ContextVar(
     "fluid_current_worker", default=None
 )
@@ -106,6 +108,7 @@ class Worker(ABC):
         "_loop",
         "_name",
         "_observers",
+        "_parent",
         "_sleepers",
         "_slot",
         "_started_at",
@@ -135,6 +138,9 @@ class Worker(ABC):
         self._sleepers: set[asyncio.Future[None]] | None = None
         # its place in a tree: set and owned by the tree (see _slot.py), None outside one
         self._slot: Slot | None = None
+        # the tree while the worker is a member of it: kept beside the slot
+        # because every event and path walks it (see _join and _leave)
+        self._parent: Workers | None = None
         self._observers: list[Observer] | None = None
         self._started_at = 0.0
         self._forced = 0  # cancellations force_stop() made in this run
@@ -159,11 +165,16 @@ class Worker(ABC):
             node = node._parent
         return "/".join(reversed(names))
 
-    @property
-    def _parent(self) -> Workers | None:
-        """The tree this worker belongs to, read from its slot (internal to fluid)."""
-        slot = self._slot
-        return None if slot is None else slot.parent
+    def _join(self, slot: Slot, name: str) -> None:
+        """Called by a new slot: the worker joins its tree under ``name``."""
+        self._name = name
+        self._slot = slot
+        self._parent = slot.tree
+
+    def _leave(self, slot: Slot) -> None:
+        """Called by a slot whose membership ended: the worker has no parent now."""
+        if self._slot is slot:
+            self._parent = None
 
     @property
     def restarts(self) -> int:
@@ -407,18 +418,20 @@ class Worker(ABC):
         ``on_startup()`` in another task is forced after the grace period like
         any other: that ``startup()`` then raises ``WorkerStateError``.
         """
-        inside = self._caller_inside("shutdown")
         self.gracefully_stop()
         if self._state is not _INIT and not self._state.is_final:
             try:
                 # Most workers end within the loop turn that delivers the stop:
-                # look once before paying for a waiter and a grace-period timer.
+                # look once before paying for a waiter and a grace-period timer
+                # (or for finding out where the caller runs).
                 await asyncio.sleep(0)
                 if not self._state.is_final:
+                    self._caller_inside("shutdown")
                     await self._wait_or_force()
             except asyncio.CancelledError:
                 self.force_stop(f"shutdown() of worker {self._name!r} was cancelled")
-                if not inside:  # a task the worker waits for cannot wait for the worker
+                if self._caller_position() == _OUTSIDE:
+                    # a task the worker waits for cannot wait for the worker
                     await self._wait_exit_uninterrupted()
                 raise
         self._raise_error()
@@ -520,14 +533,19 @@ class Worker(ABC):
         if seconds <= 0:
             await asyncio.sleep(0)
             return
-        waiter = asyncio.get_running_loop().create_future()
+        # wait_released() written out: every idle worker sleeps here, and one
+        # coroutine frame less per sleeper is memory and a step per wake-up.
+        loop = asyncio.get_running_loop()
+        waiter = loop.create_future()
         sleepers = self._sleepers
         if sleepers is None:
             sleepers = self._sleepers = set()
         sleepers.add(waiter)
+        handle = loop.call_later(seconds, release, waiter)
         try:
-            await wait_released(waiter, seconds)
+            await waiter
         finally:
+            handle.cancel()
             sleepers.discard(waiter)
 
     async def status(self) -> WorkerStatus:
@@ -739,19 +757,24 @@ class Worker(ABC):
         task the worker started returns True: such a task must not wait for
         the worker uninterruptedly, since the worker may be waiting for it.
         """
+        position = self._caller_position()
+        if position == _ITSELF:
+            raise self._self_wait_error(method)
+        return position == _WITHIN
+
+    def _caller_position(self) -> int:
+        """Where the current task runs: outside the worker, within it, or as itself."""
         task = asyncio.current_task()
         if task is None:
-            return False
+            return _OUTSIDE
         if task is self._starting:
-            raise self._self_wait_error(method)
+            return _ITSELF
         inner = node = _current_worker.get()
         while node is not None:
             if node is self:
-                if inner is not None and task is inner._task:
-                    raise self._self_wait_error(method)
-                return True
+                return _ITSELF if inner is not None and task is inner._task else _WITHIN
             node = node._parent
-        return False
+        return _OUTSIDE
 
     def _self_wait_error(self, method: str) -> WorkerStateError:
         return WorkerStateError(
