@@ -18,6 +18,8 @@ import pytest
 import fluid
 from fluid import WorkerState
 
+from .helpers import wait_until
+
 # Generous: the bugs these guard are waits of hours; a loaded machine is slow.
 BOUND = 10.0
 
@@ -349,3 +351,24 @@ async def test_a_callers_cancel_swallowed_with_the_force_still_cancels_the_calle
     with pytest.raises(asyncio.CancelledError):
         await starting
     assert worker.is_stopped()
+
+
+async def test_a_self_shutdown_raises_without_requesting_a_stop() -> None:
+    """The call is refused before it changes anything: the worker is still running."""
+    seen: list[bool] = []
+
+    class Caller(fluid.Worker):
+        async def run(self) -> None:
+            with contextlib.suppress(fluid.WorkerStateError):
+                await self.shutdown()
+            seen.append(self.is_running())
+            while self.is_running():
+                await self.sleep(60)
+
+    worker = Caller()
+    await worker.startup()
+    async with asyncio.timeout(BOUND):
+        await wait_until(lambda: bool(seen))
+    assert seen == [True]
+    await worker.shutdown()
+    assert worker.worker_state is WorkerState.STOPPED
