@@ -412,7 +412,8 @@ class Workers(Worker):
             raise
         for child, error in errors:
             slot = child._slot
-            if slot is not None and slot.parent is self:  # a removed one's error is its remover's
+            # a removed one's error is its remover's, a held one's its stopper's
+            if slot is not None and slot.parent is self and not slot.held:
                 self._stopped_with(child, error)
 
     # ------------------------------------------------------------- internals

@@ -705,3 +705,39 @@ async def test_the_end_of_a_removed_child_does_not_stop_an_unsupervised_tree() -
         await asyncio.sleep(0.01)  # the end, if it acted, would stop the tree within turns
         assert tree.is_running()
         assert [c.worker_name for c in tree.children] == ["a", "slow-to-start"]
+
+
+@pytest.mark.parametrize("supervised", [False, True])
+@pytest.mark.parametrize("first", ["stopper", "tree"])
+async def test_a_child_stopped_on_request_as_its_tree_stops_fails_its_stopper_only(
+    supervised: bool, first: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """stop_workers() racing the tree's own stop: the error is the stopper's, not the tree's."""
+
+    class SlowToFail(fluid.Worker):
+        async def run(self) -> None:
+            while self.is_running():
+                await self.sleep(60)
+
+        async def on_shutdown(self) -> None:
+            await asyncio.sleep(0.2)
+            raise RuntimeError("a failed on its way out")
+
+    options: dict[str, Any] = {"strategy": "one_for_one"} if supervised else {}
+    tree = fluid.Workers(SlowToFail(name="a"), Idle(name="b"), name="t", **options)
+    await tree.startup()
+    loop = asyncio.get_running_loop()
+    if first == "stopper":
+        stopping = loop.create_task(tree.stop_workers("a"))
+        await asyncio.sleep(0.05)
+        tree_stop = loop.create_task(tree.shutdown())
+    else:
+        tree_stop = loop.create_task(tree.shutdown())
+        await asyncio.sleep(0)
+        stopping = loop.create_task(tree.stop_workers("a"))
+    async with asyncio.timeout(10):
+        with pytest.raises(RuntimeError, match="a failed on its way out"):
+            await stopping
+        await tree_stop  # not the tree's error
+    assert tree.worker_state is WorkerState.STOPPED
+    assert not [r for r in caplog.records if "failed as the tree stopped" in r.getMessage()]
