@@ -393,9 +393,11 @@ class QueueConsumer(Worker, Generic[MessageT]):
             for task in tasks:
                 task.cancel()
 
+        first: list[BaseException] = []  # the errors that stopped the loops, in time order
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-            if any(t.done() and t.exception() for t in tasks):
+            first = _errors([t for t in tasks if t.done()])
+            if first:
                 self._abort = True  # the others finish what they hold, then stop
                 self._channel.taking = False
                 self.gracefully_stop()
@@ -410,7 +412,9 @@ class QueueConsumer(Worker, Generic[MessageT]):
                     logger.error("worker %r failed", self._name, exc_info=error)
                     self._fail(error)
             raise
-        errors = _errors(tasks)
+        # The error that made the worker stop is its outcome, whatever the
+        # others raised after (a handler's cleanup failing on its cancel).
+        errors = first + [e for e in _errors(tasks) if e not in first]
         for error in errors[1:]:
             logger.error("worker %r failed", self._name, exc_info=error)
         if errors:

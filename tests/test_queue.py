@@ -502,3 +502,26 @@ async def test_a_concurrent_stop_policy_does_not_wait_for_a_hung_thread(
         assert consumer.take_undelivered() == ["slow"]
     finally:
         release.set()  # the abandoned thread ends its call
+
+
+async def test_a_concurrent_consumer_ends_with_the_error_that_stopped_it() -> None:
+    """Not with what another handler raised as it was cancelled afterwards."""
+
+    async def handle(message: str) -> None:
+        if message == "hang":
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                raise RuntimeError("cleanup after cancel") from None
+        await asyncio.sleep(0.01)
+        raise ValueError("the real failure")
+
+    consumer = fluid.QueueConsumerWorker(
+        handle, concurrency=2, on_error="stop", stopping_grace_period=0.05
+    )
+    consumer.send("hang")
+    consumer.send("fail")
+    await consumer.startup()
+    with pytest.raises(ValueError, match="the real failure"):
+        async with asyncio.timeout(10):
+            await consumer.wait_for_shutdown()
