@@ -161,6 +161,9 @@ def run(
         ValueError: ``grace`` is negative or not finite.
         RuntimeError: called from a running event loop, or ``use_uvloop`` is
             True and uvloop is not installed.
+        asyncio.CancelledError: code of the program cancelled the task that
+            runs the worker (not a signal): the worker was forced and waited
+            for, and no exit status is decided.
 
     Example:
         ```python
