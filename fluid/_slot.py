@@ -27,12 +27,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from ._state import WorkerState
+
 if TYPE_CHECKING:
     from ._supervision import RestartType
     from ._tree import Workers
     from ._worker import Worker
 
 __all__ = ["Slot"]
+
+_ACTIVE = frozenset((WorkerState.RUNNING, WorkerState.STOPPING))
 
 
 class Slot:
@@ -104,6 +108,15 @@ class Slot:
     def watched(self) -> bool:
         """True while the tree acts on the child's end: a member, not held, not restarting."""
         return self.member and not self.held and not self.restarting
+
+    @property
+    def to_start(self) -> bool:
+        """True when the tree should start the child now: watched and not running.
+
+        Not when it was removed, stopped on request or is restarting, nor
+        when someone started it by hand meanwhile; a stopped one starts again.
+        """
+        return self.watched and self.worker.worker_state not in _ACTIVE
 
     def exited(self) -> None:
         """Called by the worker from the last step of its task: tell the tree, if it still cares."""

@@ -67,7 +67,6 @@ logger = logging.getLogger("fluid")
 
 _RUNNING = WorkerState.RUNNING
 _STOPPING = WorkerState.STOPPING
-_ACTIVE = frozenset((_RUNNING, _STOPPING))
 
 
 class Workers(Worker):
@@ -495,11 +494,9 @@ class Workers(Worker):
         for slot in list(self._children.values()):
             if self._state is not _RUNNING:
                 break
-            child = slot.worker
-            # not slot.watched, or running already: attributes and one property
-            # per child, as this loop runs ten thousand times for a big tree
-            if slot.held or slot.restarting or not slot.member or child.worker_state in _ACTIVE:
+            if not slot.to_start:
                 continue
+            child = slot.worker
             try:
                 await child.startup()
             except asyncio.CancelledError:
@@ -520,11 +517,9 @@ class Workers(Worker):
         for slot in to_start:
             if self._state is not _RUNNING:
                 return
+            if not slot.to_start:
+                continue
             child = slot.worker
-            if not slot.watched:
-                continue  # removed or stopped on request meanwhile
-            if child.has_started() and not child.is_stopped():
-                continue  # started by someone else meanwhile; a stopped one starts again
             try:
                 await child.startup()
             except Exception as exc:

@@ -428,9 +428,7 @@ class Worker(ABC):
                 if not self._state.is_final:
                     await self._wait_or_force()
             except asyncio.CancelledError:
-                self.force_stop(f"shutdown() of worker {self._name!r} was cancelled")
-                if not inside:  # a task the worker waits for cannot wait for the worker
-                    await self._wait_exit_uninterrupted()
+                await self._force_for_cancelled_caller("shutdown", inside)
                 raise
         self._raise_error()
 
@@ -473,10 +471,7 @@ class Worker(ABC):
             with contextlib.suppress(RuntimeError):  # the loop is closed: nothing runs
                 self._loop.call_soon_threadsafe(self.force_stop, reason)
             return
-        task = self._task if self._task is not None else self._starting
-        if task is not None and not task.done():
-            self._forced += 1
-            task.cancel(reason or f"worker {self._name!r} was force-stopped")
+        self._cancel_task(reason or f"worker {self._name!r} was force-stopped")
 
     async def wait_stopped(self) -> None:
         """Wait until the worker ended, without asking it to stop or raising its error.
@@ -501,15 +496,12 @@ class Worker(ABC):
         inside = self._caller_inside("wait_stopped")
         try:
             while self._state is not _INIT and not self._state.is_final:
-                if not self._forced:
+                if self._forced:
+                    await self._wait_forced()
+                else:
                     await self._wait_exit(None)
-                elif not await self._wait_exit(max(self._grace, 1.0)):
-                    logger.error("worker %r is still running after cancel", self._name)
-                    self._cancel_again()
         except asyncio.CancelledError:
-            self.force_stop(f"wait_stopped() of worker {self._name!r} was cancelled")
-            if not inside:
-                await self._wait_exit_uninterrupted()
+            await self._force_for_cancelled_caller("wait_stopped", inside)
             raise
 
     async def sleep(self, seconds: float) -> None:
@@ -785,12 +777,16 @@ class Worker(ABC):
             "call gracefully_stop() and return instead"
         )
 
-    def _cancel_again(self) -> None:
-        """Cancel a forced worker that is still running (it swallowed a cancellation)."""
+    def _cancel_task(self, reason: str) -> None:
+        """Cancel the worker's task, or the ``startup()`` in progress, counting it as ours."""
         task = self._task if self._task is not None else self._starting
         if task is not None and not task.done():
             self._forced += 1
-            task.cancel(f"worker {self._name!r} is being cancelled again")
+            task.cancel(reason)
+
+    def _cancel_again(self) -> None:
+        """Cancel a forced worker that is still running (it swallowed a cancellation)."""
+        self._cancel_task(f"worker {self._name!r} is being cancelled again")
 
     async def _wait_exit(self, timeout: float | None) -> bool:
         """Wait until the worker ends or ``timeout`` passes; True if it ended."""
@@ -819,9 +815,23 @@ class Worker(ABC):
             self._grace,
         )
         self.force_stop(f"worker {self._name!r} did not stop within {self._grace}s")
+        await self._wait_forced()
+
+    async def _wait_forced(self) -> None:
+        """Wait for a forced worker, cancelling it again each grace period (at least 1 s)."""
         while not await self._wait_exit(max(self._grace, 1.0)):
             logger.error("worker %r is still running after cancel", self._name)
             self._cancel_again()
+
+    async def _force_for_cancelled_caller(self, method: str, inside: bool) -> None:
+        """The caller of ``method`` was cancelled: force the worker and wait for it.
+
+        Not from a task the worker started: the worker may be waiting for
+        that task, so it cannot wait for the worker; its cancellation goes on.
+        """
+        self.force_stop(f"{method}() of worker {self._name!r} was cancelled")
+        if not inside:
+            await self._wait_exit_uninterrupted()
 
     async def _wait_exit_uninterrupted(self) -> None:
         """Wait for the end of a forced worker, even if the caller is cancelled again.
