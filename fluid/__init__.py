@@ -22,7 +22,6 @@ Example:
 
 from __future__ import annotations
 
-from ._actor import OneShotWorker
 from ._consumer import AsyncConsumer
 from ._cron import CronExpression
 from ._decorators import ConsumerOptions, consumer, on_event, worker
@@ -36,9 +35,9 @@ from ._errors import (
     WorkerStartError,
     WorkerStateError,
 )
-from ._event import EventWorker
 from ._function import WorkerFunction
 from ._lifecycle import EventKind, LifecycleEvent, Observer
+from ._oneshot import OneShotWorker
 from ._policy import ErrorCallback, OnError
 from ._pools import ProcessPool, ThreadPool
 from ._prefork import Prefork, PreforkChild, prefork_child
@@ -58,6 +57,7 @@ from ._status import (
 from ._supervision import Backoff, RestartType, Strategy
 from ._threads import ThreadWorker
 from ._tree import Workers
+from ._trigger import EventWorker
 from ._worker import STOPPING_GRACE_PERIOD, Worker
 
 __version__ = "0.1.0"

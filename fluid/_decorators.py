@@ -17,10 +17,10 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal, TypedDict, TypeVar, Unpack, overload
 
-from ._event import EventWorker
 from ._function import WorkerFunction
 from ._policy import OnError, check_on_error
 from ._queue import QueueConsumerWorker
+from ._trigger import EventWorker
 from ._validate import check_name, check_seconds, is_async_callable
 from ._worker import STOPPING_GRACE_PERIOD
 

@@ -69,8 +69,8 @@ class WorkerFunction(Worker):
         self._heartbeat = check_seconds("heartbeat", heartbeat)
         super().__init__(name, stopping_grace_period)
 
-    def _derive_name(self) -> str:
-        return function_name(self._run_function) or super()._derive_name()
+    def default_name(self) -> str:
+        return function_name(self._run_function) or super().default_name()
 
     @property
     def heartbeat(self) -> float:

@@ -24,11 +24,15 @@ import asyncio
 import functools
 import math
 from collections.abc import Callable
+from typing import Literal
 
+from ._clock import RESYNC, TOLERANCE, wall_time
 from ._cron import CronExpression
-from ._timing import RESYNC, TOLERANCE, Missed, wall_time
+from ._validate import check_seconds
 
-__all__ = ["Plan"]
+__all__ = ["Missed", "Plan", "check_missed", "check_mode"]
+
+Missed = Literal["skip", "catch_up"]
 
 _MAX_COUNTED = 100_000  # missed cron slots counted one by one, at most
 
@@ -219,3 +223,40 @@ class Plan:
             self.mark = end
         if self.missed == "skip":
             self.skipped += line.count(start, end)
+
+
+def check_mode(
+    interval: object, delay: object, cron: object, tz: object
+) -> tuple[float | None, float | None, CronExpression | None]:
+    """Validate the choice of schedule: exactly one of interval, delay and cron."""
+    given = [
+        k for k, v in (("interval", interval), ("delay", delay), ("cron", cron)) if v is not None
+    ]
+    if len(given) != 1:
+        what = "none" if not given else " and ".join(given)
+        raise ValueError(f"give exactly one of interval, delay and cron, got {what}")
+    if tz is not None and not isinstance(cron, str):
+        raise ValueError(f"tz applies to a cron string only, got tz={tz!r}")
+    if interval is not None:
+        return _positive("interval", interval), None, None
+    if delay is not None:
+        return None, _positive("delay", delay), None
+    if isinstance(cron, CronExpression):
+        return None, None, cron
+    return None, None, CronExpression(cron, tz)  # type: ignore[arg-type]
+
+
+def check_missed(missed: object, delay: object) -> Missed:
+    """Validate the missed-run policy."""
+    if missed not in ("skip", "catch_up"):
+        raise ValueError(f"missed must be 'skip' or 'catch_up', got {missed!r}")
+    if missed == "catch_up" and delay is not None:
+        raise ValueError("missed='catch_up' needs interval or cron: a delay schedule has no slots")
+    return "catch_up" if missed == "catch_up" else "skip"
+
+
+def _positive(what: str, value: object) -> float:
+    seconds = check_seconds(what, value)
+    if seconds == 0:
+        raise ValueError(f"{what} must be greater than 0, got {value!r}")
+    return seconds

@@ -315,7 +315,7 @@ class ProcessWorker(Worker):
 
     # --------------------------------------------------------- on the loop
 
-    async def _before_run(self) -> None:
+    async def before_run(self) -> None:
         """Start the child and wait until ``setup()`` returned in it (or it ended)."""
         self._child, self._outcome, self._setup_done = None, None, False
         if self._state is not _RUNNING:  # stopped while on_startup() ran
@@ -377,8 +377,8 @@ class ProcessWorker(Worker):
         if error is not None:
             raise error
 
-    def _derive_name(self) -> str:
-        return function_name(self._target or self._factory) or super()._derive_name()
+    def default_name(self) -> str:
+        return function_name(self._target or self._factory) or super().default_name()
 
     async def status(self) -> WorkerStatus:
         """The worker's status with its child's figures under ``process``.
@@ -395,8 +395,8 @@ class ProcessWorker(Worker):
         status["process"] = figures
         return status
 
-    def _stop_requested(self) -> None:
-        super()._stop_requested()
+    def on_stop_requested(self) -> None:
+        super().on_stop_requested()
         if self._child is not None:
             self._child.send(_STOP)
 

@@ -308,12 +308,12 @@ class QueueConsumer(Worker, Generic[MessageT]):
                 return message
         return EMPTY
 
-    def _stop_requested(self) -> None:
-        super()._stop_requested()
+    def on_stop_requested(self) -> None:
+        super().on_stop_requested()
         self._channel.taking = self._takes_messages()
         self._channel.wake_readers()
 
-    async def _before_run(self) -> None:
+    async def before_run(self) -> None:
         self._abort = False
         # A stop may have been requested during on_startup(): the run that
         # follows takes messages only if that stop drains.
@@ -323,10 +323,10 @@ class QueueConsumer(Worker, Generic[MessageT]):
         """Whether the run takes messages: running, or stopping with a drain to do."""
         return self._state is _RUNNING or (self._drain and not self._abort)
 
-    def _ended_without_run(self) -> None:
-        self._channel.close()  # producers waiting for room are refused: no run comes
-
-    def _after_run(self) -> None:
+    def after_run(self) -> None:
+        super().after_run()
+        # Producers waiting for room are refused from now on: no run takes
+        # their messages (also when on_startup failed and no run came).
         left = self._channel.close()
         if left:
             logger.warning(
@@ -581,5 +581,5 @@ class QueueConsumerWorker(QueueConsumer[MessageT]):
 
         return handle
 
-    def _derive_name(self) -> str:
-        return function_name(self._on_message) or super()._derive_name()
+    def default_name(self) -> str:
+        return function_name(self._on_message) or super().default_name()

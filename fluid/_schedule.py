@@ -1,7 +1,7 @@
 """ScheduledWorker: run a coroutine function on a fixed rate, a fixed delay or a cron.
 
 Why it is shaped this way (when to run is ``_plan``'s business, how to
-sleep ``_timing``'s):
+sleep ``TimedWorker``'s):
 
 * Runs happen in the worker's own task, one after the other: they never
   overlap. A trigger during a run is a flag; any number of them coalesce into
@@ -23,17 +23,12 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, tzinfo
 
 from ._cron import CronExpression
-from ._plan import Plan
+from ._plan import Missed, Plan, check_missed, check_mode
 from ._policy import OnError, check_on_error, handle_error
 from ._state import WorkerState
 from ._status import ScheduleStatus, WorkerStatus
-from ._timing import (
-    Missed,
-    check_missed,
-    check_mode,
-)
+from ._timed import TimedWorker
 from ._validate import check_async_callable, check_count, check_seconds, function_name
-from ._wakeable import TimedWorker
 from ._worker import STOPPING_GRACE_PERIOD
 
 __all__ = ["ScheduledWorker", "scheduled"]
@@ -152,8 +147,8 @@ class ScheduledWorker(TimedWorker):
 
     # ------------------------------------------------------------ properties
 
-    def _derive_name(self) -> str:
-        return function_name(self._fn) or super()._derive_name()
+    def default_name(self) -> str:
+        return function_name(self._fn) or super().default_name()
 
     @property
     def paused(self) -> bool:

@@ -213,7 +213,7 @@ class ThreadWorker(Worker):
 
     # --------------------------------------------------------- on the loop
 
-    async def _before_run(self) -> None:
+    async def before_run(self) -> None:
         """Start the thread and wait until ``setup()`` returned in it."""
         if self._state is not _RUNNING:  # stopped while on_startup() ran
             self._ended = None
@@ -262,8 +262,8 @@ class ThreadWorker(Worker):
         if error is not None:
             raise error
 
-    def _derive_name(self) -> str:
-        return function_name(self._target) or super()._derive_name()
+    def default_name(self) -> str:
+        return function_name(self._target) or super().default_name()
 
     async def status(self) -> WorkerStatus:
         """The worker's status with its thread's figures under ``thread``.
@@ -280,8 +280,8 @@ class ThreadWorker(Worker):
         status["thread"] = figures
         return status
 
-    def _stop_requested(self) -> None:
-        super()._stop_requested()
+    def on_stop_requested(self) -> None:
+        super().on_stop_requested()
         if self._stop_event is not None:
             self._stop_event.set()
 

@@ -34,7 +34,8 @@ from ._errors import WorkerStartError, WorkerStateError
 from ._lifecycle import Observer, emit
 from ._state import WorkerState
 from ._status import WorkerStatus
-from ._validate import check_name, check_seconds, default_name
+from ._validate import check_name, check_seconds
+from ._validate import default_name as _class_name
 from ._waiting import release, wait_released
 
 if TYPE_CHECKING:
@@ -124,7 +125,7 @@ class Worker(ABC):
         name: str = "",
         stopping_grace_period: float = STOPPING_GRACE_PERIOD,
     ) -> None:
-        self._name = check_name(name) or self._derive_name()
+        self._name = check_name(name) or self.default_name()
         self._auto_name = not name
         self._grace = check_seconds("stopping_grace_period", stopping_grace_period)
         self._state = _INIT
@@ -333,7 +334,7 @@ class Worker(ABC):
         try:
             await self.on_startup()
             opened = True
-            await self._before_run()
+            await self.before_run()
         except BaseException as exc:
             self._starting = None
             await self._abort_startup(exc, opened)
@@ -392,7 +393,14 @@ class Worker(ABC):
                 self._loop.call_soon_threadsafe(self.gracefully_stop)
             return
         self._state = _STOPPING
-        self._stop_requested()
+        sleepers = self._sleepers
+        if sleepers:
+            for waiter in list(sleepers):
+                release(waiter)
+        try:
+            self.on_stop_requested()
+        except Exception:  # a bug in a subclass must not break the stop request
+            logger.exception("on_stop_requested of worker %r failed", self._name)
         emit(self, "stopping")
 
     async def shutdown(self) -> None:
@@ -573,33 +581,124 @@ class Worker(ABC):
     ) -> None:
         await self.shutdown()
 
-    # ------------------------------------------------- internals for subclasses
+    # ----------------------------------------- the protocol of a worker type
+    #
+    # What a new kind of worker (a tree, a consumer, a thread's adapter, or a
+    # third party's) overrides or calls, besides run(): docs/extending.md.
 
-    def _derive_name(self) -> str:
-        """The name of a worker created without one (workers of a function use its name)."""
-        return default_name(self)
+    def default_name(self) -> str:
+        """The name of a worker created without one.
 
-    async def _before_run(self) -> None:
-        """Runs after ``on_startup`` and before the task starts (trees start children)."""
+        By default the class name in snake case (``MyPoller`` → ``my_poller``);
+        worker types that wrap a function return the function's name. It is
+        called by ``Worker.__init__``: a subclass sets what it reads before
+        calling ``super().__init__``. In a tree, a default name that is taken
+        gets a numeric suffix (``poll-2``) where an explicit one is refused.
 
-    def _stop_requested(self) -> None:
-        """A graceful stop was just requested: wake whatever waits for it."""
-        sleepers = self._sleepers
-        if sleepers:
-            for waiter in sleepers:
-                release(waiter)
+        Example:
+            ```python
+            class Poller(fluid.Worker):
+                def __init__(self, url: str) -> None:
+                    self.url = url
+                    super().__init__()
 
-    def _after_run(self) -> None:
-        """``run`` just ended (queues report undelivered messages here)."""
-
-    def _ended_without_run(self) -> None:
-        """The worker reached its final state from ``startup()``, never having run.
-
-        ``on_startup()`` failed or was cancelled, or the worker was forced
-        meanwhile: what ``_after_run`` does after a run is done here instead
-        (queues close their channel, so that producers waiting for room are
-        refused, not left waiting for a run that never comes).
+                def default_name(self) -> str:
+                    return f"poll {self.url}"
+            ```
         """
+        return _class_name(self)
+
+    async def before_run(self) -> None:
+        """The worker type's own start, after ``on_startup`` and before ``run``.
+
+        This is the ready handshake of every worker type: ``startup()``
+        returns, and the ``started`` transition is emitted, only once it
+        returned. A type that is ready later than ``on_startup`` (a tree
+        starting its children, a thread running its ``setup()``, a child
+        process reporting ready, a server listening) starts that here and
+        awaits it. It runs in the task of ``startup()``; a stop requested
+        meanwhile shows in ``is_running()``, and a forced stop cancels it. If
+        it raises, ``on_shutdown`` and ``after_run`` still run and
+        ``startup()`` raises the error. Subclasses of fluid's own types call
+        ``super().before_run()``.
+
+        Example:
+            ```python
+            class Listener(fluid.Worker):
+                async def before_run(self) -> None:
+                    self.server = await asyncio.start_server(self.serve, "127.0.0.1", 0)
+
+                async def run(self) -> None:
+                    await self.stop_requested()
+
+                def after_run(self) -> None:
+                    self.server.close()
+            ```
+        """
+
+    def on_stop_requested(self) -> None:
+        """Called on the loop's thread the moment a graceful stop is requested.
+
+        For what must hear of the stop at once and is not a future: a
+        thread's ``threading.Event``, a pipe to a child, a flag read by a
+        loop. (Code that can await uses [`stop_requested`][fluid.Worker.stop_requested]
+        instead; ``sleep()`` is woken before this is called.) It must not
+        block or raise. Subclasses of fluid's own types call
+        ``super().on_stop_requested()``.
+
+        Example:
+            ```python
+            class Pump(fluid.Worker):
+                def on_stop_requested(self) -> None:
+                    self.pump_thread_stop.set()
+            ```
+        """
+
+    def after_run(self) -> None:
+        """Called once ``run`` ended, or once the worker ends without having run.
+
+        The counterpart of ``before_run``: release what it set up and report
+        what is left (queues close their channel here and log undelivered
+        messages). After a run it is called in the worker's task, before
+        ``on_shutdown``; when ``on_startup`` or ``before_run`` failed or was
+        forced, it is called from ``startup()`` as the worker ends. An error
+        it raises is logged (and after a run becomes the worker's error). Subclasses of
+        fluid's own types call ``super().after_run()``.
+
+        Example:
+            ```python
+            class Listener(fluid.Worker):
+                def after_run(self) -> None:
+                    if self.server is not None:
+                        self.server.close()
+            ```
+        """
+
+    def stop_requested(self) -> asyncio.Future[None]:
+        """A future done once a stop is requested (at once if the worker is not running).
+
+        Await it where ``run`` has nothing else to wait for, or race it with
+        other work in ``asyncio.wait``. It is resolved by the stop request
+        itself, with no polling. Cancelling the returned future only stops
+        that wait. Needs a running event loop.
+
+        Example:
+            ```python
+            class Server(fluid.Worker):
+                async def run(self) -> None:
+                    await self.stop_requested()  # serve until asked to stop
+            ```
+        """
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self._state is not _RUNNING:
+            waiter.set_result(None)
+            return waiter
+        sleepers = self._sleepers
+        if sleepers is None:
+            sleepers = self._sleepers = set()
+        sleepers.add(waiter)
+        waiter.add_done_callback(sleepers.discard)
+        return waiter
 
     def _fail(self, error: BaseException) -> None:
         """Record ``error`` as the worker's outcome unless it already has one."""
@@ -634,7 +733,7 @@ class Worker(ABC):
 
     def _end_of_run(self) -> None:
         try:
-            self._after_run()
+            self.after_run()
         except Exception as exc:  # a bug in a subclass must not leave the task half-done
             logger.error("worker %r failed after its run", self._name, exc_info=exc)
             self._fail(exc)
@@ -705,7 +804,7 @@ class Worker(ABC):
             self._fail(error)
         if task is None:  # from startup(): the task was never created
             try:
-                self._ended_without_run()
+                self.after_run()
             except Exception:  # a bug in a subclass must not leave the worker half-done
                 logger.exception("worker %r failed after a startup that did not run", self._name)
         waiters, self._exit_waiters = self._exit_waiters, None

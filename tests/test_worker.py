@@ -453,7 +453,7 @@ def test_gracefully_stop_from_a_thread_after_the_loop_closed_does_not_raise() ->
 
 async def test_an_error_after_the_run_ends_the_worker_instead_of_hanging() -> None:
     class Buggy(Idle):
-        def _after_run(self) -> None:  # a subclass bug in an internal hook
+        def after_run(self) -> None:  # a subclass bug in a hook
             raise RuntimeError("hook bug")
 
     worker = Buggy()

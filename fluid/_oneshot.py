@@ -15,13 +15,13 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Generic, TypeVar
 
+from ._clock import RESYNC, TOLERANCE, wall_time
 from ._errors import WorkerStateError
 from ._policy import OnError, check_on_error, handle_error
 from ._state import WorkerState
 from ._status import ScheduleStatus, WorkerStatus
-from ._timing import RESYNC, TOLERANCE, wall_time
+from ._timed import TimedWorker
 from ._validate import check_async_callable, check_seconds, function_name
-from ._wakeable import TimedWorker
 from ._worker import STOPPING_GRACE_PERIOD
 
 __all__ = ["OneShotWorker"]
@@ -119,8 +119,8 @@ class OneShotWorker(TimedWorker, Generic[RetT]):
         self._run_error: Exception | None = None
         self._drift: float | None = None
 
-    def _derive_name(self) -> str:
-        return function_name(self._fn) or super()._derive_name()
+    def default_name(self) -> str:
+        return function_name(self._fn) or super().default_name()
 
     @property
     def at(self) -> datetime | None:

@@ -10,7 +10,7 @@ Why it is shaped this way:
 * Waiting is one future, resolved by ``trigger()`` or by a stop request: an
   idle event worker costs nothing, wakes in the same loop turn, and stops at
   once.
-* The flag and the waiting are ``TimedWorker``'s (``_wakeable.py``), shared
+* The flag and the waiting are ``TimedWorker``'s (``_timed.py``), shared
   with the schedules: a trigger is a poke, safe from any thread, and a burst
   of triggers from threads costs one ``call_soon_threadsafe``.
 * A run cancelled by a forced stop sets the flag again, as a queue puts a
@@ -27,8 +27,8 @@ from collections.abc import Awaitable, Callable
 from ._policy import OnError, check_on_error, handle_error
 from ._state import WorkerState
 from ._status import EventStatus, WorkerStatus
+from ._timed import TimedWorker
 from ._validate import check_async_callable, function_name
-from ._wakeable import TimedWorker
 from ._worker import STOPPING_GRACE_PERIOD
 
 __all__ = ["EventWorker"]
@@ -171,8 +171,8 @@ class EventWorker(TimedWorker):
         status["event"] = event
         return status
 
-    def _derive_name(self) -> str:
-        return function_name(self._fn) or super()._derive_name()
+    def default_name(self) -> str:
+        return function_name(self._fn) or super().default_name()
 
     # ------------------------------------------------------------- internals
 
