@@ -14,9 +14,13 @@ The hierarchy::
     │                               will make room (waiting producers too)
     ├── TooManyRestarts             a supervising tree gave up on a child that
     │                               kept ending (its last error is the cause)
-    └── ProcessWorkerError          a child process died without a Python error
-                                    to show (exit code, signal, unpicklable),
-                                    defined in _child.py
+    ├── ProcessWorkerError          a child process died without a Python error
+    │                               to show (exit code, signal, unpicklable),
+    │                               defined in _child.py
+    ├── TargetError                 a target ``"package.module:attribute"``
+    │                               cannot be loaded (also a ValueError)
+    └── NotAWorker                  a worker factory returned something else
+                                    than a Worker (also a TypeError)
 
 Bad arguments raise the builtin that fits (``TypeError`` or ``ValueError``) at the
 call that made them, with a message that names the offending value.
@@ -27,8 +31,10 @@ from __future__ import annotations
 __all__ = [
     "DuplicateWorkerName",
     "FluidError",
+    "NotAWorker",
     "QueueClosed",
     "QueueFull",
+    "TargetError",
     "TooManyRestarts",
     "WorkerStartError",
     "WorkerStateError",
@@ -165,3 +171,53 @@ class TooManyRestarts(FluidError):
         self.worker_name = worker_name
         self.restarts = restarts
         self.period = period
+
+
+class TargetError(FluidError, ValueError):
+    """A target ``"package.module:attribute"`` cannot be loaded; the message says why.
+
+    The spec is malformed, its module is not found or fails to import (the
+    message then holds the import's traceback), the attribute is missing, or
+    it is neither a Worker nor a function returning one. The ``fluid``
+    command prints the message and exits 2; ``fluid.Prefork`` raises it at
+    the call for a malformed spec.
+
+    A ``ValueError``, not an ``ImportError``: what is wrong is the value the
+    caller gave (a string naming something that is not a loadable worker),
+    and most of the reasons are no import failure at all (a spec without
+    ``:``, a missing attribute, an attribute that is not a worker). Code that
+    checked arguments with ``except ValueError`` sees it.
+
+    Example:
+        ```python
+        from fluid.cli import TargetError, load_target
+
+        try:
+            load_target("myapp.workers:missing")
+        except TargetError as exc:
+            print(exc)  # module 'myapp.workers' has no attribute 'missing'
+        ```
+    """
+
+
+class NotAWorker(FluidError, TypeError):
+    """A worker factory returned something else than a Worker.
+
+    [`fluid.run`][fluid.run], ``fluid.Prefork`` children and the web
+    integrations call the factory they were given and check what it
+    returns: a coroutine (an ``async def`` factory) or any other object is
+    refused with this error, which names the factory and what it returned.
+    A ``TypeError``, as the value has the wrong type; the ``fluid`` command
+    exits 2 on it.
+
+    Example:
+        ```python
+        def build() -> fluid.Worker:
+            return "not a worker"  # a bug
+
+        try:
+            fluid.run(build)
+        except fluid.NotAWorker as exc:
+            print(exc)  # <function build ...> returned 'not a worker', not a fluid.Worker
+        ```
+    """

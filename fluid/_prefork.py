@@ -23,7 +23,9 @@ Why it is shaped this way:
   pairs live as long as the master runs, so a respawned child writes to the
   same place; when a child ends, whatever it left is read and a partial last
   line is ended. A spawned child starts without logging configured: it gets
-  the level and format of the master's root logger.
+  the level and the formatter of the master's root logger (the formatter
+  object, pickled: the standard library offers no public way to read a
+  formatter's format string).
 """
 
 from __future__ import annotations
@@ -42,8 +44,9 @@ from typing import Literal
 from ._child import KILL_AFTER
 from ._lifecycle import LifecycleEvent
 from ._processes import ProcessWorker
-from ._runner import build_worker, loop_factory
+from ._runner import check_grace_period, loop_factory
 from ._supervision import Backoff
+from ._target import build_worker, check_sendable_target, load_target
 from ._tree import Workers
 from ._validate import check_count, check_seconds
 from ._worker import STOPPING_GRACE_PERIOD, Worker
@@ -109,9 +112,10 @@ class Prefork(Workers):
     ended) is respawned after a backoff delay; more than ``max_restarts``
     deaths within ``period`` seconds stop the master with
     [`TooManyRestarts`][fluid.TooManyRestarts]. A stop asks every child to
-    stop gracefully, sends SIGTERM to those still running after ``grace``
-    seconds (their workers are then cancelled, ``on_shutdown`` hooks still
-    run) and SIGKILL ``kill_after`` seconds later.
+    stop gracefully, sends SIGTERM to those still running when their grace
+    period (``stopping_grace_period`` seconds) is over (their workers are
+    then cancelled, ``on_shutdown`` hooks still run) and SIGKILL
+    ``kill_after`` seconds later.
 
     The children are [`ProcessWorker`][fluid.ProcessWorker]s named
     ``child-1`` ... ``child-N``: the master is a supervising tree, its status
@@ -128,8 +132,15 @@ class Prefork(Workers):
         processes: the number of children.
         sockets: listening sockets opened by the caller, shared by all children.
         name: the master's name.
-        grace: seconds a child is given to stop gracefully before SIGTERM.
-        kill_after: seconds between SIGTERM and SIGKILL.
+        stopping_grace_period: each child's grace period: seconds it is
+            given to stop gracefully before SIGTERM; by default
+            [`STOPPING_GRACE_PERIOD`][fluid.STOPPING_GRACE_PERIOD]. The
+            master's own grace period (its ``stopping_grace_period``) is
+            this plus ``kill_after`` plus one second: what the children's
+            stop may take.
+        kill_after: seconds between SIGTERM and SIGKILL: not a grace period
+            (the worker is already being cancelled), the time a child gets
+            to run its ``on_shutdown`` hooks before it is killed.
         backoff: the delay before a respawn; by default 0.5 s doubling up
             to 10 s.
         max_restarts: respawns allowed within ``period``; by default 5 per
@@ -139,13 +150,17 @@ class Prefork(Workers):
             ``True`` uvloop, ``False`` asyncio's.
         capture_output: prefix the children's output with their id; if
             False they write straight to the master's stdout and stderr.
+        grace: the former name of ``stopping_grace_period``; deprecated
+            (``DeprecationWarning``).
 
     Raises:
         TypeError: ``target`` is a Worker, not callable, does not pickle, or
-            a socket is not a ``socket.socket``.
-        ValueError: ``target`` is a string without ``module:attribute``,
-            ``processes`` < 1, or a negative ``grace``, ``kill_after`` or
-            ``period``.
+            a socket is not a ``socket.socket``; the grace period is given
+            under both names.
+        TargetError: ``target`` is a string without ``module:attribute``
+            (a ``ValueError``).
+        ValueError: ``processes`` < 1, or a negative grace period,
+            ``kill_after`` or ``period``.
 
     Example:
         ```python
@@ -173,21 +188,24 @@ class Prefork(Workers):
         processes: int,
         sockets: Iterable[socket.socket] = (),
         name: str = "prefork",
-        grace: float = STOPPING_GRACE_PERIOD,
+        stopping_grace_period: float | None = None,
         kill_after: float = KILL_AFTER,
         backoff: Backoff | None = None,
         max_restarts: int | None = None,
         period: float = 60.0,
         use_uvloop: bool | None = None,
         capture_output: bool = True,
+        grace: float | None = None,
     ) -> None:
-        _check_target(target)
+        check_sendable_target(target)
         processes = check_count("processes", processes, 1)
         shared = tuple(sockets)
         for sock in shared:
             if not isinstance(sock, socket.socket):
                 raise TypeError(f"sockets must be socket.socket objects, got {sock!r}")
-        grace = check_seconds("grace", grace)
+        grace_period = check_grace_period(stopping_grace_period, grace)
+        if grace_period is None:
+            grace_period = STOPPING_GRACE_PERIOD
         kill_after = check_seconds("kill_after", kill_after)
         factory = loop_factory(use_uvloop)
         entries = [_ChildEntry(target, i, processes, shared) for i in range(1, processes + 1)]
@@ -195,7 +213,7 @@ class Prefork(Workers):
             ProcessWorker(
                 worker_factory=entry,
                 name=f"child-{entry.child_id}",
-                stopping_grace_period=grace,
+                stopping_grace_period=grace_period,
                 kill_after=kill_after,
                 loop_factory=factory,
                 daemon=False,  # a child may start processes of its own
@@ -205,8 +223,9 @@ class Prefork(Workers):
         super().__init__(
             *children,
             name=name,
-            # the children stop together: each within grace, then SIGTERM, then SIGKILL
-            stopping_grace_period=grace + kill_after + 1.0,
+            # the children stop together: each within its grace period, then
+            # SIGTERM, then SIGKILL kill_after later
+            stopping_grace_period=grace_period + kill_after + 1.0,
             strategy="one_for_one",
             restart="permanent",
             max_restarts=5 * processes if max_restarts is None else max_restarts,
@@ -290,39 +309,55 @@ def describe_socket(sock: socket.socket) -> str:
 # ------------------------------------------------------------- internals
 
 
-def _check_target(target: object) -> None:
-    if isinstance(target, Worker):
-        raise TypeError(
-            f"a Worker cannot be sent to child processes, got {target!r}: pass a "
-            "module-level function returning one, or 'package.module:attribute'"
-        )
-    if isinstance(target, str):
-        module, _, attribute = target.partition(":")
-        if not module or not attribute:
-            raise ValueError(f"target must look like 'package.module:attribute', got {target!r}")
-        return
-    if not callable(target):
-        raise TypeError(f"target must be a function returning a Worker, got {target!r}")
-    try:
-        pickle.dumps(target)
-    except Exception as exc:
-        raise TypeError(
-            f"target {target!r} cannot be sent to child processes ({exc}): define it at "
-            "module level, or pass 'package.module:attribute'"
-        ) from exc
-
-
-def _logging_config() -> tuple[int, str] | None:
-    """The level and format of the master's root logger, if logging is configured."""
+def _logging_config() -> _Logging | None:
+    """The level and formatter of the master's root logger, if logging is configured."""
     root = logging.getLogger()
     if not root.handlers:
         return None
-    formatter = root.handlers[0].formatter
-    fmt = formatter._fmt if formatter is not None else None
-    style = getattr(formatter, "_style", None)
-    if not fmt or not isinstance(style, logging.PercentStyle):
-        fmt = logging.BASIC_FORMAT
-    return root.level, fmt
+    return _Logging(root.level, _sendable(root.handlers[0].formatter))
+
+
+def _sendable(formatter: logging.Formatter | None) -> bytes | None:
+    """The formatter pickled for the children, or None (``logging.BASIC_FORMAT``) if it cannot be.
+
+    The formatter object itself travels, not its format string: the stdlib
+    publishes no accessor for the string, and the object carries all of it
+    (format, style, date format, a subclass's own behaviour).
+    """
+    if formatter is None:
+        return None
+    try:
+        return pickle.dumps(formatter)
+    except Exception:
+        logger.debug("the children log with logging.BASIC_FORMAT: %r does not pickle", formatter)
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class _Logging:
+    """How a spawned child configures logging: like the master's root logger."""
+
+    level: int
+    formatter: bytes | None  # pickled; None: logging.BASIC_FORMAT
+
+    def apply(self) -> None:
+        """In the child: log to stderr at the master's level, with its formatter."""
+        formatter = logging.Formatter(logging.BASIC_FORMAT)
+        problem: Exception | None = None
+        if self.formatter is not None:
+            try:
+                formatter = pickle.loads(self.formatter)
+            except Exception as exc:  # its class does not import in the child
+                problem = exc
+        handler = logging.StreamHandler()
+        handler.setFormatter(formatter)
+        logging.basicConfig(level=self.level, handlers=[handler], force=True)
+        if problem is not None:
+            logger.warning(
+                "the master's log formatter cannot be used here (%s): "
+                "logging with logging.BASIC_FORMAT",
+                problem,
+            )
 
 
 class _ChildEntry:
@@ -341,7 +376,7 @@ class _ChildEntry:
         self.sockets = sockets
         self.stdout: socket.socket | None = None
         self.stderr: socket.socket | None = None
-        self.logging: tuple[int, str] | None = None
+        self.logging: _Logging | None = None
 
     def __repr__(self) -> str:
         return f"<prefork child {self.child_id} of {self.processes}: {self.target!r}>"
@@ -353,12 +388,9 @@ class _ChildEntry:
         _redirect(self.stderr, 2, "stderr")
         self.stdout = self.stderr = None
         if self.logging is not None:
-            level, fmt = self.logging
-            logging.basicConfig(level=level, format=fmt, force=True)
+            self.logging.apply()
         _current = PreforkChild(self.child_id, self.processes, self.sockets)
         if isinstance(self.target, str):
-            from .cli import load_target
-
             return build_worker(load_target(self.target))
         return build_worker(self.target)
 

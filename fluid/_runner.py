@@ -33,34 +33,37 @@ import contextlib
 import logging
 import signal
 import threading
+import warnings
 from collections.abc import Callable, Coroutine
-from typing import Any, TypeAlias, TypeVar
+from typing import Any, TypeVar
 
 from ._state import WorkerState
+from ._target import NotAWorker, WorkerOrFactory, build_worker, check_target
 from ._validate import check_seconds
 from ._waiting import run_worker
 from ._worker import Worker
+from .utils import set_uvloop_if_available
 
 __all__ = [
     "EXIT_FAILURE",
     "EXIT_OK",
     "EXIT_USAGE",
+    "loop_factory",
+    "check_grace_period",
+    "run",
+    "run_async_safely",
+    # Kept importable from here for the modules that still do; their home is
+    # ``_target.py`` (targets) and ``fluid.utils`` (the uvloop policy).
     "NotAWorker",
     "WorkerOrFactory",
     "build_worker",
     "check_target",
-    "loop_factory",
-    "run",
-    "run_async_safely",
     "set_uvloop_if_available",
 ]
 
 logger = logging.getLogger("fluid")
 
 T = TypeVar("T")
-
-WorkerOrFactory: TypeAlias = Worker | Callable[[], Worker]
-"""A worker, or a function without arguments that returns one."""
 
 EXIT_OK = 0
 """Exit status after a clean stop: the worker ended on its own or stopped gracefully."""
@@ -71,32 +74,6 @@ EXIT_USAGE = 2
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _background: set[asyncio.Task[Any]] = set()
-
-
-class NotAWorker(TypeError):
-    """A factory returned something that is not a Worker (the CLI exits 2 on it)."""
-
-
-def check_target(target: object) -> None:
-    """Raise ``TypeError`` unless ``target`` is a Worker or a callable."""
-    if not isinstance(target, Worker) and not callable(target):
-        raise TypeError(f"expected a fluid.Worker or a function returning one, got {target!r}")
-
-
-def build_worker(target: WorkerOrFactory) -> Worker:
-    """The worker itself, or what the factory returned once checked."""
-    if isinstance(target, Worker):
-        return target
-    worker: object = target()
-    if asyncio.iscoroutine(worker):
-        worker.close()
-        raise NotAWorker(
-            f"{target!r} returned a coroutine: a factory must be a plain function "
-            "that returns a fluid.Worker (open resources in the worker's on_startup)"
-        )
-    if not isinstance(worker, Worker):
-        raise NotAWorker(f"{target!r} returned {worker!r}, not a fluid.Worker")
-    return worker
 
 
 def loop_factory(use_uvloop: bool | None) -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -121,19 +98,52 @@ def loop_factory(use_uvloop: bool | None) -> Callable[[], asyncio.AbstractEventL
     return uvloop.new_event_loop
 
 
+def check_grace_period(stopping_grace_period: object, grace: object) -> float | None:
+    """The grace period passed as ``stopping_grace_period=``, or by its old name ``grace=``.
+
+    ``fluid.run`` and ``Prefork`` took the grace period as ``grace``; the
+    workers call it ``stopping_grace_period``, and so do they now. The old
+    name still works, with a ``DeprecationWarning`` pointing at the caller.
+    ``None`` when neither is given.
+
+    Raises:
+        TypeError: both names are given, or the value is not a number.
+        ValueError: the value is negative or not finite.
+
+    Example:
+        ```python
+        def run(*, stopping_grace_period=None, grace=None):
+            seconds = check_grace_period(stopping_grace_period, grace)
+        ```
+    """
+    if grace is None:
+        if stopping_grace_period is None:
+            return None
+        return check_seconds("stopping_grace_period", stopping_grace_period)
+    if stopping_grace_period is not None:
+        raise TypeError("pass stopping_grace_period only: grace is its deprecated name, got both")
+    warnings.warn(
+        "grace= is deprecated: pass stopping_grace_period= (the name workers use)",
+        DeprecationWarning,
+        stacklevel=3,  # the caller of run() or Prefork()
+    )
+    return check_seconds("grace", grace)
+
+
 def run(
     worker: WorkerOrFactory,
     *,
-    grace: float | None = None,
+    stopping_grace_period: float | None = None,
     use_uvloop: bool | None = None,
+    grace: float | None = None,
 ) -> int:
     """Run a worker as a program until it ends or a signal stops it; return the exit status.
 
     The worker (a tree, usually) is started on a new event loop and runs
     until it ends on its own or SIGINT / SIGTERM arrives:
 
-    * the first signal asks for a graceful stop and gives the worker
-      ``grace`` seconds to end;
+    * the first signal asks for a graceful stop and gives the worker its
+      grace period (``stopping_grace_period`` seconds) to end;
     * a second signal, or the grace period running out, forces the stop: the
       worker is cancelled (a tree cancels all its descendants) and its
       ``on_shutdown`` hooks still run; a third cancels it again at once.
@@ -147,18 +157,23 @@ def run(
     Args:
         worker: the worker, or a function without arguments returning one;
             it is called on the new loop, so it may create loop-bound objects.
-        grace: seconds the worker is given to stop after the first signal;
-            by default its own ``stopping_grace_period``.
+        stopping_grace_period: the grace period: seconds the worker is given
+            to stop gracefully after the first signal, before it is forced;
+            by default the worker's own ``stopping_grace_period``.
         use_uvloop: ``None`` uses uvloop when it is installed, ``True``
             requires it, ``False`` uses asyncio's own loop.
+        grace: the former name of ``stopping_grace_period``; deprecated
+            (``DeprecationWarning``).
 
     Returns:
         The exit status, for ``sys.exit``.
 
     Raises:
-        TypeError: ``worker`` is neither a Worker nor callable, or the
-            factory returned something else than a Worker.
-        ValueError: ``grace`` is negative or not finite.
+        TypeError: ``worker`` is neither a Worker nor callable, the grace
+            period is not a number or is given under both names.
+        NotAWorker: the factory returned something else than a Worker (a
+            ``TypeError``).
+        ValueError: the grace period is negative or not finite.
         RuntimeError: called from a running event loop, or ``use_uvloop`` is
             True and uvloop is not installed.
         asyncio.CancelledError: code of the program cancelled the task that
@@ -181,8 +196,7 @@ def run(
         ```
     """
     check_target(worker)
-    if grace is not None:
-        grace = check_seconds("grace", grace)
+    grace_period = check_grace_period(stopping_grace_period, grace)
     factory = loop_factory(use_uvloop)
     if _has_running_loop():
         raise RuntimeError(
@@ -193,7 +207,7 @@ def run(
     previous = _current_handlers()
     try:
         with asyncio.Runner(loop_factory=factory) as runner:
-            code = runner.run(_serve(worker, grace))
+            code = runner.run(_serve(worker, grace_period))
     except KeyboardInterrupt:
         if code is None:  # SIGINT before our handler was installed
             logger.warning("interrupted: exit status %d", 128 + signal.SIGINT)
@@ -265,38 +279,6 @@ def run_async_safely(coro: Coroutine[Any, Any, T]) -> T | asyncio.Task[T]:
     _background.add(task)
     task.add_done_callback(_background.discard)
     return task
-
-
-def set_uvloop_if_available() -> bool:
-    """Make uvloop the event loop of ``asyncio.run`` and new loops, if it is installed.
-
-    It sets uvloop's event loop policy for the whole process.
-    [`fluid.run`][fluid.run] does not need it: it picks uvloop itself,
-    without touching the policy (policies are deprecated from Python 3.14,
-    where this warns).
-
-    Returns:
-        True if uvloop is now the policy, False if it is not installed.
-
-    Example:
-        ```python
-        import asyncio
-        import fluid
-
-        async def main() -> None:
-            print(type(asyncio.get_running_loop()).__name__)
-
-        fluid.set_uvloop_if_available()
-        asyncio.run(main())  # Loop, uvloop's, when it is installed
-        asyncio.set_event_loop_policy(None)  # back to asyncio's default
-        ```
-    """
-    try:
-        import uvloop
-    except ImportError:
-        return False
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    return True
 
 
 # ------------------------------------------------------------- internals

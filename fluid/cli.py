@@ -15,20 +15,20 @@ for SIGTERM).
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import os
 import signal
 import socket
 import sys
-import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import NoReturn
 
 from . import __version__
-from ._runner import EXIT_FAILURE, EXIT_USAGE, NotAWorker, loop_factory, run
+from ._prefork import Prefork, describe_socket
+from ._runner import EXIT_FAILURE, EXIT_USAGE, loop_factory, run
+from ._target import NotAWorker, TargetError, load_target
 from ._validate import check_seconds
-from ._worker import STOPPING_GRACE_PERIOD, Worker
+from ._worker import STOPPING_GRACE_PERIOD
 
 __all__ = ["LOG_FORMAT", "TargetError", "console", "load_target", "main"]
 
@@ -36,64 +36,6 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 """The log format of the ``fluid`` command (and of its prefork children)."""
 
 _LEVELS = ("critical", "error", "warning", "info", "debug")
-
-
-class TargetError(Exception):
-    """The target of ``fluid run`` cannot be loaded; the message says why.
-
-    Example:
-        ```python
-        try:
-            load_target("myapp.workers:missing")
-        except TargetError as exc:
-            print(exc)  # module 'myapp.workers' has no attribute 'missing'
-        ```
-    """
-
-
-def load_target(spec: str) -> Worker | Callable[[], Worker]:
-    """Import ``"package.module:attribute"`` and return the attribute, checked.
-
-    The attribute may be dotted (``module:app.tree``). It must be a
-    [`Worker`][fluid.Worker] or a callable (a function or class returning
-    one); what a callable returns is checked when it is called.
-
-    Raises:
-        TargetError: the spec is malformed, the module is not found or fails
-            to import (the message has its traceback), the attribute is
-            missing, or it is neither a Worker nor callable.
-
-    Example:
-        ```python
-        target = load_target("examples.pipeline:build")
-        sys.exit(fluid.run(target))
-        ```
-    """
-    module_name, _, attribute = spec.partition(":")
-    if not module_name or not attribute:
-        raise TargetError(f"expected a target like 'package.module:attribute', got {spec!r}")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        missing = exc.name or ""
-        if missing and (module_name == missing or module_name.startswith(missing + ".")):
-            raise TargetError(
-                f"module {module_name!r} not found (is {os.getcwd()!r} the right directory?)"
-            ) from None
-        raise TargetError(_import_failed(module_name, exc)) from exc
-    except Exception as exc:
-        raise TargetError(_import_failed(module_name, exc)) from exc
-    target: object = module
-    for part in attribute.split("."):
-        try:
-            target = getattr(target, part)
-        except AttributeError:
-            raise TargetError(f"module {module_name!r} has no attribute {attribute!r}") from None
-    if not isinstance(target, Worker) and not callable(target):
-        raise TargetError(
-            f"{spec!r} is {target!r}, not a fluid.Worker nor a function returning one"
-        )
-    return target
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -110,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ```python
         from fluid.cli import main
 
-        status = main(["run", "examples.pipeline:build", "--grace", "5"])
+        status = main(["run", "examples.pipeline:build", "--stopping-grace-period", "5"])
         ```
     """
     parser = _parser()
@@ -149,11 +91,6 @@ def console() -> NoReturn:
 def _error(message: str) -> int:
     print(f"fluid run: error: {message}", file=sys.stderr, flush=True)
     return EXIT_USAGE
-
-
-def _import_failed(module: str, exc: BaseException) -> str:
-    text = "".join(traceback.format_exception(exc)).rstrip()
-    return f"importing module {module!r} failed:\n{text}"
 
 
 def _seconds(value: str) -> float:
@@ -196,12 +133,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     cmd.add_argument("target", metavar="TARGET", help="package.module:attribute")
     cmd.add_argument(
-        "--grace",
+        "--stopping-grace-period",
+        "--grace",  # its earlier, shorter name
+        dest="stopping_grace_period",
         type=_seconds,
         metavar="SECONDS",
-        help="seconds to stop gracefully after the first signal before forcing "
-        "(default: the worker's own grace period; with --processes, "
-        f"{STOPPING_GRACE_PERIOD:g} per child)",
+        help="the grace period: seconds to stop gracefully after the first signal "
+        "before forcing (default: the worker's own stopping_grace_period; with "
+        f"--processes, {STOPPING_GRACE_PERIOD:g} per child)",
     )
     cmd.add_argument(
         "--log-level",
@@ -252,14 +191,12 @@ def _run(args: argparse.Namespace) -> int:
     if args.processes is not None:
         return _prefork(args)
     try:
-        return run(target, grace=args.grace, use_uvloop=args.uvloop)
+        return run(target, stopping_grace_period=args.stopping_grace_period, use_uvloop=args.uvloop)
     except NotAWorker as exc:
         return _error(str(exc))
 
 
 def _prefork(args: argparse.Namespace) -> int:
-    from ._prefork import Prefork, describe_socket
-
     sockets: list[socket.socket] = []
     try:
         for host, port in args.bind:
@@ -273,7 +210,7 @@ def _prefork(args: argparse.Namespace) -> int:
             args.target,
             processes=args.processes,
             sockets=sockets,
-            grace=STOPPING_GRACE_PERIOD if args.grace is None else args.grace,
+            stopping_grace_period=args.stopping_grace_period,
             use_uvloop=args.uvloop,
         )
         logging.getLogger("fluid").debug(

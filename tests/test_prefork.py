@@ -163,7 +163,8 @@ def local_factory() -> Callable[[], fluid.Worker]:
         (local_factory(), {"processes": 1}, TypeError, "cannot be sent to child processes"),
         (42, {"processes": 1}, TypeError, "a function returning a Worker"),
         ("m:a", {"processes": 1, "sockets": [42]}, TypeError, "socket.socket"),
-        ("m:a", {"processes": 1, "grace": -1}, ValueError, "grace"),
+        ("m:a", {"processes": 1, "stopping_grace_period": -1}, ValueError, "stopping_grace"),
+        ("m:a", {"processes": 1, "stopping_grace_period": 1, "grace": 1}, TypeError, "only"),
     ],
 )
 def test_bad_arguments_raise_at_the_call(

@@ -26,7 +26,7 @@ import pytest
 
 import fluid
 from fluid import WorkerState
-from fluid._runner import NotAWorker
+from fluid._errors import NotAWorker
 
 from ._run_targets import Failing, Quick
 
@@ -195,7 +195,7 @@ def test_the_grace_period_running_out_forces_the_stop(
     unhandled: Received, caplog: pytest.LogCaptureFixture
 ) -> None:
     worker = Deaf(second=None)
-    assert run(worker, grace=0.05) == 128 + signal.SIGINT
+    assert run(worker, stopping_grace_period=0.05) == 128 + signal.SIGINT
     assert worker.worker_state is WorkerState.FORCE_STOPPED
     assert "did not stop within 0.05s" in caplog.text
 
@@ -364,8 +364,21 @@ def test_an_async_factory_is_refused_clearly(unhandled: Received) -> None:
     ("kwargs", "error", "message"),
     [
         ({"worker": 42}, TypeError, "expected a fluid.Worker or a function"),
-        ({"worker": Quick(), "grace": -1}, ValueError, "grace must be a finite number >= 0"),
-        ({"worker": Quick(), "grace": "5"}, TypeError, "grace must be a number"),
+        (
+            {"worker": Quick(), "stopping_grace_period": -1},
+            ValueError,
+            "stopping_grace_period must be a finite number >= 0",
+        ),
+        (
+            {"worker": Quick(), "stopping_grace_period": "5"},
+            TypeError,
+            "stopping_grace_period must be a number",
+        ),
+        (
+            {"worker": Quick(), "stopping_grace_period": 1, "grace": 1},
+            TypeError,
+            "pass stopping_grace_period only",
+        ),
         ({"worker": Quick(), "use_uvloop": "yes"}, TypeError, "use_uvloop must be"),
     ],
 )

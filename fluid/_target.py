@@ -1,0 +1,213 @@
+"""Targets: what ``fluid.run``, the ``fluid`` command and ``Prefork`` are given to run.
+
+A target is a [`Worker`][fluid.Worker], or a function without arguments
+that returns one (a factory), or, where it must cross a process boundary or
+a command line, a string ``"package.module:attribute"`` naming either. This
+module is the one place that reads and checks a target, so that the three
+callers agree on what is accepted and say it with the same words:
+
+* ``check_target``: a Worker or a callable, at the call (``fluid.run``,
+  the web integrations);
+* ``check_sendable_target``: a spec or a picklable factory, for child
+  processes (``Prefork``): a Worker cannot cross a process boundary;
+* ``load_target``: import a spec and check what it names (the ``fluid``
+  command in its process, each prefork child in its own);
+* ``build_worker``: call a factory and check that it returned a Worker.
+
+The errors are ``TargetError`` (a spec that cannot be loaded) and
+``NotAWorker`` (a factory that returned something else), both in
+``_errors.py`` under ``FluidError``.
+
+Why a module of its own: the command line, the runner and the prefork
+master each checked targets before, with three versions of the check, and
+prefork imported the command line module to load a spec while the command
+line imported prefork to run one (an import cycle). Both now import this
+module, which imports neither.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import os
+import pickle
+import traceback
+from collections.abc import Callable
+from typing import TypeAlias, TypeGuard
+
+from ._errors import NotAWorker, TargetError
+from ._worker import Worker
+
+__all__ = [
+    "NotAWorker",
+    "TargetError",
+    "WorkerOrFactory",
+    "build_worker",
+    "check_sendable_target",
+    "check_target",
+    "load_target",
+    "split_spec",
+]
+
+WorkerOrFactory: TypeAlias = Worker | Callable[[], Worker]
+"""A worker, or a function without arguments that returns one."""
+
+
+def split_spec(spec: str) -> tuple[str, str]:
+    """Split ``"package.module:attribute"`` into the module and the (dotted) attribute.
+
+    Raises:
+        TargetError: ``spec`` has no ``:``, or nothing on one side of it.
+
+    Example:
+        ```python
+        assert split_spec("myapp.workers:app.tree") == ("myapp.workers", "app.tree")
+        ```
+    """
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise TargetError(f"expected a target like 'package.module:attribute', got {spec!r}")
+    return module_name, attribute
+
+
+def check_target(target: object) -> None:
+    """Raise ``TypeError`` unless ``target`` is a Worker or a callable.
+
+    What a callable returns is checked when it is called, by ``build_worker``.
+
+    Raises:
+        TypeError: ``target`` is neither.
+
+    Example:
+        ```python
+        check_target(build)  # a factory: fine
+        check_target(42)  # TypeError: expected a fluid.Worker or a function ...
+        ```
+    """
+    if not _is_target(target):
+        raise TypeError(f"expected a fluid.Worker or a function returning one, got {target!r}")
+
+
+def check_sendable_target(target: object) -> None:
+    """Raise unless ``target`` can be sent to a child process that builds the worker.
+
+    A spec string is checked for its shape only (the child imports it); a
+    factory must pickle (a module-level function, not a lambda or a nested
+    function). A Worker is refused: it is bound to this process and cannot
+    be sent.
+
+    Raises:
+        TargetError: ``target`` is a string that is not
+            ``"package.module:attribute"`` (also a ``ValueError``).
+        TypeError: ``target`` is a Worker, is not callable, or does not pickle.
+
+    Example:
+        ```python
+        check_sendable_target("myapp.workers:build")  # fine: imported by the child
+        check_sendable_target(lambda: fluid.Workers())  # TypeError: cannot be sent
+        ```
+    """
+    if isinstance(target, Worker):
+        raise TypeError(
+            f"a Worker cannot be sent to child processes, got {target!r}: pass a "
+            "module-level function returning one, or 'package.module:attribute'"
+        )
+    if isinstance(target, str):
+        split_spec(target)
+        return
+    if not callable(target):
+        raise TypeError(f"target must be a function returning a Worker, got {target!r}")
+    try:
+        pickle.dumps(target)
+    except Exception as exc:
+        raise TypeError(
+            f"target {target!r} cannot be sent to child processes ({exc}): define it at "
+            "module level, or pass 'package.module:attribute'"
+        ) from exc
+
+
+def load_target(spec: str) -> WorkerOrFactory:
+    """Import ``"package.module:attribute"`` and return the attribute, checked.
+
+    The attribute may be dotted (``module:app.tree``). It must be a
+    [`Worker`][fluid.Worker] or a callable (a function or class returning
+    one); what a callable returns is checked when it is called.
+
+    Raises:
+        TargetError: the spec is malformed, the module is not found or fails
+            to import (the message has its traceback), the attribute is
+            missing, or it is neither a Worker nor callable.
+
+    Example:
+        ```python
+        from fluid.cli import load_target
+
+        target = load_target("examples.pipeline:build")
+        sys.exit(fluid.run(target))
+        ```
+    """
+    module_name, attribute = split_spec(spec)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        missing = exc.name or ""
+        if missing and (module_name == missing or module_name.startswith(missing + ".")):
+            raise TargetError(
+                f"module {module_name!r} not found (is {os.getcwd()!r} the right directory?)"
+            ) from None
+        raise TargetError(_import_failed(module_name, exc)) from exc
+    except Exception as exc:
+        raise TargetError(_import_failed(module_name, exc)) from exc
+    target: object = module
+    for part in attribute.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise TargetError(f"module {module_name!r} has no attribute {attribute!r}") from None
+    if not _is_target(target):
+        raise TargetError(
+            f"{spec!r} is {target!r}, not a fluid.Worker nor a function returning one"
+        )
+    return target
+
+
+def build_worker(target: WorkerOrFactory) -> Worker:
+    """The worker itself, or what the factory returns once checked.
+
+    Call it where the worker must live: on the event loop that runs it (a
+    factory may create loop-bound objects), in the child process that runs it.
+
+    Raises:
+        NotAWorker: the factory returned something else than a Worker, a
+            coroutine included (an ``async def`` factory; it is closed).
+        Exception: whatever the factory raised.
+
+    Example:
+        ```python
+        worker = build_worker(build)  # build() called, its result checked
+        ```
+    """
+    if isinstance(target, Worker):
+        return target
+    worker: object = target()
+    if asyncio.iscoroutine(worker):
+        worker.close()
+        raise NotAWorker(
+            f"{target!r} returned a coroutine: a factory must be a plain function "
+            "that returns a fluid.Worker (open resources in the worker's on_startup)"
+        )
+    if not isinstance(worker, Worker):
+        raise NotAWorker(f"{target!r} returned {worker!r}, not a fluid.Worker")
+    return worker
+
+
+# ------------------------------------------------------------- internals
+
+
+def _is_target(target: object) -> TypeGuard[WorkerOrFactory]:
+    return isinstance(target, Worker) or callable(target)
+
+
+def _import_failed(module: str, exc: BaseException) -> str:
+    text = "".join(traceback.format_exception(exc)).rstrip()
+    return f"importing module {module!r} failed:\n{text}"
