@@ -47,6 +47,7 @@ __all__ = [
     "AsyncDispatcher",
     "BaseDispatcher",
     "DispatchStats",
+    "DispatchStatus",
     "Dispatcher",
     "Event",
 ]
@@ -98,8 +99,10 @@ class Event(NamedTuple):
         return f"{self.type}.{self.tag}" if self.tag else self.type
 
 
-class DispatchStats(TypedDict):
-    """Figures of one event type, as returned by [`stats`][fluid.BaseDispatcher.stats].
+class DispatchStatus(TypedDict):
+    """Figures of one event type, by [`dispatch_status`][fluid.BaseDispatcher.dispatch_status].
+
+    ``DispatchStats`` is an alias kept for earlier code.
 
     Attributes:
         dispatched: messages of this type dispatched.
@@ -109,13 +112,18 @@ class DispatchStats(TypedDict):
 
     Example:
         ```python
-        stats = dispatcher.stats()
-        print(stats["order"])  # {"dispatched": 120, "failures": {"order.audit": 2}}
+        status = dispatcher.dispatch_status()
+        print(status["order"])  # {"dispatched": 120, "failures": {"order.audit": 2}}
         ```
     """
 
     dispatched: int
     failures: dict[str, int]
+
+
+# Kept for earlier code: the name it had before "status" became the one word
+# for a worker's or a dispatcher's figures.
+DispatchStats = DispatchStatus
 
 
 class _Route(Generic[HandlerT]):
@@ -133,7 +141,7 @@ class _Route(Generic[HandlerT]):
         name = names[index]
         self.failures[name] = self.failures.get(name, 0) + 1
 
-    def stats(self) -> DispatchStats:
+    def status(self) -> DispatchStatus:
         return {"dispatched": self.dispatched, "failures": dict(self.failures)}
 
 
@@ -217,7 +225,7 @@ class BaseDispatcher(Generic[MessageT, HandlerT]):
         """The event types that have at least one handler (``"*"`` for catch-all ones)."""
         return list(self._handlers)
 
-    def stats(self) -> dict[str, DispatchStats]:
+    def dispatch_status(self) -> dict[str, DispatchStatus]:
         """Figures per event type: messages dispatched and failures per handler.
 
         Every type that has or had handlers of its own has an entry; the
@@ -227,12 +235,22 @@ class BaseDispatcher(Generic[MessageT, HandlerT]):
         Example:
             ```python
             dispatcher.dispatch(order)
-            assert dispatcher.stats()["order"]["dispatched"] == 1
+            assert dispatcher.dispatch_status()["order"]["dispatched"] == 1
             ```
         """
-        stats = {type_: route.stats() for type_, route in self._routes.items()}
-        stats[CATCH_ALL] = self._catch_all.stats()
-        return stats
+        status = {type_: route.status() for type_, route in self._routes.items()}
+        status[CATCH_ALL] = self._catch_all.status()
+        return status
+
+    def stats(self) -> dict[str, DispatchStatus]:
+        """Alias kept for earlier code: [`dispatch_status()`][fluid.BaseDispatcher.dispatch_status].
+
+        Example:
+            ```python
+            assert dispatcher.stats() == dispatcher.dispatch_status()
+            ```
+        """
+        return self.dispatch_status()
 
     def _rebuild(self, event_type: str) -> None:
         """Recompute the handlers of the routes a registration changed."""

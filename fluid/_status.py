@@ -12,6 +12,7 @@ __all__ = [
     "QueueStatus",
     "ScheduleStatus",
     "ThreadStatus",
+    "TriggerStatus",
     "WorkerStatus",
 ]
 
@@ -51,8 +52,11 @@ class QueueStatus(TypedDict):
     undelivered: int
 
 
-class EventStatus(TypedDict):
-    """Figures of an event worker, under the ``event`` key of its status.
+class TriggerStatus(TypedDict):
+    """Figures of a trigger worker, under the ``event`` key of its status.
+
+    The key keeps its earlier name, ``event``, so that what reads a status
+    reads it as before; ``EventStatus`` is an alias kept for earlier code.
 
     Attributes:
         runs: runs that ended, returning or raising.
@@ -71,6 +75,10 @@ class EventStatus(TypedDict):
     failures: int
     pending: bool
     in_progress: bool
+
+
+# Kept for earlier code: the name it had before "event" kept one meaning.
+EventStatus = TriggerStatus
 
 
 class ThreadStatus(TypedDict):
@@ -160,7 +168,7 @@ class WorkerStatus(TypedDict):
         uptime: seconds since it last started, while it runs; else ``None``.
         error: the error it ended with, as ``"Type: message"``, or ``None``.
         queue: for queue consumers, their figures.
-        event: for event workers, their figures.
+        event: for trigger workers, their figures.
         thread: for thread workers, their thread's figures.
         process: for process workers, their child process's figures.
         schedule: for scheduled and one-shot workers, their figures.
@@ -180,7 +188,7 @@ class WorkerStatus(TypedDict):
     uptime: float | None
     error: str | None
     queue: NotRequired[QueueStatus]
-    event: NotRequired[EventStatus]
+    event: NotRequired[TriggerStatus]
     thread: NotRequired[ThreadStatus]
     process: NotRequired[ProcessStatus]
     schedule: NotRequired[ScheduleStatus]

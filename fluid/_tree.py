@@ -91,7 +91,7 @@ class Workers(Worker):
       error of its own ``on_shutdown``. A child that crashes once
       the tree is asked to stop (or just before, its crash not yet handled)
       is not restarted; its error is logged at ERROR and kept by the child
-      (its ``status()``, its ``crashed`` event), as an Erlang supervisor
+      (its ``status()``, its ``crashed`` transition), as an Erlang supervisor
       reports a child's failure during its shutdown and still exits with
       ``shutdown``. A crash racing the stop request thus decides whether
       the child is restarted, never what ``shutdown()`` raises.
@@ -588,7 +588,7 @@ class Workers(Worker):
         ``shutdown`` whatever its children did while it terminated them): the
         tree no longer restarts anything, so it logs the crash instead. The
         error is also kept by the child (its ``status()``, its ``crashed``
-        event). Which of the two a crash racing the stop request gets then
+        transition). Which of the two a crash racing the stop request gets then
         decides only whether it is restarted, never what ``shutdown()`` raises.
         """
         if self._supervisor is None:

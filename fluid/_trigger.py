@@ -1,4 +1,4 @@
-"""EventWorker: run a coroutine function each time the worker is triggered.
+"""TriggerWorker: run a coroutine function each time the worker is triggered.
 
 Why it is shaped this way:
 
@@ -8,7 +8,7 @@ Why it is shaped this way:
   none is lost (the run that starts after a trigger sees everything that
   happened before it). Runs never overlap.
 * Waiting is one future, resolved by ``trigger()`` or by a stop request: an
-  idle event worker costs nothing, wakes in the same loop turn, and stops at
+  idle trigger worker costs nothing, wakes in the same loop turn, and stops at
   once.
 * The flag and the waiting are ``TimedWorker``'s (``_timed.py``), shared
   with the schedules: a trigger is a poke, safe from any thread, and a burst
@@ -26,21 +26,21 @@ from collections.abc import Awaitable, Callable
 
 from ._policy import OnError, check_on_error, handle_error
 from ._state import WorkerState
-from ._status import EventStatus, WorkerStatus
+from ._status import TriggerStatus, WorkerStatus
 from ._timed import TimedWorker
 from ._validate import check_async_callable, function_name
 from ._worker import STOPPING_GRACE_PERIOD
 
-__all__ = ["EventWorker"]
+__all__ = ["EventWorker", "TriggerWorker"]
 
 _RUNNING = WorkerState.RUNNING
 
 
-class EventWorker(TimedWorker):
+class TriggerWorker(TimedWorker):
     """A worker that awaits ``fn`` once per trigger, never two runs at once.
 
-    [`trigger`][fluid.EventWorker.trigger] (from the loop) or
-    [`trigger_threadsafe`][fluid.EventWorker.trigger_threadsafe] (from any
+    [`trigger`][fluid.TriggerWorker.trigger] (from the loop) or
+    [`trigger_threadsafe`][fluid.TriggerWorker.trigger_threadsafe] (from any
     thread) asks for a run. Triggers that arrive while a run is in progress
     coalesce into exactly one more run: a trigger is never lost, and runs never
     overlap. Waiting for a trigger costs nothing and a stop request wakes the
@@ -52,6 +52,8 @@ class EventWorker(TimedWorker):
     pending then is kept for the next start, as is the trigger of a run
     cancelled by a forced stop. If ``fn`` returns ``False`` the worker stops
     (atasker's convention); any other value goes on waiting.
+
+    ``EventWorker`` is an alias kept for earlier code.
 
     Args:
         fn: the coroutine function to await on each run, without arguments.
@@ -72,7 +74,7 @@ class EventWorker(TimedWorker):
         async def refresh_cache() -> None:
             print("refreshing")
 
-        worker = fluid.EventWorker(refresh_cache)
+        worker = fluid.TriggerWorker(refresh_cache)
         async with worker:
             worker.trigger()  # asks for a run
             worker.trigger()  # the run has not started yet: still one run
@@ -116,7 +118,7 @@ class EventWorker(TimedWorker):
 
         Raises:
             RuntimeError: called from another thread than the worker's loop;
-                use [`trigger_threadsafe`][fluid.EventWorker.trigger_threadsafe].
+                use [`trigger_threadsafe`][fluid.TriggerWorker.trigger_threadsafe].
 
         Example:
             ```python
@@ -133,7 +135,7 @@ class EventWorker(TimedWorker):
     def trigger_threadsafe(self) -> None:
         """Ask for a run from any thread; returns at once and never blocks.
 
-        From the loop's own thread it is [`trigger`][fluid.EventWorker.trigger].
+        From the loop's own thread it is [`trigger`][fluid.TriggerWorker.trigger].
 
         Example:
             ```python
@@ -162,7 +164,7 @@ class EventWorker(TimedWorker):
             ```
         """
         status = await super().status()
-        event: EventStatus = {
+        event: TriggerStatus = {
             "runs": self._runs,
             "failures": self._failures,
             "pending": self._poked,
@@ -203,3 +205,7 @@ class EventWorker(TimedWorker):
             await waiter
         finally:
             self._woke(handle)
+
+
+# Kept for earlier code: the name it had before "event" kept one meaning.
+EventWorker = TriggerWorker

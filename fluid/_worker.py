@@ -227,18 +227,18 @@ class Worker(ABC):
         return self._state.is_final
 
     def add_observer(self, observer: Observer) -> None:
-        """Call ``observer`` with each lifecycle event of this worker and its descendants.
+        """Call ``observer`` with each lifecycle transition of this worker and its descendants.
 
-        See [`LifecycleEvent`][fluid.LifecycleEvent]. Observers run on the event
-        loop and must not block; one that raises is logged and ignored.
+        See [`Transition`][fluid.Transition]. Observers run on the event loop
+        and must not block; one that raises is logged and ignored.
 
         Raises:
             TypeError: ``observer`` is not callable.
 
         Example:
             ```python
-            events: list[fluid.LifecycleEvent] = []
-            tree.add_observer(events.append)
+            transitions: list[fluid.Transition] = []
+            tree.add_observer(transitions.append)
             ```
         """
         if not callable(observer):
