@@ -223,10 +223,10 @@ async def test_a_failing_handler_does_not_keep_the_catch_all_from_the_message() 
     assert got == ["a"]
 
 
-# ------------------------------------------------------------ statistics
+# ---------------------------------------------------------- dispatch status
 
 
-def test_stats_count_messages_per_type_and_failures_per_handler() -> None:
+def test_dispatch_status_counts_messages_per_type_and_failures_per_handler() -> None:
     calls = 0
 
     def flaky(m: Msg) -> None:
@@ -250,14 +250,14 @@ def test_stats_count_messages_per_type_and_failures_per_handler() -> None:
         dispatcher.dispatch(Msg("other", "x"))
     with pytest.raises(ValueError, match="x"):
         dispatcher.dispatch(Msg("refund", "x"))
-    assert dispatcher.stats() == {
+    assert dispatcher.dispatch_status() == {
         "order": {"dispatched": 3, "failures": {"order.second": 3, "*.audit": 3}},
         "refund": {"dispatched": 1, "failures": {"*.audit": 1}},
         "*": {"dispatched": 1, "failures": {"*.audit": 1}},
     }
 
 
-async def test_async_stats_and_a_snapshot_that_does_not_change() -> None:
+async def test_async_dispatch_status_and_a_snapshot_that_does_not_change() -> None:
     async def ok(m: Msg) -> None:
         pass
 
@@ -269,7 +269,7 @@ async def test_async_stats_and_a_snapshot_that_does_not_change() -> None:
     dispatcher.register_handler("a.bad", bad)
     with pytest.raises(KeyError):
         await dispatcher.dispatch(Msg("a"))
-    snapshot = dispatcher.stats()
+    snapshot = dispatcher.dispatch_status()
     dispatcher.unregister_handler("a.bad")  # figures survive a change of handlers
     await dispatcher.dispatch(Msg("a"))
     await dispatcher.dispatch(Msg("b"))
@@ -277,10 +277,35 @@ async def test_async_stats_and_a_snapshot_that_does_not_change() -> None:
         "a": {"dispatched": 1, "failures": {"a.bad": 1}},
         "*": {"dispatched": 0, "failures": {}},
     }
-    assert dispatcher.stats() == {
+    assert dispatcher.dispatch_status() == {
         "a": {"dispatched": 2, "failures": {"a.bad": 1}},
         "*": {"dispatched": 1, "failures": {}},
     }
+
+
+def test_stats_is_an_alias_of_dispatch_status() -> None:
+    # stats() and DispatchStats were renamed so that "status" is the one word
+    # for figures; code written for them still runs and gets the same figures.
+    from fluid import DispatchStats
+
+    def fail(m: Msg) -> None:
+        raise ValueError(m.body)
+
+    dispatcher = fluid.Dispatcher[Msg](message_type=msg_type)
+    dispatcher.register_handler("a.fail", fail)
+    assert dispatcher.stats() == dispatcher.dispatch_status()
+    with pytest.raises(ValueError, match="x"):
+        dispatcher.dispatch(Msg("a", "x"))
+    dispatcher.dispatch(Msg("b"))
+    figures: dict[str, DispatchStats] = dispatcher.stats()
+    assert figures == dispatcher.dispatch_status()
+    assert figures == {
+        "a": {"dispatched": 1, "failures": {"a.fail": 1}},
+        "*": {"dispatched": 1, "failures": {}},
+    }
+    assert figures is not dispatcher.stats()  # a snapshot each time, as before
+    assert DispatchStats is fluid.DispatchStatus
+    assert "DispatchStats" not in fluid.__all__
 
 
 # ------------------------------------------------------- concurrent mode
@@ -326,7 +351,7 @@ async def test_concurrent_failures_are_raised_together_in_registration_order() -
         await dispatcher.dispatch(Msg("a"))
     assert [type(e) for e in info.value.exceptions] == [KeyError, TypeError]
     assert got == ["fine"]
-    assert dispatcher.stats()["a"]["failures"] == {"a.slow": 1, "a.call": 1}
+    assert dispatcher.dispatch_status()["a"]["failures"] == {"a.slow": 1, "a.call": 1}
 
 
 async def test_cancelling_a_concurrent_dispatch_cancels_and_waits_for_every_handler() -> None:

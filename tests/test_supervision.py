@@ -54,10 +54,10 @@ class Crashy(fluid.Worker):
         self._end.set_result(None)
 
 
-def events_of(tree: fluid.Worker) -> list[fluid.LifecycleEvent]:
-    events: list[fluid.LifecycleEvent] = []
-    tree.add_observer(events.append)
-    return events
+def transitions_of(tree: fluid.Worker) -> list[fluid.Transition]:
+    transitions: list[fluid.Transition] = []
+    tree.add_observer(transitions.append)
+    return transitions
 
 
 async def restarted(worker: fluid.Worker, times: int = 1) -> None:
@@ -98,7 +98,7 @@ async def test_restart_types(
     other = Idle(name="other")
     tree = fluid.Workers(other, strategy="one_for_one", backoff=NO_WAIT)
     tree.add_workers(child, restart=restart)
-    events = events_of(tree)
+    transitions = transitions_of(tree)
     async with tree:
         if with_error:
             child.crash()
@@ -111,7 +111,7 @@ async def test_restart_types(
             await asyncio.sleep(0.01)  # a restart, if any, would come within loop turns
             assert child.is_stopped()
         assert tree.is_running()  # under supervision a child's end never stops the tree
-    kinds = [e.kind for e in events if e.worker is child]
+    kinds = [e.kind for e in transitions if e.worker is child]
     assert ("restarted" in kinds) is is_restarted
 
 
@@ -223,12 +223,12 @@ async def test_restarts_of_one_child_wait_the_backoff() -> None:
     child = Crashy("flaky")
     backoff = fluid.Backoff(initial=0.01, factor=2, jitter=0, reset_after=60)
     tree = fluid.Workers(child, strategy="one_for_one", max_restarts=10, backoff=backoff)
-    events = events_of(tree)
+    transitions = transitions_of(tree)
     async with tree:
         for n in range(1, 4):
             child.crash()
             await restarted(child, n)
-    delays = [e.delay for e in events if e.kind == "restarted"]
+    delays = [e.delay for e in transitions if e.kind == "restarted"]
     assert delays == [0.01, 0.02, 0.04]
 
 
@@ -236,7 +236,7 @@ async def test_a_child_that_ran_long_enough_starts_its_backoff_again() -> None:
     child = Crashy("flaky")
     backoff = fluid.Backoff(initial=0.01, factor=2, jitter=0, reset_after=0.03)
     tree = fluid.Workers(child, strategy="one_for_one", max_restarts=10, backoff=backoff)
-    events = events_of(tree)
+    transitions = transitions_of(tree)
     async with tree:
         child.crash()
         await restarted(child, 1)
@@ -245,7 +245,7 @@ async def test_a_child_that_ran_long_enough_starts_its_backoff_again() -> None:
         await asyncio.sleep(0.04)  # run longer than reset_after
         child.crash()
         await restarted(child, 3)
-    delays = [e.delay for e in events if e.kind == "restarted"]
+    delays = [e.delay for e in transitions if e.kind == "restarted"]
     assert delays == [0.01, 0.02, 0.01]
 
 
@@ -344,7 +344,7 @@ async def test_a_child_added_to_a_supervised_tree_that_fails_to_start_is_logged(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     # Its error is not kept by the worker (startup() raised it to the tree):
-    # unlogged, it was lost to anyone not observing events.
+    # unlogged, it was lost to anyone not observing transitions.
     tree = fluid.Workers(Idle(name="steady"), strategy="one_for_one", backoff=NO_WAIT)
     late = SlowToFail("late", fail_at=1)
     late.gate.set()
@@ -396,7 +396,7 @@ async def test_an_on_shutdown_error_of_a_restarted_child_is_logged(
 ) -> None:
     # run() returns, on_shutdown() raises: the error is the child's outcome,
     # the supervisor restarts it (startup() clears the error) and nobody ever
-    # raises it. Only a `crashed` event saw it: it must be logged.
+    # raises it. Only a `crashed` transition saw it: it must be logged.
     class BadClose(Crashy):
         async def on_shutdown(self) -> None:
             if self.restarts == 0:
@@ -476,16 +476,38 @@ async def test_concurrent_stop_asks_every_child_at_once() -> None:
 # --------------------------------------------------------------- lifecycle
 
 
-async def test_events_of_a_crash_and_a_restart_in_order() -> None:
+def test_the_earlier_lifecycle_names_are_the_new_objects() -> None:
+    # LifecycleEvent and EventKind were renamed so that "event" keeps one
+    # meaning (the dispatcher's routing key); code written for them still runs.
+    from fluid import EventKind, LifecycleEvent
+
+    assert LifecycleEvent is fluid.Transition
+    assert fluid.LifecycleEvent is fluid.Transition
+    assert EventKind is fluid.TransitionKind
+    assert "LifecycleEvent" not in fluid.__all__
+    assert "EventKind" not in fluid.__all__
+
+
+async def test_an_observer_written_for_lifecycle_event_gets_transitions() -> None:
+    seen: list[fluid.LifecycleEvent] = []
+    worker = Idle(name="w")
+    worker.add_observer(seen.append)
+    async with worker:
+        pass
+    assert [type(t) for t in seen] == [fluid.Transition] * 3
+    assert [t.kind for t in seen] == ["started", "stopping", "stopped"]
+
+
+async def test_transitions_of_a_crash_and_a_restart_in_order() -> None:
     child = Crashy("child")
     inner = fluid.Workers(child, name="inner", strategy="one_for_one", backoff=NO_WAIT)
     root = fluid.Workers(inner, name="root")
-    events = events_of(root)
+    transitions = transitions_of(root)
     async with root:
         boom = ValueError("boom")
         child.crash(boom)
         await restarted(child)
-    mine = [(e.kind, e.path, e.restarts) for e in events if e.worker is child]
+    mine = [(e.kind, e.path, e.restarts) for e in transitions if e.worker is child]
     assert mine == [
         ("started", "root/inner/child", 0),
         ("crashed", "root/inner/child", 0),
@@ -494,30 +516,30 @@ async def test_events_of_a_crash_and_a_restart_in_order() -> None:
         ("stopping", "root/inner/child", 1),
         ("stopped", "root/inner/child", 1),
     ]
-    crash = next(e for e in events if e.kind == "crashed")
+    crash = next(e for e in transitions if e.kind == "crashed")
     assert crash.error is boom
-    assert [e.kind for e in events if e.worker is root] == ["started", "stopping", "stopped"]
+    assert [e.kind for e in transitions if e.worker is root] == ["started", "stopping", "stopped"]
 
 
-async def test_a_forced_stop_is_its_own_event() -> None:
+async def test_a_forced_stop_is_its_own_transition() -> None:
     from .helpers import Deaf
 
     deaf = Deaf(name="deaf")
-    events = events_of(deaf)
+    transitions = transitions_of(deaf)
     await deaf.startup()
     await deaf.shutdown()
-    assert [e.kind for e in events] == ["started", "stopping", "force_stopped"]
+    assert [e.kind for e in transitions] == ["started", "stopping", "force_stopped"]
 
 
 async def test_a_failing_observer_is_logged_and_changes_nothing(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    def broken(event: fluid.LifecycleEvent) -> None:
+    def broken(transition: fluid.Transition) -> None:
         raise RuntimeError("metrics down")
 
     worker = Idle(name="w")
     worker.add_observer(broken)
-    seen = events_of(worker)
+    seen = transitions_of(worker)
     async with worker:
         pass
     assert [e.kind for e in seen] == ["started", "stopping", "stopped"]
@@ -580,7 +602,7 @@ async def test_chaos_every_crash_is_restarted_and_accounted_for() -> None:
         max_restarts=100_000,
         backoff=fluid.Backoff(initial=0.001, maximum=0.005, jitter=0.5),
     )
-    events = events_of(tree)
+    transitions = transitions_of(tree)
     crashes = 0
     async with tree, asyncio.timeout(2 * BOUND):  # a hang guard, not a speed requirement
         while crashes < 600:
@@ -589,8 +611,8 @@ async def test_chaos_every_crash_is_restarted_and_accounted_for() -> None:
                     worker.crash()
                     crashes += 1
             await asyncio.sleep(0.002)
-    crashed = [e for e in events if e.kind == "crashed"]
-    restarts = [e for e in events if e.kind == "restarted"]
+    crashed = [e for e in transitions if e.kind == "crashed"]
+    restarts = [e for e in transitions if e.kind == "restarted"]
     assert len(crashed) == crashes
     for worker in workers:
         mine = sum(1 for e in crashed if e.worker is worker)
@@ -632,7 +654,7 @@ async def test_chaos_intensity_gives_up_exactly_at_the_limit(
     tree = fluid.Workers(
         *workers, strategy="one_for_one", max_restarts=25, period=60, backoff=backoff
     )
-    events = events_of(tree)
+    transitions = transitions_of(tree)
     await tree.startup()
     rng = random.Random(1)
 
@@ -647,7 +669,7 @@ async def test_chaos_intensity_gives_up_exactly_at_the_limit(
     with pytest.raises(fluid.TooManyRestarts) as info:
         await asyncio.wait_for(crash_until_it_gives_up(), 2 * BOUND)
     assert info.value.restarts == 25
-    restarts = [e.worker.worker_name for e in events if e.kind == "restarted"]
+    restarts = [e.worker.worker_name for e in transitions if e.kind == "restarted"]
     decisions = decided(caplog, tree)
     assert len(decisions) == 25  # exactly max_restarts, then the one too many gave up
     for worker in workers:
@@ -669,7 +691,7 @@ async def test_a_child_removed_as_it_crashes_changes_nothing(strategy: fluid.Str
     a, b, c = (Crashy(n, log) for n in "abc")
     tree = fluid.Workers(a, b, c, strategy=strategy, backoff=NO_WAIT)
     removals = remove_when_it_crashes(tree, b)
-    events = events_of(tree)
+    transitions = transitions_of(tree)
     async with tree:
         gate = await busy_tree(tree)
         log.clear()
@@ -684,7 +706,7 @@ async def test_a_child_removed_as_it_crashes_changes_nothing(strategy: fluid.Str
         assert [w.worker_name for w in tree.children] == ["a", "c", "slow-to-start"]
         assert log == ["stop:b"]  # no sibling stopped or restarted for it
         assert b.is_stopped()
-    assert not [e for e in events if e.kind == "restarted"]
+    assert not [e for e in transitions if e.kind == "restarted"]
 
 
 class AlwaysFails(fluid.Worker):
@@ -705,7 +727,7 @@ async def test_restart_intensity_escalates_through_every_level() -> None:
 
     inner = fluid.Workers(AlwaysFails(name="leaf"), name="inner", **policy())
     outer = fluid.Workers(Idle(name="steady"), inner, name="outer", **policy())
-    events = events_of(outer)
+    transitions = transitions_of(outer)
     await outer.startup()
     try:
         with pytest.raises(fluid.TooManyRestarts) as info:
@@ -718,7 +740,7 @@ async def test_restart_intensity_escalates_through_every_level() -> None:
     assert isinstance(info.value.__cause__, fluid.TooManyRestarts)
     assert info.value.__cause__.worker_name == "leaf"
     assert inner.restarts == 3
-    gave_up = [e for e in events if e.kind == "crashed" and e.worker is inner]
+    gave_up = [e for e in transitions if e.kind == "crashed" and e.worker is inner]
     assert len(gave_up) == 4
     assert all(isinstance(e.error, fluid.TooManyRestarts) for e in gave_up)
 
@@ -727,13 +749,13 @@ async def test_a_restarted_tree_starts_the_backoff_of_its_children_afresh() -> N
     leaf = Crashy("leaf")
     backoff = fluid.Backoff(initial=0.01, factor=2, jitter=0, reset_after=60)
     inner = fluid.Workers(leaf, name="inner", strategy="one_for_one", backoff=backoff)
-    events = events_of(inner)
+    transitions = transitions_of(inner)
     for _run in range(2):
         async with inner:
             for _ in range(2):
                 leaf.crash()
                 await restarted(leaf, leaf.restarts + 1)
-    delays = [e.delay for e in events if e.kind == "restarted"]
+    delays = [e.delay for e in transitions if e.kind == "restarted"]
     assert delays == [0.01, 0.02, 0.01, 0.02]
 
 

@@ -461,7 +461,7 @@ class CrashAsTheTreeStops(Crash):
 
 async def crash_as_the_tree_stops(
     strategy: fluid.Strategy | None, when: str, forced: bool
-) -> tuple[fluid.Workers, CrashAsTheTreeStops, list[fluid.LifecycleEvent]]:
+) -> tuple[fluid.Workers, CrashAsTheTreeStops, list[fluid.Transition]]:
     """Run a tree whose child fails ``when`` (see CrashAsTheTreeStops); start its stop."""
     child = CrashAsTheTreeStops(when)
     last = Deaf(name="deaf", stopping_grace_period=60) if forced else Idle(name="idle")
@@ -470,8 +470,8 @@ async def crash_as_the_tree_stops(
         child, last, stopping_grace_period=grace, strategy=strategy, backoff=NO_WAIT
     )
     child.tree = tree
-    events: list[fluid.LifecycleEvent] = []
-    tree.add_observer(events.append)
+    transitions: list[fluid.Transition] = []
+    tree.add_observer(transitions.append)
     await tree.startup()
     child.error = ValueError("lost?")
     if when == "before":
@@ -482,7 +482,7 @@ async def crash_as_the_tree_stops(
     else:
         tree.gracefully_stop()
         child.go.set()  # "after": it crashes while the tree is already stopping
-    return tree, child, events
+    return tree, child, transitions
 
 
 WHEN = ["before", "after", "on_shutdown"]
@@ -513,7 +513,7 @@ async def test_a_crash_as_a_supervised_tree_stops_is_logged_not_raised(
     # just before) is not restarted, and is logged and kept, not raised. It
     # used to be raised, so whether shutdown() raised depended on a race
     # between a crash and the stop request.
-    tree, child, events = await crash_as_the_tree_stops("one_for_one", when, forced)
+    tree, child, transitions = await crash_as_the_tree_stops("one_for_one", when, forced)
     error = child.error
     async with asyncio.timeout(BOUND):
         await tree.shutdown()  # raises nothing
@@ -522,7 +522,7 @@ async def test_a_crash_as_a_supervised_tree_stops_is_logged_not_raised(
     await tree.wait_for_shutdown()  # nothing kept to raise later either
     assert child.is_stopped()
     assert child.restarts == 0
-    crashed = [e for e in events if e.kind == "crashed"]
+    crashed = [e for e in transitions if e.kind == "crashed"]
     assert [(e.worker, e.error) for e in crashed] == [(child, error)]  # kept by the child
     logged = [r for r in caplog.records if r.exc_info and r.exc_info[1] is error]
     assert any("failed as the tree stopped" in r.getMessage() for r in logged)
@@ -681,8 +681,8 @@ def remove_when_it_crashes(tree: fluid.Workers, child: fluid.Worker) -> list[asy
     """An observer that removes ``child`` as it crashes, before its tree handles the end."""
     removals: list[asyncio.Task[Any]] = []
 
-    def observer(event: fluid.LifecycleEvent) -> None:
-        if event.kind == "crashed" and event.worker is child:
+    def observer(transition: fluid.Transition) -> None:
+        if transition.kind == "crashed" and transition.worker is child:
             removals.append(asyncio.ensure_future(tree.remove_workers(child.worker_name)))
 
     tree.add_observer(observer)

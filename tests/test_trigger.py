@@ -1,4 +1,4 @@
-"""EventWorker: one run per trigger, coalesced, never overlapping, never lost."""
+"""TriggerWorker: one run per trigger, coalesced, never overlapping, never lost."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from .helpers import wait_until
 
 
 class Job:
-    """An event function that counts its runs and can be held inside a run."""
+    """A trigger function that counts its runs and can be held inside a run."""
 
     def __init__(self) -> None:
         self.runs = 0
@@ -42,14 +42,14 @@ class Job:
         await wait_until(lambda: self.runs >= count and self.active == 0)
 
 
-async def event_figures(worker: fluid.EventWorker) -> object:
+async def trigger_figures(worker: fluid.TriggerWorker) -> object:
     status: Mapping[str, object] = await worker.status()
     return status["event"]
 
 
 async def test_each_trigger_causes_a_run() -> None:
     job = Job()
-    worker = fluid.EventWorker(job)
+    worker = fluid.TriggerWorker(job)
     async with worker:
         await asyncio.sleep(0)
         assert job.runs == 0  # nothing runs without a trigger
@@ -69,7 +69,7 @@ async def test_triggers_during_a_run_coalesce_into_exactly_one_more_run() -> Non
         await job()
         pending_in_second_run.append(worker.pending)
 
-    worker = fluid.EventWorker(check)
+    worker = fluid.TriggerWorker(check)
     async with worker:
         worker.trigger()
         await job.started.wait()  # the first run is held on the gate
@@ -78,7 +78,7 @@ async def test_triggers_during_a_run_coalesce_into_exactly_one_more_run() -> Non
         assert worker.pending
         job.gate.set()
         await wait_until(lambda: len(pending_in_second_run) == 2)
-        assert await event_figures(worker) == {
+        assert await trigger_figures(worker) == {
             "runs": 2,
             "failures": 0,
             "pending": False,
@@ -93,7 +93,7 @@ async def test_triggers_during_a_run_coalesce_into_exactly_one_more_run() -> Non
 async def test_a_trigger_during_the_extra_run_is_not_lost() -> None:
     job = Job()
     first = job.gate = asyncio.Event()
-    worker = fluid.EventWorker(job)
+    worker = fluid.TriggerWorker(job)
     async with worker:
         worker.trigger()
         await job.started.wait()  # held in the first run
@@ -110,7 +110,7 @@ async def test_a_trigger_during_the_extra_run_is_not_lost() -> None:
 
 async def test_trigger_threadsafe_from_a_thread_wakes_the_waiting_worker() -> None:
     job = Job()
-    worker = fluid.EventWorker(job)
+    worker = fluid.TriggerWorker(job)
     async with worker:
         await asyncio.sleep(0)
         assert worker._waiter is not None  # idle, asleep on its future
@@ -125,7 +125,7 @@ async def test_trigger_threadsafe_from_a_thread_wakes_the_waiting_worker() -> No
 async def test_a_burst_of_threadsafe_triggers_during_a_run_is_one_more_run() -> None:
     job = Job()
     job.gate = asyncio.Event()
-    worker = fluid.EventWorker(job)
+    worker = fluid.TriggerWorker(job)
     async with worker:
         worker.trigger()
         await job.started.wait()
@@ -148,7 +148,7 @@ async def test_a_burst_of_threadsafe_triggers_during_a_run_is_one_more_run() -> 
 
 async def test_trigger_threadsafe_from_the_loop_thread_is_a_trigger() -> None:
     job = Job()
-    worker = fluid.EventWorker(job)
+    worker = fluid.TriggerWorker(job)
     async with worker:
         await asyncio.sleep(0)
         worker.trigger_threadsafe()
@@ -156,7 +156,7 @@ async def test_trigger_threadsafe_from_the_loop_thread_is_a_trigger() -> None:
 
 
 async def test_trigger_from_another_thread_is_refused_with_a_hint() -> None:
-    worker = fluid.EventWorker(Job())
+    worker = fluid.TriggerWorker(Job())
     errors: list[BaseException] = []
 
     def call() -> None:
@@ -174,7 +174,7 @@ async def test_trigger_from_another_thread_is_refused_with_a_hint() -> None:
 
 
 async def test_a_stop_wakes_the_idle_worker_at_once() -> None:
-    worker = fluid.EventWorker(Job(), stopping_grace_period=30)
+    worker = fluid.TriggerWorker(Job(), stopping_grace_period=30)
     await worker.startup()
     await asyncio.sleep(0)
     async with asyncio.timeout(0.5):
@@ -184,7 +184,7 @@ async def test_a_stop_wakes_the_idle_worker_at_once() -> None:
 
 async def test_a_trigger_before_startup_runs_once_started() -> None:
     job = Job()
-    worker = fluid.EventWorker(job)
+    worker = fluid.TriggerWorker(job)
     worker.trigger()
     worker.trigger_threadsafe()
     assert job.runs == 0
@@ -201,7 +201,7 @@ async def test_returning_false_stops_the_worker() -> None:
         runs += 1
         return False
 
-    worker = fluid.EventWorker(once)
+    worker = fluid.TriggerWorker(once)
     await worker.startup()
     worker.trigger()
     async with asyncio.timeout(2):
@@ -216,7 +216,7 @@ async def test_returning_true_or_none_keeps_waiting() -> None:
     async def answer() -> bool | None:
         return results.pop(0)
 
-    worker = fluid.EventWorker(answer)
+    worker = fluid.TriggerWorker(answer)
     async with worker:
         worker.trigger()
         await wait_until(lambda: len(results) == 1)
@@ -236,14 +236,14 @@ async def test_an_error_is_logged_and_the_worker_waits_for_the_next_trigger(
         if calls == 1:
             raise LookupError("first run fails")
 
-    worker = fluid.EventWorker(flaky, name="flaky")
+    worker = fluid.TriggerWorker(flaky, name="flaky")
     async with worker:
         worker.trigger()
         await wait_until(lambda: calls == 1)
         worker.trigger()
         await wait_until(lambda: calls == 2)
         assert worker.is_running()
-        assert await event_figures(worker) == {
+        assert await trigger_figures(worker) == {
             "runs": 2,
             "failures": 1,
             "pending": False,
@@ -258,7 +258,7 @@ async def test_on_error_stop_ends_the_worker_with_the_error() -> None:
     async def fail() -> None:
         raise LookupError("boom")
 
-    worker = fluid.EventWorker(fail, on_error="stop")
+    worker = fluid.TriggerWorker(fail, on_error="stop")
     await worker.startup()
     worker.trigger()
     with pytest.raises(LookupError, match="boom"):
@@ -275,7 +275,7 @@ async def test_on_error_callback_gets_the_run_number_and_the_error() -> None:
     async def record(run: int, error: Exception) -> None:
         seen.append((run, str(error)))
 
-    worker = fluid.EventWorker(fail, on_error=record)
+    worker = fluid.TriggerWorker(fail, on_error=record)
     async with worker:
         worker.trigger()
         await wait_until(lambda: len(seen) == 1)
@@ -287,11 +287,11 @@ async def test_on_error_callback_gets_the_run_number_and_the_error() -> None:
 async def test_a_forced_stop_during_a_run_keeps_the_trigger_for_the_next_start() -> None:
     job = Job()
     job.gate = asyncio.Event()  # never set: the run hangs until cancelled
-    worker = fluid.EventWorker(job, stopping_grace_period=0.01)
+    worker = fluid.TriggerWorker(job, stopping_grace_period=0.01)
     async with worker:
         worker.trigger()
         await job.started.wait()
-        assert await event_figures(worker) == {
+        assert await trigger_figures(worker) == {
             "runs": 0,
             "failures": 0,
             "pending": False,
@@ -308,7 +308,7 @@ async def test_a_forced_stop_during_a_run_keeps_the_trigger_for_the_next_start()
 async def test_a_graceful_stop_finishes_the_run_and_keeps_a_pending_trigger() -> None:
     job = Job()
     job.gate = asyncio.Event()
-    worker = fluid.EventWorker(job)
+    worker = fluid.TriggerWorker(job)
     await worker.startup()
     worker.trigger()
     await job.started.wait()
@@ -321,23 +321,45 @@ async def test_a_graceful_stop_finishes_the_run_and_keeps_a_pending_trigger() ->
     assert worker.pending
 
 
-async def test_status_has_the_name_state_and_event_figures() -> None:
+async def test_status_has_the_name_state_and_trigger_figures() -> None:
     async def noop() -> None:
         pass
 
-    worker = fluid.EventWorker(noop)
+    worker = fluid.TriggerWorker(noop)
     worker.trigger()
     status: Mapping[str, object] = await worker.status()
     assert (status["name"], status["state"], status["error"]) == ("noop", WorkerState.INIT, None)
     assert status["event"] == {"runs": 0, "failures": 0, "pending": True, "in_progress": False}
 
 
+async def test_the_earlier_names_are_the_new_objects() -> None:
+    # EventWorker and EventStatus were renamed so that "event" keeps one
+    # meaning (the dispatcher's routing key); code written for them still
+    # runs, and the status keeps its "event" key.
+    from fluid import EventStatus, EventWorker
+
+    assert EventWorker is fluid.TriggerWorker
+    assert fluid.EventWorker is fluid.TriggerWorker
+    assert EventStatus is fluid.TriggerStatus
+    assert "EventWorker" not in fluid.__all__
+    assert "EventStatus" not in fluid.__all__
+
+    job = Job()
+    worker = EventWorker(job)
+    assert type(worker) is fluid.TriggerWorker
+    async with worker:
+        worker.trigger()
+        await job.wait_runs(1)
+    figures: EventStatus = (await worker.status())["event"]
+    assert figures == {"runs": 1, "failures": 0, "pending": False, "in_progress": False}
+
+
 def test_name_defaults_to_the_function_name() -> None:
     async def refresh_cache() -> None:
         pass
 
-    assert fluid.EventWorker(refresh_cache).worker_name == "refresh_cache"
-    assert fluid.EventWorker(refresh_cache, name="cache").worker_name == "cache"
+    assert fluid.TriggerWorker(refresh_cache).worker_name == "refresh_cache"
+    assert fluid.TriggerWorker(refresh_cache, name="cache").worker_name == "cache"
 
 
 def test_a_sync_function_is_rejected() -> None:
@@ -345,7 +367,7 @@ def test_a_sync_function_is_rejected() -> None:
         pass
 
     with pytest.raises(TypeError, match="fn must be a coroutine function"):
-        fluid.EventWorker(not_async)  # type: ignore[arg-type]
+        fluid.TriggerWorker(not_async)  # type: ignore[arg-type]
 
 
 def test_a_bad_error_policy_is_rejected() -> None:
@@ -353,7 +375,7 @@ def test_a_bad_error_policy_is_rejected() -> None:
         pass
 
     with pytest.raises(ValueError, match="on_error must be"):
-        fluid.EventWorker(noop, on_error="ignore")  # type: ignore[arg-type]
+        fluid.TriggerWorker(noop, on_error="ignore")  # type: ignore[arg-type]
 
 
 def test_a_negative_grace_period_is_rejected() -> None:
@@ -361,4 +383,4 @@ def test_a_negative_grace_period_is_rejected() -> None:
         pass
 
     with pytest.raises(ValueError, match="stopping_grace_period"):
-        fluid.EventWorker(noop, stopping_grace_period=-1)
+        fluid.TriggerWorker(noop, stopping_grace_period=-1)

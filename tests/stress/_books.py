@@ -444,7 +444,7 @@ class Crashy(fluid.Worker):
 
 
 class Seen(NamedTuple):
-    """A lifecycle event, without the error's traceback."""
+    """A lifecycle transition, without the error's traceback."""
 
     kind: str
     error: str | None  # the error's type name
@@ -454,26 +454,26 @@ class Seen(NamedTuple):
 
 
 class Lifecycle:
-    """An observer keeping each worker's lifecycle events; ``check`` checks their order.
+    """An observer keeping each worker's lifecycle transitions; ``check`` checks their order.
 
-    Add it to the root of a tree: it sees every event below. Per worker the
-    events must read ``started [restarted] [stopping] (stopped | force_stopped
+    Add it to the root of a tree: it sees every transition below. Per worker
+    the transitions must read ``started [restarted] [stopping] (stopped | force_stopped
     | crashed)``, over and over, or a lone ``crashed`` (a start that failed).
     """
 
     def __init__(self) -> None:
         self.events: dict[fluid.Worker, list[Seen]] = {}
 
-    def __call__(self, event: fluid.LifecycleEvent) -> None:
-        error = event.error
+    def __call__(self, transition: fluid.Transition) -> None:
+        error = transition.error
         found = serials(error) or serials(error.__cause__ if error else None)
         gave_up_on = error.worker_name if isinstance(error, fluid.TooManyRestarts) else None
         name = None if error is None else type(error).__name__
-        seen = Seen(event.kind, name, found, event.restarts, gave_up_on)
-        self.events.setdefault(event.worker, []).append(seen)
+        seen = Seen(transition.kind, name, found, transition.restarts, gave_up_on)
+        self.events.setdefault(transition.worker, []).append(seen)
 
     def of(self, worker: fluid.Worker, kind: str) -> list[Seen]:
-        """The events of one kind of ``worker``."""
+        """The transitions of one kind of ``worker``."""
         return [e for e in self.events.get(worker, ()) if e.kind == kind]
 
     def check(self) -> list[str]:

@@ -199,12 +199,13 @@ def check_fan_out(fan: FanOut, dispatcher: Tracked) -> None:
         dispatched[route_of(kind)] += 1
         if got != fan.expected(kind):
             fan.ledger.problem(f"message {message_id} ({kind}) reached handlers {got:b}")
-    stats = dispatcher.stats()
+    status = dispatcher.dispatch_status()
     for route in ("order", "user", "*"):
         failures = {name: n for (kind, name), n in fan.raised.items() if route_of(kind) == route}
         figures = {"dispatched": dispatched[route], "failures": failures}
-        if stats[route] != figures:
-            fan.ledger.problem(f"stats()[{route!r}] = {stats[route]}, expected {figures}")
+        if status[route] != figures:
+            problem = f"dispatch_status()[{route!r}] = {status[route]}, expected {figures}"
+            fan.ledger.problem(problem)
 
 
 @dataclass

@@ -263,23 +263,23 @@ async def test_supervised_process_workers_killed_at_random_are_restarted(
     books = {worker.worker_name: ChildBooks() for worker in workers}
     stopping = False
 
-    def observe(event: fluid.LifecycleEvent) -> None:
-        if event.worker not in workers:
+    def observe(transition: fluid.Transition) -> None:
+        if transition.worker not in workers:
             return  # the tree itself
-        child = books[event.worker.worker_name]
-        if event.kind == "started":
+        child = books[transition.worker.worker_name]
+        if transition.kind == "started":
             child.up = True
-        elif event.kind == "crashed":
+        elif transition.kind == "crashed":
             if child.up:
                 child.crashes_running += 1
             else:
                 child.crashes_starting += 1
             child.up = False
-            child.errors.append(event.error)
-        elif event.kind == "restarted":
+            child.errors.append(transition.error)
+        elif transition.kind == "restarted":
             child.restarted += 1
-        elif event.kind in ("stopped", "force_stopped") and not stopping:
-            child.other_ends.append(event.kind)
+        elif transition.kind in ("stopped", "force_stopped") and not stopping:
+            child.other_ends.append(transition.kind)
 
     tree.add_observer(observe)
     killed: set[int] = set()
