@@ -1,11 +1,20 @@
 """Decorators that turn coroutine functions into workers: thin sugar over the classes.
 
-Each decorator builds one worker of a fluid class and nothing else: what
-``@fluid.worker`` gives is a [`WorkerFunction`][fluid.WorkerFunction], what
-``@fluid.consumer`` gives is a [`QueueConsumerWorker`][fluid.QueueConsumerWorker]
-and what ``@fluid.on_event`` gives is an [`EventWorker`][fluid.EventWorker].
-The overloads tell mypy which class (and, for consumers, which message type)
-the decorated name holds.
+Every decorator of fluid lives here, and each builds one worker of a fluid
+class and nothing else: what ``@fluid.worker`` gives is a
+[`WorkerFunction`][fluid.WorkerFunction], what ``@fluid.consumer`` gives is a
+[`QueueConsumerWorker`][fluid.QueueConsumerWorker], what ``@fluid.on_trigger``
+gives is a [`TriggerWorker`][fluid.TriggerWorker] and what ``@fluid.scheduled``
+gives is a [`ScheduledWorker`][fluid.ScheduledWorker]. The overloads tell mypy
+which class (and, for consumers, which message type) the decorated name holds.
+
+The keyword arguments of a consumer and of a schedule are many, so they are
+written once, as a ``TypedDict`` ([`ConsumerOptions`][fluid.ConsumerOptions],
+[`ScheduleOptions`][fluid.ScheduleOptions]) that the decorator takes with
+``**options: Unpack[...]``: mypy checks every name and type at the call, and a
+test holds each ``TypedDict`` equal to the class's keyword parameters, so the
+decorator cannot fall behind the class. The class keeps its parameters written
+out, for its own signature and docstring.
 
 Bad input fails at decoration: the arguments are checked when the decorator is
 called, by the same checks as the classes', and the class checks the function
@@ -14,17 +23,29 @@ when the decorator is applied. Neither waits for the worker to start.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime, tzinfo
 from typing import Any, Literal, TypedDict, TypeVar, Unpack, overload
 
+from ._cron import CronExpression
 from ._function import WorkerFunction
+from ._plan import Missed, check_missed, check_mode
 from ._policy import OnError, check_on_error
 from ._queue import QueueConsumerWorker
-from ._trigger import EventWorker
-from ._validate import check_name, check_seconds, is_async_callable
+from ._schedule import ScheduledWorker
+from ._trigger import TriggerWorker
+from ._validate import check_count, check_name, check_seconds, is_async_callable
 from ._worker import STOPPING_GRACE_PERIOD
 
-__all__ = ["ConsumerOptions", "consumer", "on_event", "worker"]
+__all__ = [
+    "ConsumerOptions",
+    "ScheduleOptions",
+    "consumer",
+    "on_event",
+    "on_trigger",
+    "scheduled",
+    "worker",
+]
 
 MessageT = TypeVar("MessageT")
 
@@ -62,7 +83,49 @@ class ConsumerOptions(TypedDict, total=False):
     concurrency: int
 
 
+class ScheduleOptions(TypedDict, total=False):
+    """Keyword arguments of ``@fluid.scheduled``: those of ``ScheduledWorker``, as they are.
+
+    Their meaning, defaults and checks are the
+    [`ScheduledWorker`][fluid.ScheduledWorker]'s; give exactly one of
+    ``interval``, ``delay`` and ``cron``.
+
+    Attributes:
+        interval: seconds between the starts of two runs (fixed rate).
+        delay: seconds between the end of a run and the start of the next.
+        cron: a cron expression (string or [`CronExpression`][fluid.CronExpression]).
+        tz: the zone of a cron string's times; UTC by default.
+        initial_delay: seconds from ``startup()`` to the first run.
+        max_count: end the worker after this many runs.
+        missed: ``"skip"`` (default) or ``"catch_up"``.
+        on_error: ``"log"`` (default), ``"stop"`` or a function ``(due, error)``.
+        name: the worker's name; by default the function's name.
+        stopping_grace_period: seconds given to a graceful stop.
+
+    Example:
+        ```python
+        nightly: fluid.ScheduleOptions = {"cron": "30 2 * * *", "tz": "Europe/London"}
+
+        @fluid.scheduled(**nightly)
+        async def backup() -> None:
+            print("backing up")
+        ```
+    """
+
+    interval: float | None
+    delay: float | None
+    cron: str | CronExpression | None
+    tz: tzinfo | str | None
+    initial_delay: float
+    max_count: int | None
+    missed: Missed
+    on_error: OnError[datetime]
+    name: str
+    stopping_grace_period: float
+
+
 _CONSUMER_OPTIONS = frozenset(ConsumerOptions.__optional_keys__)
+_SCHEDULE_OPTIONS = frozenset(ScheduleOptions.__optional_keys__)
 
 
 # ------------------------------------------------------------------- worker
@@ -209,9 +272,7 @@ def consumer(
             await store.put({"id": 1})
         ```
     """
-    unknown = sorted(options.keys() - _CONSUMER_OPTIONS)
-    if unknown:
-        raise TypeError(f"consumer() got unknown keyword arguments: {', '.join(unknown)}")
+    _check_keywords("consumer", options, _CONSUMER_OPTIONS)
     check_name(options.get("name", ""))
     check_seconds("stopping_grace_period", options.get("stopping_grace_period", 0))
     check_on_error(on_error)
@@ -223,33 +284,33 @@ def consumer(
     return decorate if fn is None else decorate(fn)
 
 
-# ----------------------------------------------------------------- on_event
+# --------------------------------------------------------------- on_trigger
 
 
 @overload
-def on_event(fn: RunFunction, /) -> EventWorker: ...
+def on_trigger(fn: RunFunction, /) -> TriggerWorker: ...
 
 
 @overload
-def on_event(
+def on_trigger(
     *,
     name: str = "",
     stopping_grace_period: float = STOPPING_GRACE_PERIOD,
     on_error: OnError[int] = "log",
-) -> Callable[[RunFunction], EventWorker]: ...
+) -> Callable[[RunFunction], TriggerWorker]: ...
 
 
-def on_event(
+def on_trigger(
     fn: RunFunction | None = None,
     /,
     *,
     name: str = "",
     stopping_grace_period: float = STOPPING_GRACE_PERIOD,
     on_error: OnError[int] = "log",
-) -> EventWorker | Callable[[RunFunction], EventWorker]:
-    """Turn a coroutine function into an [`EventWorker`][fluid.EventWorker].
+) -> TriggerWorker | Callable[[RunFunction], TriggerWorker]:
+    """Turn a coroutine function into an [`TriggerWorker`][fluid.TriggerWorker].
 
-    Use it bare (``@fluid.on_event``) or with the worker's keyword arguments.
+    Use it bare (``@fluid.on_trigger``) or with the worker's keyword arguments.
     The function runs once per ``trigger()``; triggers during a run coalesce
     into one more run.
 
@@ -269,11 +330,11 @@ def on_event(
 
     Example:
         ```python
-        @fluid.on_event
+        @fluid.on_trigger
         async def rebuild_index() -> None:
             print("rebuilding")
 
-        async with rebuild_index:  # a fluid.EventWorker
+        async with rebuild_index:  # a fluid.TriggerWorker
             rebuild_index.trigger()
         ```
     """
@@ -281,13 +342,69 @@ def on_event(
     check_seconds("stopping_grace_period", stopping_grace_period)
     check_on_error(on_error)
 
-    def decorate(fn: RunFunction) -> EventWorker:
-        _check_function("on_event", fn)
-        return EventWorker(
+    def decorate(fn: RunFunction) -> TriggerWorker:
+        _check_function("on_trigger", fn)
+        return TriggerWorker(
             fn, name=name, stopping_grace_period=stopping_grace_period, on_error=on_error
         )
 
     return decorate if fn is None else decorate(fn)
+
+
+on_event = on_trigger
+"""The earlier name of [`on_trigger`][fluid.on_trigger], kept for earlier code."""
+
+
+# ---------------------------------------------------------------- scheduled
+
+
+def scheduled(**options: Unpack[ScheduleOptions]) -> Callable[[RunFunction], ScheduledWorker]:
+    """Decorate a coroutine function to make it a [`ScheduledWorker`][fluid.ScheduledWorker].
+
+    The arguments are those of ``ScheduledWorker`` (see
+    [`ScheduleOptions`][fluid.ScheduleOptions]) and are checked when the
+    decorator is called; the decorated name holds the worker.
+
+    Args:
+        **options: the keyword arguments of ``ScheduledWorker``; exactly one of
+            ``interval``, ``delay`` and ``cron``. ``name`` defaults to the
+            function's name.
+
+    Returns:
+        A decorator that makes the worker.
+
+    Raises:
+        ValueError: as ``ScheduledWorker`` does, at decoration.
+        TypeError: a keyword is unknown or an argument has the wrong type; the
+            decorated object is not a coroutine function.
+
+    Example:
+        ```python
+        @fluid.scheduled(interval=5)
+        async def poll_prices() -> None:
+            print("polling")
+
+        async with poll_prices:  # a ScheduledWorker named "poll_prices"
+            await asyncio.sleep(12)
+        ```
+    """
+    _check_keywords("scheduled", options, _SCHEDULE_OPTIONS)
+    # The checks of ScheduledWorker.__init__, in its order, with its defaults.
+    delay = options.get("delay")
+    check_mode(options.get("interval"), delay, options.get("cron"), options.get("tz"))
+    check_seconds("initial_delay", options.get("initial_delay", 0))
+    max_count = options.get("max_count")
+    if max_count is not None:
+        check_count("max_count", max_count, 1)
+    check_missed(options.get("missed", "skip"), delay)
+    check_on_error(options.get("on_error", "log"))
+    check_name(options.get("name", ""))
+    check_seconds("stopping_grace_period", options.get("stopping_grace_period", 0))
+
+    def decorate(fn: RunFunction) -> ScheduledWorker:
+        return ScheduledWorker(fn, **options)
+
+    return decorate
 
 
 # ---------------------------------------------------------------- internals
@@ -303,3 +420,10 @@ def _check_function(decorator: str, fn: object) -> None:
     raise TypeError(
         f"@fluid.{decorator} decorates a coroutine function (async def), got {fn!r}{hint}"
     )
+
+
+def _check_keywords(decorator: str, options: Mapping[str, object], known: frozenset[str]) -> None:
+    """Refuse keywords the class does not take, as a written-out signature would."""
+    unknown = sorted(options.keys() - known)
+    if unknown:
+        raise TypeError(f"{decorator}() got unknown keyword arguments: {', '.join(unknown)}")

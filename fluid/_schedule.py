@@ -5,7 +5,7 @@ sleep ``TimedWorker``'s):
 
 * Runs happen in the worker's own task, one after the other: they never
   overlap. A trigger during a run is a flag; any number of them coalesce into
-  one more run right after it (the protocol of ``EventWorker``).
+  one more run right after it (the protocol of ``TriggerWorker``).
 * The run loop looks at its flags (stop, trigger, pause, resume), asks the
   plan whether a slot is due, runs it, or sleeps on one future with one timer
   until the pending slot. Ten thousand idle schedules cost ten thousand timer
@@ -13,6 +13,8 @@ sleep ``TimedWorker``'s):
 * ``pause()``, ``resume()`` and the triggers only set flags and wake the
   worker: the run loop alone changes the plan, so they are safe from any
   thread.
+
+``@fluid.scheduled`` lives with the other decorators, in ``_decorators``.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from ._timed import TimedWorker
 from ._validate import check_async_callable, check_count, check_seconds, function_name
 from ._worker import STOPPING_GRACE_PERIOD
 
-__all__ = ["ScheduledWorker", "scheduled"]
+__all__ = ["ScheduledWorker"]
 
 RunFunction = Callable[[], Awaitable[bool | None]]
 
@@ -337,58 +339,14 @@ class ScheduledWorker(TimedWorker):
         return self._plan
 
 
-def scheduled(
-    *,
-    interval: float | None = None,
-    delay: float | None = None,
-    cron: str | CronExpression | None = None,
-    tz: tzinfo | str | None = None,
-    initial_delay: float = 0,
-    max_count: int | None = None,
-    missed: Missed = "skip",
-    on_error: OnError[datetime] = "log",
-    name: str = "",
-    stopping_grace_period: float = STOPPING_GRACE_PERIOD,
-) -> Callable[[RunFunction], ScheduledWorker]:
-    """Decorate a coroutine function to make it a [`ScheduledWorker`][fluid.ScheduledWorker].
+def __getattr__(name: str) -> object:
+    """``scheduled`` now lives in ``_decorators`` with the other decorators.
 
-    The arguments are those of ``ScheduledWorker`` and are checked when the
-    decorator is called; the decorated name holds the worker.
-
-    Raises:
-        ValueError: as ``ScheduledWorker`` does, at decoration.
-        TypeError: the decorated object is not a coroutine function.
-
-    Example:
-        ```python
-        @fluid.scheduled(interval=5)
-        async def poll_prices() -> None:
-            print("polling")
-
-        async with poll_prices:  # a ScheduledWorker named "poll_prices"
-            await asyncio.sleep(12)
-        ```
+    Kept until ``fluid/__init__.py`` imports it from there; importing it here
+    would make a cycle, as ``_decorators`` imports ``ScheduledWorker``.
     """
-    check_mode(interval, delay, cron, tz)
-    check_seconds("initial_delay", initial_delay)
-    if max_count is not None:
-        check_count("max_count", max_count, 1)
-    check_missed(missed, delay)
-    check_on_error(on_error)
+    if name == "scheduled":
+        from ._decorators import scheduled
 
-    def decorate(fn: RunFunction) -> ScheduledWorker:
-        return ScheduledWorker(
-            fn,
-            interval=interval,
-            delay=delay,
-            cron=cron,
-            tz=tz,
-            initial_delay=initial_delay,
-            max_count=max_count,
-            missed=missed,
-            on_error=on_error,
-            name=name,
-            stopping_grace_period=stopping_grace_period,
-        )
-
-    return decorate
+        return scheduled
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,4 +1,4 @@
-"""@fluid.worker, @fluid.consumer and @fluid.on_event: thin sugar over the classes.
+"""@fluid.worker, @fluid.consumer, @fluid.on_trigger and @fluid.scheduled: sugar over the classes.
 
 The annotated assignments are the typing tests: mypy (run over tests/) fails if
 a decorator's result is not the Worker subclass, or not of the right message type.
@@ -7,6 +7,9 @@ a decorator's result is not the Worker subclass, or not of the right message typ
 from __future__ import annotations
 
 import asyncio
+import inspect
+import typing
+from collections.abc import Callable
 
 import pytest
 
@@ -75,8 +78,8 @@ def test_worker_decorator_rejects_a_sync_function_when_applied() -> None:
 def test_a_positional_argument_gets_a_hint() -> None:
     with pytest.raises(TypeError, match=r"pass options by keyword, e\.g\. @fluid\.worker\(name"):
         fluid.worker("poller")  # type: ignore[call-overload]
-    with pytest.raises(TypeError, match=r"@fluid\.on_event\(name"):
-        fluid.on_event("poller")  # type: ignore[call-overload]
+    with pytest.raises(TypeError, match=r"@fluid\.on_trigger\(name"):
+        fluid.on_trigger("poller")  # type: ignore[call-overload]
     with pytest.raises(TypeError, match=r"@fluid\.consumer\(name"):
         fluid.consumer("poller")  # type: ignore[call-overload]
 
@@ -183,53 +186,147 @@ async def test_derived_consumer_names_are_suffixed_in_a_tree_given_ones_are_not(
         fluid.Workers(named, fluid.consumer(name="orders")(store))
 
 
-# --------------------------------------------------------------- @on_event
+# ------------------------------------------------------------- @on_trigger
 
 
-async def test_bare_on_event_decorator_makes_an_event_worker() -> None:
+async def test_bare_on_trigger_decorator_makes_a_trigger_worker() -> None:
     runs = 0
 
-    @fluid.on_event
+    @fluid.on_trigger
     async def rebuild() -> None:
         nonlocal runs
         runs += 1
 
-    made: fluid.EventWorker = rebuild
-    assert type(made) is fluid.EventWorker
+    made: fluid.TriggerWorker = rebuild
+    assert type(made) is fluid.TriggerWorker
     assert made.worker_name == "rebuild"
     async with made:
         made.trigger()
         await wait_until(lambda: runs == 1)
 
 
-async def test_on_event_decorator_passes_its_arguments_on() -> None:
+async def test_on_trigger_decorator_passes_its_arguments_on() -> None:
     seen: list[int] = []
 
     def record(run: int, error: Exception) -> None:
         seen.append(run)
 
-    @fluid.on_event(name="indexer", stopping_grace_period=2, on_error=record)
+    @fluid.on_trigger(name="indexer", stopping_grace_period=2, on_error=record)
     async def rebuild() -> None:
         raise LookupError("no index")
 
-    made: fluid.EventWorker = rebuild
+    made: fluid.TriggerWorker = rebuild
     assert (made.worker_name, made.stopping_grace_period) == ("indexer", 2)
     async with made:
         made.trigger()
         await wait_until(lambda: seen == [1])
 
 
-def test_on_event_decorator_rejects_bad_input() -> None:
+def test_on_trigger_decorator_rejects_bad_input() -> None:
     with pytest.raises(ValueError, match="on_error must be"):
-        fluid.on_event(on_error="ignore")  # type: ignore[call-overload]
+        fluid.on_trigger(on_error="ignore")  # type: ignore[call-overload]
     with pytest.raises(ValueError, match="stopping_grace_period"):
-        fluid.on_event(stopping_grace_period=-0.5)
+        fluid.on_trigger(stopping_grace_period=-0.5)
 
     def not_async() -> None:
         pass
 
-    with pytest.raises(TypeError, match=r"@fluid\.on_event decorates a coroutine function"):
-        fluid.on_event(not_async)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"@fluid\.on_trigger decorates a coroutine function"):
+        fluid.on_trigger(not_async)  # type: ignore[arg-type]
+
+
+def test_on_event_is_the_earlier_name_of_on_trigger() -> None:
+    assert fluid.on_event is fluid.on_trigger
+
+    @fluid.on_event
+    async def rebuild() -> None:
+        pass
+
+    made: fluid.TriggerWorker = rebuild
+    assert type(made) is fluid.TriggerWorker
+
+
+# -------------------------------------------------------------- @scheduled
+
+
+def test_scheduled_lives_with_the_other_decorators() -> None:
+    assert {d.__module__ for d in (fluid.worker, fluid.consumer, fluid.on_trigger)} == {
+        fluid.scheduled.__module__
+    }
+
+
+async def test_scheduled_passes_its_options_on() -> None:
+    async def poll() -> None:
+        pass
+
+    made = fluid.scheduled(delay=2, max_count=3, name="poller", stopping_grace_period=4)(poll)
+    assert (made.worker_name, made.stopping_grace_period) == ("poller", 4)
+    options: fluid.ScheduleOptions = {"interval": 5, "missed": "catch_up"}
+    assert fluid.scheduled(**options)(poll).worker_name == "poll"
+
+
+def test_scheduled_rejects_bad_input_at_the_call() -> None:
+    with pytest.raises(TypeError, match="scheduled\\(\\) got unknown keyword arguments: bogus"):
+        fluid.scheduled(interval=1, bogus=1)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="name must be a string"):
+        fluid.scheduled(interval=1, name=None)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="stopping_grace_period"):
+        fluid.scheduled(interval=1, stopping_grace_period=-1)
+
+
+# -------------------------------------------------- one list of keywords
+
+
+def _keywords(fn: Callable[..., object], *leave_out: str) -> dict[str, str]:
+    """The keyword parameters of ``fn`` and their types, but those left out."""
+    hints = typing.get_type_hints(fn)
+    return {
+        name: str(hints[name])
+        for name, parameter in inspect.signature(fn).parameters.items()
+        if parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY)
+        and name not in ("self", *leave_out)
+    }
+
+
+def _options(options: type) -> dict[str, str]:
+    return {name: str(hint) for name, hint in typing.get_type_hints(options).items()}
+
+
+def test_consumer_options_are_the_consumer_keywords() -> None:
+    # priority and on_error are the decorator's own keywords, typed by the message.
+    decorator = _options(fluid.ConsumerOptions) | _keywords(fluid.consumer, "fn")
+    assert decorator == _keywords(fluid.QueueConsumer.__init__)
+    # The decorator makes coroutine consumers on the loop: it offers no run_in
+    # (a plain function in a pool) and no on_result.
+    assert decorator == _keywords(
+        fluid.QueueConsumerWorker.__init__, "on_message", "run_in", "on_result"
+    )
+
+
+def test_schedule_options_are_the_scheduled_worker_keywords() -> None:
+    assert _options(fluid.ScheduleOptions) == _keywords(fluid.ScheduledWorker.__init__, "fn")
+
+
+@pytest.mark.parametrize(
+    ("decorator", "init"),
+    [
+        (fluid.worker, fluid.WorkerFunction.__init__),
+        (fluid.on_trigger, fluid.TriggerWorker.__init__),
+    ],
+)
+def test_a_written_out_decorator_takes_the_keywords_of_its_class(
+    decorator: Callable[..., object], init: Callable[..., object]
+) -> None:
+    def defaults(fn: Callable[..., object]) -> dict[str, object]:
+        return {
+            name: parameter.default
+            for name, parameter in inspect.signature(fn).parameters.items()
+            if parameter.kind is parameter.KEYWORD_ONLY
+        }
+
+    first = list(inspect.signature(init).parameters)[1]  # after self: the function
+    assert _keywords(decorator, "fn") == _keywords(init, first)
+    assert defaults(decorator) == defaults(init)
 
 
 # ------------------------------------------------------------------ typing
@@ -260,5 +357,15 @@ def test_decorated_workers_have_precise_types() -> None:
         pass
 
     fluid.consumer(priority=text_priority)(numbers)  # type: ignore[arg-type]
+
+    async def poll() -> None:
+        pass
+
+    polled: fluid.ScheduledWorker = fluid.scheduled(interval=1)(poll)
+    with pytest.raises(TypeError):
+        fluid.scheduled(interval="1")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="missed"):
+        fluid.scheduled(interval=1, missed="later")  # type: ignore[arg-type]
     assert texts.queue_size() == 2
     assert {type(w) for w in (wrong, ranked, unpacked)} == {fluid.QueueConsumerWorker}
+    assert type(polled) is fluid.ScheduledWorker
