@@ -43,10 +43,11 @@ async def test_a_second_sigint_forces_the_stop_with_exit_130() -> None:
     assert "stubborn on_shutdown ran" in program.output  # even when forced
 
 
-async def test_the_grace_period_running_out_forces_the_stop_with_128_plus_the_signal() -> None:
-    async with await Program.fluid(
-        "run", "tests._run_targets:Stubborn", "--grace", "0.2"
-    ) as program:
+@pytest.mark.parametrize("option", ["--stopping-grace-period", "--grace"])
+async def test_the_grace_period_running_out_forces_the_stop_with_128_plus_the_signal(
+    option: str,
+) -> None:
+    async with await Program.fluid("run", "tests._run_targets:Stubborn", option, "0.2") as program:
         await program.expect("stubborn started")
         program.send(signal.SIGTERM)
         assert await program.wait() == 143, program.output
@@ -161,6 +162,7 @@ def test_signals_after_the_outcome_do_not_change_the_exit_status(tmp_path: Path)
     "argv",
     [
         ["run"],  # no target
+        ["run", "examples.pipeline:build", "--stopping-grace-period", "-1"],
         ["run", "examples.pipeline:build", "--grace", "-1"],
         ["run", "examples.pipeline:build", "--processes", "0"],
         ["run", "examples.pipeline:build", "--log-level", "loud"],
@@ -192,6 +194,7 @@ def test_the_fluid_console_script_is_installed() -> None:
     assert done.returncode == 0, done.stderr
     assert "package.module:attribute" in done.stdout
     assert "--processes" in done.stdout
+    assert "--stopping-grace-period SECONDS, --grace SECONDS" in done.stdout
 
 
 def test_load_target_returns_the_attribute() -> None:

@@ -8,10 +8,12 @@ requests with their id and pid, and say when they start and stop.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import re
 import signal
 import socket
+import sys
 import time
 from collections.abc import Callable
 from typing import Any, cast
@@ -81,7 +83,7 @@ async def test_three_children_serve_one_port_a_killed_one_is_respawned_sigterm_s
 
 async def test_children_that_ignore_the_stop_get_sigterm_after_the_grace_period() -> None:
     async with await Program.fluid(
-        "run", "tests._run_targets:Stubborn", "--processes", "2", "--grace", "0.2"
+        "run", "tests._run_targets:Stubborn", "--processes", "2", "--stopping-grace-period", "0.2"
     ) as master:
         for _ in range(2):
             await master.expect(r"\[child \d\] stubborn started")
@@ -97,7 +99,12 @@ async def test_children_that_ignore_the_stop_get_sigterm_after_the_grace_period(
 
 async def test_children_that_ignore_sigterm_are_killed() -> None:
     async with await Program.fluid(
-        "run", "tests._run_targets:deaf_to_sigterm", "--processes", "2", "--grace", "0.1"
+        "run",
+        "tests._run_targets:deaf_to_sigterm",
+        "--processes",
+        "2",
+        "--stopping-grace-period",
+        "0.1",
     ) as master:
         for _ in range(2):
             await master.expect(r"\[child \d\] stubborn started")
@@ -145,6 +152,67 @@ async def test_a_child_that_cannot_start_fails_the_master_startup() -> None:
     assert master.is_stopped()
 
 
+class Idle(fluid.Worker):
+    """Runs until it is asked to stop."""
+
+    async def run(self) -> None:
+        while self.is_running():
+            await self.sleep(10)
+
+
+def logging_child() -> fluid.Worker:
+    """A prefork child that logs once at INFO and once at DEBUG, then idles."""
+    child = fluid.prefork_child()
+    assert child is not None
+    log = logging.getLogger("tests.prefork")
+    log.info("child %d logs", child.id)
+    log.debug("child %d debug line", child.id)
+    return Idle()
+
+
+@pytest.mark.parametrize(
+    ("formatter", "line"),
+    [
+        (
+            logging.Formatter("%(levelname)s|%(name)s|%(message)s"),
+            "[child 1] INFO|tests.prefork|child 1 logs",
+        ),
+        (
+            logging.Formatter("<{levelname}> {message} @{asctime}", style="{", datefmt="%Y"),
+            f"[child 1] <INFO> child 1 logs @{time.localtime().tm_year}",
+        ),
+        # a formatter that cannot reach the children: they use logging.BASIC_FORMAT
+        (None, "[child 1] INFO:tests.prefork:child 1 logs"),
+    ],
+    ids=["percent", "brace-and-datefmt", "not-picklable"],
+)
+async def test_children_log_like_the_master_with_their_prefix(
+    formatter: logging.Formatter | None, line: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if formatter is None:
+
+        class Unpicklable(logging.Formatter):  # a local class does not pickle
+            pass
+
+        formatter = Unpicklable("%(message)s")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    level = root.level
+    root.handlers.insert(0, handler)  # the master's handler, the first one
+    root.setLevel(logging.INFO)
+    try:
+        master = fluid.Prefork(logging_child, processes=1, use_uvloop=False)
+        async with master:
+            pass
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+    err = capsys.readouterr().err
+    assert line in err.splitlines(), err
+    assert "debug line" not in err  # the master's level reached the child too
+
+
 def test_a_target_the_master_cannot_load_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["run", "no_such_package:build", "--processes", "2"]) == 2
     assert "module 'no_such_package' not found" in capsys.readouterr().err
@@ -172,3 +240,16 @@ def test_bad_arguments_raise_at_the_call(
 ) -> None:
     with pytest.raises(error, match=message):
         fluid.Prefork(target, **kwargs)
+
+
+def test_the_grace_period_is_stopping_grace_period_and_grace_still_works() -> None:
+    kill_after = 0.5
+    new = fluid.Prefork("m:a", processes=2, stopping_grace_period=3, kill_after=kill_after)
+    with pytest.warns(DeprecationWarning, match="pass stopping_grace_period=") as warned:
+        old = fluid.Prefork("m:a", processes=2, grace=3, kill_after=kill_after)
+    assert [os.path.basename(w.filename) for w in warned] == ["test_prefork.py"]
+    default = fluid.Prefork("m:a", processes=2, kill_after=kill_after)
+    for master, grace in ((new, 3.0), (old, 3.0), (default, fluid.STOPPING_GRACE_PERIOD)):
+        # each child gets the grace period; the master, what the children's stop may take
+        assert [child.stopping_grace_period for child in master.children] == [grace, grace]
+        assert master.stopping_grace_period == grace + kill_after + 1.0

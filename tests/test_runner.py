@@ -1,4 +1,4 @@
-"""fluid.run, run_async_safely and set_uvloop_if_available: DESIGN.md item 18, in process.
+"""fluid.run, run_async_safely, fluid.utils.set_uvloop_if_available: DESIGN.md item 18, in process.
 
 ``fluid.run`` runs in the test's own (main) thread, so the workers below
 send signals to this very process: the runner's handlers receive them. A
@@ -25,8 +25,10 @@ from typing import Any
 import pytest
 
 import fluid
+import fluid.utils
 from fluid import WorkerState
 from fluid._errors import NotAWorker
+from fluid.utils import set_uvloop_if_available
 
 from ._run_targets import Failing, Quick
 
@@ -198,6 +200,25 @@ def test_the_grace_period_running_out_forces_the_stop(
     assert run(worker, stopping_grace_period=0.05) == 128 + signal.SIGINT
     assert worker.worker_state is WorkerState.FORCE_STOPPED
     assert "did not stop within 0.05s" in caplog.text
+
+
+def test_grace_still_works_with_a_deprecation_warning_at_the_caller(
+    unhandled: Received, caplog: pytest.LogCaptureFixture
+) -> None:
+    worker = Deaf(second=None)
+    with pytest.warns(DeprecationWarning, match="pass stopping_grace_period=") as warned:
+        assert run(worker, grace=0.05) == 128 + signal.SIGINT  # the old name, same effect
+    assert worker.worker_state is WorkerState.FORCE_STOPPED
+    assert "did not stop within 0.05s" in caplog.text
+    assert [Path(w.filename).name for w in warned] == ["test_runner.py"]  # the caller's line
+
+
+def test_a_bad_grace_is_named_as_the_caller_wrote_it() -> None:
+    with (
+        pytest.warns(DeprecationWarning, match="pass stopping_grace_period="),
+        pytest.raises(ValueError, match=r"^grace must be a finite number >= 0, got -1$"),
+    ):
+        run(Quick(), grace=-1)
 
 
 def test_a_third_signal_cancels_again_a_worker_that_swallowed_the_cancel(
@@ -422,14 +443,20 @@ def test_without_uvloop_installed(monkeypatch: pytest.MonkeyPatch, unhandled: Re
     assert worker.kind == "asyncio"
     with pytest.raises(RuntimeError, match="uvloop is not installed"):
         run(worker, use_uvloop=True)
-    assert fluid.set_uvloop_if_available() is False
+    assert set_uvloop_if_available() is False
+
+
+def test_set_uvloop_if_available_lives_in_fluid_utils() -> None:
+    # It sets a process-wide policy that fluid.run does not need: not the front door.
+    assert set_uvloop_if_available.__module__ == "fluid.utils"
+    assert "set_uvloop_if_available" in fluid.utils.__all__
 
 
 def test_set_uvloop_if_available_sets_the_policy() -> None:
     import uvloop
 
     try:
-        assert fluid.set_uvloop_if_available() is True
+        assert set_uvloop_if_available() is True
         loop = asyncio.new_event_loop()
         try:
             assert isinstance(loop, uvloop.Loop)
