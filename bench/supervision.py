@@ -34,17 +34,17 @@ class Fragile(fluid.Worker):
     """Awaits a future, as the hand-written child does; failing it crashes the worker.
 
     A stop request resolves the future too (through an observer of the
-    worker's own ``stopping`` event), so that the tree stops it gracefully.
+    worker's own ``stopping`` transition), so that the tree stops it gracefully.
     """
 
     def __init__(self) -> None:
         super().__init__("fragile", 1.0)
         self.doom: asyncio.Future[None] | None = None
         self.armed: asyncio.Future[None] | None = None
-        self.add_observer(self.on_event)
+        self.add_observer(self.on_transition)
 
-    def on_event(self, event: fluid.LifecycleEvent) -> None:
-        if event.kind == "stopping" and self.doom is not None and not self.doom.done():
+    def on_transition(self, transition: fluid.Transition) -> None:
+        if transition.kind == "stopping" and self.doom is not None and not self.doom.done():
             self.doom.set_result(None)
 
     async def run(self) -> None:
@@ -55,7 +55,7 @@ class Fragile(fluid.Worker):
 
 
 async def fluid_latencies(crashes: int) -> list[float]:
-    """Seconds from each crash to the ``restarted`` event."""
+    """Seconds from each crash to the ``restarted`` transition."""
     child = Fragile()
     tree = fluid.Workers(
         child,
@@ -65,8 +65,8 @@ async def fluid_latencies(crashes: int) -> list[float]:
     )
     restarted: list[asyncio.Future[None]] = []
 
-    def observe(event: fluid.LifecycleEvent) -> None:
-        if event.kind == "restarted" and restarted and not restarted[-1].done():
+    def observe(transition: fluid.Transition) -> None:
+        if transition.kind == "restarted" and restarted and not restarted[-1].done():
             restarted[-1].set_result(None)
 
     tree.add_observer(observe)

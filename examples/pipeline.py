@@ -37,9 +37,9 @@ class Pipeline(fluid.Workers):
         print(f"pipeline {reason}: bye", flush=True)
 
 
-def announce_stop(event: fluid.LifecycleEvent) -> None:
+def announce_stop(transition: fluid.Transition) -> None:
     """A lifecycle observer: say so when the whole pipeline is asked to stop."""
-    if event.kind == "stopping" and isinstance(event.worker, Pipeline):
+    if transition.kind == "stopping" and isinstance(transition.worker, Pipeline):
         print("\nstopping: producer first, consumers drain their queues ...", flush=True)
 
 
