@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from ._child import KILL_AFTER
-from ._lifecycle import LifecycleEvent
+from ._lifecycle import Transition
 from ._processes import ProcessWorker
 from ._runner import check_grace_period, loop_factory
 from ._supervision import Backoff
@@ -237,7 +237,7 @@ class Prefork(Workers):
         self._sockets = shared
         self._capture = bool(capture_output)
         self._relays: dict[str, tuple[_Relay, _Relay]] = {}
-        self.add_observer(self._on_event)
+        self.add_observer(self._on_transition)
 
     @property
     def processes(self) -> int:
@@ -272,7 +272,7 @@ class Prefork(Workers):
             out.close()
             err.close()
 
-    def _on_event(self, event: LifecycleEvent) -> None:
+    def _on_transition(self, event: Transition) -> None:
         child = event.worker
         if child._parent is not self or not isinstance(child, ProcessWorker):
             return
