@@ -528,7 +528,7 @@ class Workers(Worker):
                 if self._supervisor is not None:
                     # The worker does not keep an error startup() raised: log
                     # it, as a failed restart is (the supervisor restarts it).
-                    logger.warning("worker %r failed to start", child._name, exc_info=exc)
+                    logger.warning("worker %r failed to start", child.worker_name, exc_info=exc)
                     self._give_up(await self._supervisor.child_ended(slot, exc))
                 else:
                     self._child_failed(child, exc)
@@ -556,11 +556,11 @@ class Workers(Worker):
             self._give_up(await self._supervisor.child_ended(slot, error))
             return
         if error is None:
-            logger.info("worker %r of tree %r ended: stopping the tree", child._name, self._name)
+            logger.info("worker %r of tree %r ended: stopping the tree", child.worker_name, self._name)
         else:
             logger.warning(
                 "worker %r of tree %r failed: stopping the tree",
-                child._name,
+                child.worker_name,
                 self._name,
             )
             self._child_failed(child, error)
@@ -596,7 +596,7 @@ class Workers(Worker):
         else:
             logger.error(
                 "worker %r of tree %r failed as the tree stopped; it is not restarted",
-                child._name,
+                child.worker_name,
                 self._name,
                 exc_info=error,
             )
@@ -605,10 +605,10 @@ class Workers(Worker):
         if error is self._error:
             return
         if self._error is None:
-            error.add_note(f"raised by worker {child._name!r} of tree {self._name!r}")
+            error.add_note(f"raised by worker {child.worker_name!r} of tree {self._name!r}")
             self._fail(error)
         else:
-            logger.error("worker %r of tree %r failed", child._name, self._name, exc_info=error)
+            logger.error("worker %r of tree %r failed", child.worker_name, self._name, exc_info=error)
 
     def on_stop_requested(self) -> None:
         super().on_stop_requested()

@@ -181,7 +181,7 @@ class _JumpingSelector(selectors.BaseSelector):
             return self._selector.select(None)  # nothing to jump to: wait for I/O or a thread
         events = self._selector.select(threshold)
         if not events:
-            self._clock._time += timeout  # the loop asked to sleep until its next timer
+            self._clock.jump(timeout)  # the loop asked to sleep until its next timer
         return events
 
     def register(
