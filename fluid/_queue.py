@@ -32,7 +32,7 @@ with one loop, and never waits on a hung handler.
 Where the handler runs (``run_in``) is ``fluid/_offload.py``'s business.
 
 The books always balance: ``sent = handled + failed + taken + size +
-in_flight`` (see [`queue_stats`][fluid.QueueConsumer.queue_stats]).
+in_flight`` (see [`queue_status`][fluid.QueueConsumer.queue_status]).
 """
 
 from __future__ import annotations
@@ -255,7 +255,7 @@ class QueueConsumer(Worker, Generic[MessageT]):
         """
         return self._channel.sent
 
-    def queue_stats(self) -> QueueStatus:
+    def queue_status(self) -> QueueStatus:
         """The queue's books: where every message sent has gone.
 
         They always balance: ``sent = handled + failed + taken + size +
@@ -266,7 +266,7 @@ class QueueConsumer(Worker, Generic[MessageT]):
 
         Example:
             ```python
-            books = consumer.queue_stats()
+            books = consumer.queue_status()
             assert books["sent"] == (
                 books["handled"] + books["failed"] + books["taken"]
                 + books["size"] + books["in_flight"]
@@ -285,10 +285,20 @@ class QueueConsumer(Worker, Generic[MessageT]):
             "undelivered": channel.undelivered,
         }
 
+    def queue_stats(self) -> QueueStatus:
+        """Alias kept for earlier code: [`queue_status()`][fluid.QueueConsumer.queue_status].
+
+        Example:
+            ```python
+            assert consumer.queue_stats() == consumer.queue_status()
+            ```
+        """
+        return self.queue_status()
+
     async def status(self) -> WorkerStatus:
-        """The worker's status, with the [`queue_stats()`][fluid.QueueConsumer.queue_stats]."""
+        """The worker's status, with the [`queue_status()`][fluid.QueueConsumer.queue_status]."""
         status = await super().status()
-        status["queue"] = self.queue_stats()
+        status["queue"] = self.queue_status()
         return status
 
     # ------------------------------------------------------------- internals

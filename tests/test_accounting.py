@@ -35,13 +35,13 @@ async def test_every_message_is_handled_failed_taken_or_still_queued() -> None:
     await consumer.startup()
     for n in range(10):
         consumer.send(n)
-    await wait_until(lambda: consumer.queue_stats()["in_flight"] == 1)
-    books = consumer.queue_stats()
+    await wait_until(lambda: consumer.queue_status()["in_flight"] == 1)
+    books = consumer.queue_status()
     assert (books["sent"], books["handled"], books["failed"], books["size"]) == (10, 4, 3, 2)
     assert balance(books) == 10
     await consumer.shutdown()  # forced: 7 goes back, 8 and 9 stay
     assert consumer.take_undelivered() == [7, 8, 9]
-    books = consumer.queue_stats()
+    books = consumer.queue_status()
     assert books == {
         "sent": 10,
         "size": 0,
@@ -63,7 +63,7 @@ async def test_the_books_balance_while_an_async_on_error_callback_runs() -> None
 
     async def dead_letter(n: int, exc: Exception) -> None:
         await asyncio.sleep(0)  # the callback awaits: the failure is already booked
-        seen.append(consumer.queue_stats())
+        seen.append(consumer.queue_status())
 
     consumer = fluid.QueueConsumerWorker(fail, on_error=dead_letter)
     async with consumer:
@@ -84,13 +84,13 @@ async def test_refused_and_cancelled_sends_are_not_counted() -> None:
     waiting.cancel()
     with pytest.raises(asyncio.CancelledError):
         await waiting
-    assert consumer.queue_stats()["sent"] == 2
+    assert consumer.queue_status()["sent"] == 2
     admitted = asyncio.ensure_future(consumer.put(5))
     await asyncio.sleep(0)
-    assert consumer.queue_stats()["sent"] == 2  # still waiting for room
+    assert consumer.queue_status()["sent"] == 2  # still waiting for room
     assert consumer.take_undelivered() == [1, 2]
     await admitted  # admitted as room was made: sent now
-    books = consumer.queue_stats()
+    books = consumer.queue_status()
     assert (books["sent"], books["taken"], books["size"]) == (3, 2, 1)
     assert balance(books) == 3
 
@@ -104,7 +104,7 @@ async def test_a_subclass_reading_messages_counts_them_as_handled() -> None:
     async with Reader() as reader:
         for n in range(4):
             reader.send(n)
-    books = reader.queue_stats()
+    books = reader.queue_status()
     assert (books["sent"], books["handled"], books["size"]) == (4, 4, 0)
 
 
@@ -124,16 +124,16 @@ async def test_the_books_balance_at_every_turn_of_the_loop_with_concurrent_handl
             consumer.send(n)
             if n % 7 == 0:
                 await asyncio.sleep(0)
-            books = consumer.queue_stats()
+            books = consumer.queue_status()
             if balance(books) != books["sent"]:
                 unbalanced.append(books)
-        while consumer.queue_stats()["handled"] + consumer.queue_stats()["failed"] < 500:
+        while consumer.queue_status()["handled"] + consumer.queue_status()["failed"] < 500:
             await asyncio.sleep(0)
-            books = consumer.queue_stats()
+            books = consumer.queue_status()
             if balance(books) != books["sent"]:
                 unbalanced.append(books)
     assert unbalanced == []
-    books = consumer.queue_stats()
+    books = consumer.queue_status()
     assert books["sent"] == books["handled"] + books["failed"] == 500
     assert books["failed"] > 0
 
@@ -166,7 +166,7 @@ async def test_sends_from_eight_threads_against_a_bounded_queue_are_all_accounte
             thread.start()
         for thread in threads:
             await asyncio.to_thread(thread.join)
-    books = consumer.queue_stats()
+    books = consumer.queue_status()
     assert books["sent"] == sum(accepted)
     assert sum(accepted) + sum(refused) == 16_000
     assert balance(books) == books["sent"]

@@ -166,7 +166,7 @@ async def test_a_put_cancelled_once_given_room_sends_nothing_and_passes_it_on() 
     async with asyncio.timeout(2):
         await second
     assert consumer.take_undelivered() == ["second"]
-    assert consumer.queue_stats()["sent"] == 2
+    assert consumer.queue_status()["sent"] == 2
 
 
 async def test_taking_undelivered_messages_makes_room_for_waiting_producers() -> None:

@@ -128,7 +128,7 @@ async def test_sixteen_threads_never_stall_on_a_small_queue(maxsize: int) -> Non
                 # the consumer never stops taking: waiting `patience` means a stall
                 consumer.send((tag, i), timeout=patience)
             except fluid.QueueFull:
-                refusals.append((tag, consumer.queue_stats()))
+                refusals.append((tag, consumer.queue_status()))
                 return
 
     with tiny_switch_interval():
@@ -137,7 +137,7 @@ async def test_sixteen_threads_never_stall_on_a_small_queue(maxsize: int) -> Non
             await join(threads, timeout=60)
     assert refusals == [], f"producers timed out while the consumer ran: {refusals[:3]}"
     assert handled == 16 * per_thread
-    books = consumer.queue_stats()
+    books = consumer.queue_status()
     assert books["sent"] == balance(books) == 16 * per_thread
 
 
@@ -152,7 +152,7 @@ async def test_threads_and_coroutines_storm_a_bounded_queue_and_lose_nothing() -
             try:
                 consumer.send(("t", tag, i), timeout=patience)
             except fluid.QueueFull:
-                refusals.append(consumer.queue_stats())
+                refusals.append(consumer.queue_status())
                 return
 
     async def from_loop(tag: int) -> None:
@@ -188,7 +188,7 @@ async def test_a_put_admitted_while_the_consumer_drains_is_handled() -> None:
         await late
         await stopping
     assert gate.done == ["held", 0, "late"]  # put() returned: the drain handled it
-    books = consumer.queue_stats()
+    books = consumer.queue_status()
     assert (books["sent"], books["handled"], books["size"], books["undelivered"]) == (3, 3, 0, 0)
 
 
@@ -209,7 +209,7 @@ async def test_a_put_admitted_during_a_drain_and_cancelled_lets_the_drain_end() 
     consumer = fluid.QueueConsumerWorker(handle, maxsize=1, stopping_grace_period=5)
     await consumer.startup()
     consumer.send("held")
-    await wait_until(lambda: consumer.queue_stats()["in_flight"] == 1)
+    await wait_until(lambda: consumer.queue_status()["in_flight"] == 1)
     consumer.send(0)
     late = asyncio.create_task(consumer.put("late"))
     await wait_until(lambda: waiting(consumer) == 1)
@@ -222,7 +222,7 @@ async def test_a_put_admitted_during_a_drain_and_cancelled_lets_the_drain_end() 
         await stopping
     assert consumer.worker_state is WorkerState.STOPPED  # not forced: the drain ended
     assert done == ["held", 0]
-    assert consumer.queue_stats()["sent"] == 2
+    assert consumer.queue_status()["sent"] == 2
 
 
 # ------------------------------- 3. producers are never left waiting on a stopped consumer
@@ -398,8 +398,8 @@ async def test_a_supervised_consumer_refuses_waiting_while_down_and_reopens() ->
         await wait_until(consumer.is_running, timeout=10)
         async with asyncio.timeout(5):
             await consumer.put("after the restart")  # the restart opened it again
-        await wait_until(lambda: consumer.queue_stats()["handled"] == 2)
-    assert consumer.queue_stats()["sent"] == 3
+        await wait_until(lambda: consumer.queue_status()["handled"] == 2)
+    assert consumer.queue_status()["sent"] == 3
 
 
 # ------------------------------------ 4. no blocking wait on a thread running a loop
@@ -415,7 +415,7 @@ async def test_a_timed_send_on_the_loop_thread_is_refused_at_once_even_never_sta
     assert consumer.take_undelivered() == ["fills it"]
     with pytest.raises(RuntimeError, match="use await put"):
         consumer.send("room or not", timeout=20)  # refused whatever the queue holds
-    assert consumer.queue_stats()["sent"] == 1
+    assert consumer.queue_status()["sent"] == 1
 
 
 async def test_a_timed_send_on_an_unbounded_queue_never_blocks_and_is_accepted() -> None:
@@ -485,7 +485,7 @@ async def test_a_thread_send_waits_its_whole_timeout_before_queue_full(timeout: 
     gate.release.set()
     await consumer.shutdown()
     assert "impatient" not in gate.done
-    assert consumer.queue_stats()["sent"] == 2
+    assert consumer.queue_status()["sent"] == 2
 
 
 async def test_a_thread_send_admitted_before_its_timeout_returns_early() -> None:
@@ -565,7 +565,7 @@ async def test_a_put_cancelled_at_each_await_sends_once_or_nothing(phase: str) -
         "appended": ["second", "third"],
     }[phase]
     assert taken == expected
-    books = consumer.queue_stats()
+    books = consumer.queue_status()
     assert books["sent"] == balance(books) == 2 + second_sent
     assert waiting(consumer) == 0
 

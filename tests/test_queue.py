@@ -151,7 +151,7 @@ async def test_a_forced_stop_puts_the_interrupted_message_back(
     assert "3 undelivered messages" in caplog.text
     assert (await consumer.status())["queue"]["undelivered"] == 3
     assert consumer.take_undelivered() == [0, 1, 2]
-    books = consumer.queue_stats()
+    books = consumer.queue_status()
     assert (books["sent"], books["taken"], books["size"], books["in_flight"]) == (3, 3, 0, 0)
 
 
@@ -196,7 +196,7 @@ async def test_a_stop_requested_during_on_startup_drains_only_if_asked(drain: bo
         assert consumer.queue_size() == 0
     else:
         assert recorder.messages == []
-        assert consumer.queue_stats()["undelivered"] == 5
+        assert consumer.queue_status()["undelivered"] == 5
         assert consumer.take_undelivered() == [0, 1, 2, 3, 4]
 
 
@@ -306,7 +306,7 @@ async def test_a_concurrent_stop_policy_gives_the_others_the_grace_period_then_c
     )
     await consumer.startup()
     consumer.send("slow")
-    await wait_until(lambda: consumer.queue_stats()["in_flight"] == 1)
+    await wait_until(lambda: consumer.queue_status()["in_flight"] == 1)
     start = time.monotonic()
     consumer.send("bad")
     with pytest.raises(ValueError, match="poison"):
@@ -317,7 +317,7 @@ async def test_a_concurrent_stop_policy_gives_the_others_the_grace_period_then_c
     assert cancelled == ["slow"]
     assert "did not finish within its grace period of 0.2s: cancelling them" in caplog.text
     assert consumer.take_undelivered() == ["slow"]  # put back, as a forced stop does
-    books = consumer.queue_stats()
+    books = consumer.queue_status()
     assert (books["sent"], books["failed"], books["taken"], books["in_flight"]) == (2, 1, 1, 0)
 
 
@@ -334,7 +334,7 @@ async def test_a_concurrent_stop_policy_cancels_again_a_handler_that_swallows_th
     )
     await consumer.startup()
     consumer.send("slow")
-    await wait_until(lambda: consumer.queue_stats()["in_flight"] == 1)
+    await wait_until(lambda: consumer.queue_status()["in_flight"] == 1)
     consumer.send("bad")
     with pytest.raises(ValueError, match="poison"):
         async with asyncio.timeout(10):
@@ -378,9 +378,9 @@ async def test_a_supervised_concurrent_consumer_failing_beside_a_hung_handler_is
     producer = threading.Thread(target=produce)
     try:
         consumer.send("slow")
-        await wait_until(lambda: consumer.queue_stats()["in_flight"] == 1)
+        await wait_until(lambda: consumer.queue_status()["in_flight"] == 1)
         consumer.send("bad")
-        await wait_until(lambda: consumer.queue_stats()["failed"] == 1)
+        await wait_until(lambda: consumer.queue_status()["failed"] == 1)
         consumer.send("x")  # the queue is full now
         producer.start()
         await wait_until(lambda: consumer.restarts == 1 and len(handled) >= 2)
@@ -464,6 +464,16 @@ async def test_queue_status_is_json_serialisable() -> None:
     }
 
 
+async def test_queue_stats_is_the_earlier_name_of_queue_status() -> None:
+    collector = Collector()
+    collector.send(5)
+    collector.send(6)
+    collector.take_undelivered()
+    books = collector.queue_status()
+    assert (books["sent"], books["taken"]) == (2, 2)
+    assert collector.queue_stats() == books == (await collector.status())["queue"]
+
+
 def test_a_consumer_is_named_after_its_handler_and_suffixed_in_a_tree() -> None:
     async def store_order(message: object) -> None:
         pass
@@ -493,7 +503,7 @@ async def test_a_concurrent_stop_policy_does_not_wait_for_a_hung_thread(
     await consumer.startup()
     try:
         consumer.send("slow")
-        await wait_until(lambda: consumer.queue_stats()["in_flight"] == 1)
+        await wait_until(lambda: consumer.queue_status()["in_flight"] == 1)
         consumer.send("bad")
         with pytest.raises(ValueError, match="poison"):
             async with asyncio.timeout(10):

@@ -5,7 +5,7 @@ consumer it feeds), records each send as accepted or refused, and each
 outcome as the consumer's handlers see it: handled, failed (with the reports
 the failure made: ``on_error`` calls, log records, crashes) or taken back.
 ``Ledger.check`` then compares these books with the consumer's own
-``queue_stats()``, message by message.
+``queue_status()``, message by message.
 
 A refusal is not taken on trust. For a bounded queue (``Ledger.watch``)
 each producer takes a ``Probe`` of the queue before a send that may be
@@ -367,7 +367,7 @@ class Ledger:
         mine = {key: figures[key] for key in theirs}
         errors = [*self.problems, *wrong]
         if theirs != mine:
-            errors.append(f"{self.name}: queue_stats() {theirs} != my books {mine}")
+            errors.append(f"{self.name}: queue_status() {theirs} != my books {mine}")
         if books["size"] or books["in_flight"] or balance(books) != books["sent"]:
             errors.append(f"{self.name}: not settled or not balanced: {books}")
         assert not errors, "\n".join(errors[:20])

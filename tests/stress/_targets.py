@@ -192,7 +192,7 @@ class StormTree(fluid.Workers):
     def write_books(self) -> None:
         # No await here: a signal cancelling the tree again cannot cut it short.
         consumer = self.consumer
-        before = consumer.queue_stats()
+        before = consumer.queue_status()
         undelivered = consumer.take_undelivered()
         books = self.books
         figures = {
@@ -202,7 +202,7 @@ class StormTree(fluid.Workers):
             "pinger_state": self.pinger.worker_state.value,
             "pinger_pid": self.pinger.pid,
             "stats": before,
-            "stats_after_take": consumer.queue_stats(),
+            "stats_after_take": consumer.queue_status(),
             "sent": books.sent,
             "handled": books.handled,
             "failed": books.failed,

@@ -24,7 +24,7 @@ and a timed one waited its timeout (``_books.Room``); there are no more
 refusals than the producers' pacing allows (``most_refusals``); ``sent`` is
 what was accepted; each accepted message
 was handled, failed (reported once) or taken, exactly once, and no refused
-one ever arrived; ``queue_stats()`` agrees; the queue never held more than
+one ever arrived; ``queue_status()`` agrees; the queue never held more than
 ``maxsize`` plus the messages a forced stop put back; under supervision each
 crash was reported once and followed by a restart.
 """
@@ -307,8 +307,8 @@ async def test_bounded_queue_of_a_consumer_that_keeps_stopping(
                     lambda: (
                         sibling.is_running()
                         and consumer.is_running()
-                        and not consumer.queue_stats()["size"]
-                        and not consumer.queue_stats()["in_flight"]
+                        and not consumer.queue_status()["size"]
+                        and not consumer.queue_status()["in_flight"]
                     ),
                     timeout=10,
                 )
@@ -354,7 +354,7 @@ async def test_bounded_queue_of_a_consumer_that_keeps_stopping(
         for worker in (sibling, consumer):
             assert len(lifecycle.of(worker, "started")) == 1 + worker.restarts
     await books.ledger.settled()
-    books.ledger.check(consumer.queue_stats())
+    books.ledger.check(consumer.queue_status())
     assert sum(accepted for accepted, _ in per_producer) == figures["sent"]
     # The producers pace themselves: a thread refused once waits THREAD_PACE on
     # its next send (or sleeps that long, refused because the consumer is

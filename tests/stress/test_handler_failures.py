@@ -15,7 +15,7 @@ or failed exactly once and each failure reported once to its policy (with
 the errors of exactly the handlers that failed); refused sends never
 arrive, each was made on a full queue and a timed one waited its timeout
 (``_books.Room``), and the threads met no more refusals than their pacing
-allows (``most_refusals``); ``queue_stats()`` and the dispatchers' ``stats()`` agree with the
+allows (``most_refusals``); ``queue_status()`` and the dispatchers' ``stats()`` agree with the
 scenario's own books; every fan-out handler got each of its messages once.
 """
 
@@ -402,7 +402,7 @@ async def test_random_handler_failures_in_six_consumers(
     assert [c.worker_state for c in consumers] == [fluid.WorkerState.STOPPED] * len(consumers)
     for consumer in consumers:
         await ledgers[consumer.worker_name].settled()
-        ledgers[consumer.worker_name].check(consumer.queue_stats())
+        ledgers[consumer.worker_name].check(consumer.queue_status())
     assert threads_refused <= most, f"{threads_refused} refusals in threads, pacing allows {most}"
     assert totals["handled"] > 0
     assert totals["failed"] > 0

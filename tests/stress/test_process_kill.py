@@ -10,7 +10,7 @@ killed at a random moment of their short run, racing their end. The books are
 checked by message id: every message has exactly one outcome, a killed one
 comes back failed (``on_error`` with a ``ProcessWorkerError`` naming SIGKILL
 and the killed pid), no message runs twice, the pool replaces the dead
-processes, and ``queue_stats()`` agrees with the scenario's own counts.
+processes, and ``queue_status()`` agrees with the scenario's own counts.
 
 (b) ``ProcessWorker`` children of a supervising tree (one_for_one, permanent)
 are SIGKILLed at random, while running or while being restarted. Each kill
@@ -170,7 +170,7 @@ async def test_pool_processes_killed_mid_message_fail_that_message_only(
     assert all(n == 1 for n in books.outcomes.values()), f"seed={seed}: {books.outcomes}"
     assert books.on_error_calls == len(books.failed)
     assert set(books.handled).isdisjoint(books.failed)
-    stats = consumer.queue_stats()
+    stats = consumer.queue_status()
     assert stats == {
         "sent": len(sent),
         "size": 0,

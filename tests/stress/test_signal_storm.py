@@ -5,7 +5,7 @@ tree of a consumer (bounded queue, loop handler, some messages failing), a
 process worker and a producer that fills the queue. The tree's
 ``on_startup`` prints ``READY`` (``fluid.run`` installs its signal handlers
 before it starts the worker); its ``on_shutdown`` writes the consumer's
-``queue_stats()`` and the tree's own account of every message id to a JSON
+``queue_status()`` and the tree's own account of every message id to a JSON
 file, then lingers ``LINGER`` seconds. Once the program said it is ready,
 the scenario sends a burst of signals: at once (the tree still starting) or
 once running, back to back, a few milliseconds apart, or spread over the
@@ -35,7 +35,7 @@ said it was ready, or ended before the first signal) fails.
 Checked besides, after each storm: it exits within a bound; ``on_shutdown``
 ran and the books balance by id: every message sent is handled, failed (each
 one reported to ``on_error``) or left undelivered and taken back, exactly
-once, and ``queue_stats()`` agrees: ``sent = handled + failed + taken + size
+once, and ``queue_status()`` agrees: ``sent = handled + failed + taken + size
 + in_flight``; no process of the program's tree is left: the process worker
 and every other descendant seen while it ran are gone.
 
@@ -283,13 +283,13 @@ def check_exit(storm: Storm, grace: float) -> None:
 
 
 def check_books(storm: Storm, books: dict[str, Any]) -> None:
-    """Every message id accounted for, exactly once, in agreement with queue_stats()."""
+    """Every message id accounted for, exactly once, in agreement with queue_status()."""
     problems = storm.problems
     stats, after = books["stats"], books["stats_after_take"]
     sent, handled, failed, taken = books["sent"], books["handled"], books["failed"], books["taken"]
     balance = stats["handled"] + stats["failed"] + stats["taken"] + stats["size"]
     if stats["sent"] != balance + stats["in_flight"]:
-        problems.append(f"queue_stats() does not balance: {stats}")
+        problems.append(f"queue_status() does not balance: {stats}")
     if stats["in_flight"] or stats["taken"]:
         problems.append(f"in flight or taken after the stop: {stats}")
     if books["consumer_state"] in ("stopped", "force_stopped"):
@@ -307,7 +307,7 @@ def check_books(storm: Storm, books: dict[str, Any]) -> None:
             f"(put() cancelled for {books['cancelled_put']})"
         )
     if stats["handled"] != len(handled) or stats["failed"] != len(failed):
-        problems.append(f"queue_stats() {stats} vs {len(handled)} handled, {len(failed)} failed")
+        problems.append(f"queue_status() {stats} vs {len(handled)} handled, {len(failed)} failed")
     if books["on_error_calls"] != len(failed) or books["wrong_errors"]:
         problems.append(f"on_error: {books['on_error_calls']} calls, {books['wrong_errors']}")
     if len(taken) != stats["size"] or after["taken"] != stats["size"] or after["size"]:

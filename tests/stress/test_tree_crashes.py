@@ -213,7 +213,7 @@ class Stage:
 
     def check(self) -> None:
         """The books of the consumer balance, message by message (after ``settle``)."""
-        self.ledger.check(self.consumer.queue_stats())
+        self.ledger.check(self.consumer.queue_status())
 
 
 class _Tracked(BookedDispatcher[Job]):
@@ -364,7 +364,7 @@ class Scenario:
                 if not ended or ended[-1].kind != "stopped":
                     return False
         for stage in self.stages:
-            books = stage.consumer.queue_stats()
+            books = stage.consumer.queue_status()
             if stage.consumer.is_running() and (books["size"] or books["in_flight"]):
                 return False
         return True
