@@ -48,8 +48,8 @@ __all__ = [
     "EXIT_FAILURE",
     "EXIT_OK",
     "EXIT_USAGE",
-    "loop_factory",
     "check_grace_period",
+    "loop_factory",
     "run",
     "run_async_safely",
     # Kept importable from here for the modules that still do; their home is
