@@ -46,7 +46,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from ._errors import FluidError
-from ._lifecycle import LifecycleEvent
+from ._lifecycle import Transition
 from ._pipe import Message, MessagePipe, pipe_pair
 from ._waiting import release, run_worker, wait_even_if_cancelled, wait_released
 from ._worker import Worker
@@ -442,7 +442,7 @@ async def serve_worker(worker: Worker, conn: Connection, ready: Callable[[], Non
         loop.remove_reader(fd)
         release(stop)
 
-    def ended(event: LifecycleEvent) -> None:  # the worker ended on its own
+    def ended(event: Transition) -> None:  # the worker ended on its own
         if event.worker is worker and event.kind in _FINAL_EVENTS:
             release(stop)
 

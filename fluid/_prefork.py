@@ -274,7 +274,7 @@ class Prefork(Workers):
 
     def _on_transition(self, event: Transition) -> None:
         child = event.worker
-        if child._parent is not self or not isinstance(child, ProcessWorker):
+        if not isinstance(child, ProcessWorker) or child not in self.children:
             return
         if event.kind in _FINAL:
             for relay in self._relays.get(child.worker_name, ()):

@@ -42,7 +42,6 @@ from ._target import NotAWorker, WorkerOrFactory, build_worker, check_target
 from ._validate import check_seconds
 from ._waiting import run_worker
 from ._worker import Worker
-from .utils import set_uvloop_if_available
 
 __all__ = [
     "EXIT_FAILURE",
@@ -52,13 +51,6 @@ __all__ = [
     "loop_factory",
     "run",
     "run_async_safely",
-    # Kept importable from here for the modules that still do; their home is
-    # ``_target.py`` (targets) and ``fluid.utils`` (the uvloop policy).
-    "NotAWorker",
-    "WorkerOrFactory",
-    "build_worker",
-    "check_target",
-    "set_uvloop_if_available",
 ]
 
 logger = logging.getLogger("fluid")

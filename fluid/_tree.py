@@ -556,7 +556,9 @@ class Workers(Worker):
             self._give_up(await self._supervisor.child_ended(slot, error))
             return
         if error is None:
-            logger.info("worker %r of tree %r ended: stopping the tree", child.worker_name, self._name)
+            logger.info(
+                "worker %r of tree %r ended: stopping the tree", child.worker_name, self._name
+            )
         else:
             logger.warning(
                 "worker %r of tree %r failed: stopping the tree",
@@ -608,7 +610,9 @@ class Workers(Worker):
             error.add_note(f"raised by worker {child.worker_name!r} of tree {self._name!r}")
             self._fail(error)
         else:
-            logger.error("worker %r of tree %r failed", child.worker_name, self._name, exc_info=error)
+            logger.error(
+                "worker %r of tree %r failed", child.worker_name, self._name, exc_info=error
+            )
 
     def on_stop_requested(self) -> None:
         super().on_stop_requested()

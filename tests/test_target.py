@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 import fluid
-from fluid import _errors, _runner, _target, cli
+from fluid import _errors, _target, cli
 
 from ._run_targets import Quick
 
@@ -58,9 +58,8 @@ def test_not_a_worker_is_a_fluid_error_and_a_type_error() -> None:
 def test_the_earlier_import_paths_give_the_same_objects() -> None:
     assert cli.TargetError is _errors.TargetError
     assert cli.load_target is _target.load_target
-    assert _runner.NotAWorker is _errors.NotAWorker
-    assert _runner.build_worker is _target.build_worker
-    assert _runner.check_target is _target.check_target
+    assert fluid.NotAWorker is _errors.NotAWorker
+    assert fluid.TargetError is _errors.TargetError
     assert {"TargetError", "load_target"} <= set(cli.__all__)
 
 

@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
-from .._runner import WorkerOrFactory, build_worker, check_target
+from .._target import WorkerOrFactory, build_worker, check_target
 from .._worker import Worker
 from . import health
 

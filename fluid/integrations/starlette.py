@@ -30,7 +30,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .._runner import WorkerOrFactory, build_worker, check_target
+from .._target import WorkerOrFactory, build_worker, check_target
 from .._worker import Worker
 from . import health
 
