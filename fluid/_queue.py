@@ -247,6 +247,10 @@ class QueueConsumer(Worker, Generic[MessageT]):
     def sent(self) -> int:
         """How many messages were accepted into the queue, ever (refused ones are not).
 
+        A count of its own, not a sum of the other figures: read from any
+        thread, it only grows, and a message lost on its way would show as
+        books that do not balance.
+
         Example:
             ```python
             consumer.send("a")

@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import math
+import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -72,6 +73,76 @@ async def test_sends_from_many_threads_all_arrive_in_order_per_thread() -> None:
         pairs = [m for m in recorder.messages if isinstance(m, tuple)]
         seen = [i for t, i in pairs if t == tag]
         assert seen == list(range(per_thread))
+
+
+async def test_sent_read_from_threads_never_goes_back_and_ends_exact() -> None:
+    # ``sent`` is a count of accepted messages, readable from any thread: read
+    # while threads send and the loop takes (threads switching as often as the
+    # interpreter allows), it only grows, and it ends at the number sent.
+    senders, per_sender = 3, 2000
+    done = threading.Event()
+    backwards: list[tuple[int, int]] = []
+
+    async def handle(message: object) -> None:
+        pass
+
+    def read(consumer: fluid.QueueConsumerWorker[object]) -> None:
+        last = 0
+        while not done.is_set():
+            now = consumer.sent
+            if now < last:
+                backwards.append((last, now))
+            last = now
+
+    def send(consumer: fluid.QueueConsumerWorker[object]) -> None:
+        for n in range(per_sender):
+            consumer.send(n)
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        async with fluid.QueueConsumerWorker(handle) as consumer:
+            readers = [threading.Thread(target=read, args=(consumer,)) for _ in range(2)]
+            writers = [threading.Thread(target=send, args=(consumer,)) for _ in range(senders)]
+            for thread in readers + writers:
+                thread.start()
+            try:
+                await wait_until(
+                    lambda: consumer.queue_status()["handled"] == senders * per_sender, 20
+                )
+            finally:
+                done.set()
+                for thread in readers + writers:
+                    await asyncio.to_thread(thread.join)
+    finally:
+        sys.setswitchinterval(old)
+    assert not backwards, f"sent went back: {backwards[:5]}"
+    assert consumer.sent == consumer.queue_status()["sent"] == senders * per_sender
+
+
+def test_sent_read_by_many_threads_at_once_stays_exact() -> None:
+    consumer = fluid.QueueConsumerWorker(Recorder())
+    for n in range(3):
+        consumer.send(n)
+    wrong: list[int] = []
+
+    def read() -> None:
+        for _ in range(3000):
+            if (sent := consumer.sent) != 3:
+                wrong.append(sent)
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [threading.Thread(target=read) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(old)
+    assert not wrong, f"sent read as {sorted(set(wrong))}"
+    assert consumer.sent == 3
 
 
 async def test_messages_sent_before_startup_are_handled_after_it() -> None:
