@@ -138,7 +138,7 @@ __all__ = [
 # The earlier names of renamed objects: importable as before (``fluid.EventWorker``,
 # ``from fluid import EventWorker``), silently, but neither in ``__all__`` nor in
 # ``dir(fluid)``, so that each idea has one public name (docs/api/index.md lists both).
-EARLIER_NAMES: typing.Final = {
+_EARLIER_NAMES: typing.Final = {
     "DispatchStats": "DispatchStatus",
     "EventKind": "TransitionKind",
     "EventStatus": "TriggerStatus",
@@ -148,7 +148,7 @@ EARLIER_NAMES: typing.Final = {
 }
 """Earlier public name → the name it has now."""
 
-MOVED: typing.Final = {"set_uvloop_if_available": "fluid.utils"}
+_MOVED: typing.Final = {"set_uvloop_if_available": "fluid.utils"}
 """Names that left the front door → their home; using them here warns."""
 
 if typing.TYPE_CHECKING:  # type checkers see the earlier names as re-exports
@@ -162,11 +162,11 @@ if typing.TYPE_CHECKING:  # type checkers see the earlier names as re-exports
 else:  # hidden from type checkers, which would otherwise accept any fluid.name
 
     def __getattr__(name: str) -> object:
-        if name in EARLIER_NAMES:
-            return globals()[EARLIER_NAMES[name]]
-        if name in MOVED:
+        if name in _EARLIER_NAMES:
+            return globals()[_EARLIER_NAMES[name]]
+        if name in _MOVED:
             warnings.warn(
-                f"fluid.{name} moved to {MOVED[name]}.{name}: it is not part of fluid's "
+                f"fluid.{name} moved to {_MOVED[name]}.{name}: it is not part of fluid's "
                 "front door any more",
                 DeprecationWarning,
                 stacklevel=2,

@@ -274,3 +274,58 @@ def test_import_fluid_is_light() -> None:
         if any(module == name or module.startswith(f"{name}.") for name in FORBIDDEN_AT_IMPORT)
     )
     assert not heavy, f"`import fluid` imported {heavy}"
+
+
+# ------------------------------------------------- docs/api/index.md, the table
+
+API_TABLE = DOCS / "api" / "index.md"
+_ROW = re.compile(r"^\| `(?P<name>\w+)` \|(?P<rest>.*)\|$", flags=re.MULTILINE)
+_LINK = re.compile(r"\[[^\]]*\]\((?P<page>[^)#]+)(?:#[\w-]+)?\)")
+
+
+def _table_sections() -> tuple[str, str, str]:
+    """The table of exported names, the table of earlier names, the moved names."""
+    text = API_TABLE.read_text()
+    exported, rest = text.split("## Earlier names", 1)
+    earlier, moved = rest.split("Moved out of the front door", 1)
+    return exported, earlier, moved
+
+
+def test_the_api_table_lists_every_exported_name_once_and_nothing_else() -> None:
+    exported, _, _ = _table_sections()
+    rows = [match["name"] for match in _ROW.finditer(exported)]
+    repeated = sorted({name for name in rows if rows.count(name) > 1})
+    assert not repeated, f"listed twice in docs/api/index.md: {repeated}"
+    assert sorted(set(fluid.__all__) - set(rows)) == [], "exported but not in the table"
+    assert sorted(set(rows) - set(fluid.__all__)) == [], "in the table but not exported"
+
+
+def test_each_row_of_the_api_table_links_the_page_that_renders_the_name() -> None:
+    exported, _, _ = _table_sections()
+    for match in _ROW.finditer(exported):
+        link = _LINK.search(match["rest"])
+        assert link is not None, f"no reference link in the row of {match['name']}"
+        page = (API_TABLE.parent / link["page"]).resolve()
+        assert f"::: fluid.{match['name']}\n" in page.read_text(), (match["name"], page.name)
+
+
+def test_the_api_table_lists_the_earlier_and_moved_names_as_the_package_serves_them() -> None:
+    _, earlier, moved = _table_sections()
+    pairs = dict(re.findall(r"^\| `(\w+)` \| `([\w.]+)` \|$", earlier, flags=re.MULTILINE))
+    assert pairs == fluid._EARLIER_NAMES
+    homes = dict(re.findall(r"^\| `(\w+)` \| `([\w.]+)` \|$", moved, flags=re.MULTILINE))
+    assert homes == fluid._MOVED
+    for old, new in pairs.items():
+        assert getattr(fluid, old) is getattr(fluid, new)
+        assert old not in fluid.__all__
+        assert old not in dir(fluid)
+
+
+def test_a_moved_name_still_works_with_a_warning_naming_its_home() -> None:
+    from fluid import utils
+
+    with pytest.warns(DeprecationWarning, match=r"moved to fluid\.utils\.set_uvloop_if_available"):
+        moved = fluid.set_uvloop_if_available
+    assert moved is utils.set_uvloop_if_available
+    with pytest.raises(AttributeError, match="has no attribute 'no_such_name'"):
+        fluid.no_such_name  # type: ignore[attr-defined]  # noqa: B018
