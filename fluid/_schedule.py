@@ -337,16 +337,3 @@ class ScheduledWorker(TimedWorker):
             missed=self._missed,
         )
         return self._plan
-
-
-def __getattr__(name: str) -> object:
-    """``scheduled`` now lives in ``_decorators`` with the other decorators.
-
-    Kept until ``fluid/__init__.py`` imports it from there; importing it here
-    would make a cycle, as ``_decorators`` imports ``ScheduledWorker``.
-    """
-    if name == "scheduled":
-        from ._decorators import scheduled
-
-        return scheduled
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
