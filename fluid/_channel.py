@@ -16,7 +16,8 @@ tasks waiting for a message, and the books. It has two states:
 
 Sending is lock-free when the channel is unbounded: appending to a
 ``collections.deque`` is atomic, and ``sent`` is an ``itertools.count``, whose
-``next()`` is one C call. A send then only has to wake the consumer if it is
+``next()`` is one C call (a read of ``sent`` takes a value too: see
+``Channel.sent``). A send then only has to wake the consumer if it is
 asleep: on the loop's own thread with ``future.set_result``, from another
 thread with one ``call_soon_threadsafe`` (a flag makes a burst cost one). The
 lost wake-up is closed by ordering: a reader publishes its waiter *before* it
@@ -77,6 +78,9 @@ from ._waiting import release, wait_released
 
 __all__ = ["EMPTY", "Channel", "Empty"]
 
+_READING = threading.Lock()
+"""Serialises the reads of every channel's ``sent`` (see ``Channel.sent``)."""
+
 MessageT = TypeVar("MessageT")
 
 
@@ -131,6 +135,7 @@ class Channel(Generic[MessageT]):
         "_open",
         "_owner",
         "_readers",
+        "_reads",
         "_sent",
         "_thread_id",
         "_wake_pending",
@@ -161,6 +166,7 @@ class Channel(Generic[MessageT]):
         self._thread_id: int | None = None
         self._sent = itertools.count()
         self._count_sent = self._sent.__next__
+        self._reads = 0  # values of _sent taken by the reads of sent
         # the consumer books outcomes: in flight = started - handled - failed
         self.started = self.handled = self.failed = self.taken = self.undelivered = 0
         self.taking = False
@@ -186,8 +192,14 @@ class Channel(Generic[MessageT]):
 
     @property
     def sent(self) -> int:
-        """Messages accepted, ever."""
-        return int(repr(self._sent)[6:-1])  # "count(N)": N is the next value
+        """Messages accepted, ever; safe from any thread."""
+        # An itertools.count has no supported read but next(), which moves it
+        # on: each read takes one value and books it in _reads, under a lock
+        # that only readers take (a send never does; reads are rare figures).
+        with _READING:
+            reads = self._reads
+            self._reads = reads + 1
+            return self._count_sent() - reads
 
     @property
     def waiting(self) -> int:

@@ -139,7 +139,8 @@ class Room:
         self._requeued = requeued
         self._loop = asyncio.get_running_loop()  # made on the loop's thread
         self._loop_thread = threading.get_ident()
-        self._puts = itertools.count()  # next(): one C call, atomic from any thread
+        self._puts = 0
+        self._puts_lock = threading.Lock()  # bumped and read from several threads
         self.pending = 0  # refusals whose check is due on the loop
         self.checked = 0
         self.unsure = 0  # checked refusals that a put() on its way may explain
@@ -147,10 +148,12 @@ class Room:
     @property
     def puts(self) -> int:
         """How many ``put()`` calls to the queue ended (returned or raised)."""
-        return int(repr(self._puts)[6:-1])  # "count(N)"
+        with self._puts_lock:
+            return self._puts
 
     def put_ended(self) -> None:
-        next(self._puts)
+        with self._puts_lock:
+            self._puts += 1
 
     def probe(self) -> Probe:
         # sent before size: a message appended in between counts twice (in
