@@ -308,7 +308,7 @@ def on_trigger(
     stopping_grace_period: float = STOPPING_GRACE_PERIOD,
     on_error: OnError[int] = "log",
 ) -> TriggerWorker | Callable[[RunFunction], TriggerWorker]:
-    """Turn a coroutine function into an [`TriggerWorker`][fluid.TriggerWorker].
+    """Turn a coroutine function into a [`TriggerWorker`][fluid.TriggerWorker].
 
     Use it bare (``@fluid.on_trigger``) or with the worker's keyword arguments.
     The function runs once per ``trigger()``; triggers during a run coalesce
