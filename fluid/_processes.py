@@ -315,7 +315,7 @@ class ProcessWorker(Worker):
 
     # --------------------------------------------------------- on the loop
 
-    async def before_run(self) -> None:
+    async def _before_run(self) -> None:
         """Start the child and wait until ``setup()`` returned in it (or it ended)."""
         self._child, self._outcome, self._setup_done = None, None, False
         if self._state is not _RUNNING:  # stopped while on_startup() ran
@@ -395,8 +395,8 @@ class ProcessWorker(Worker):
         status["process"] = figures
         return status
 
-    def on_stop_requested(self) -> None:
-        super().on_stop_requested()
+    def _stop_requested(self) -> None:
+        super()._stop_requested()
         if self._child is not None:
             self._child.send(_STOP)
 

@@ -322,12 +322,12 @@ class QueueConsumer(Worker, Generic[MessageT]):
                 return message
         return EMPTY
 
-    def on_stop_requested(self) -> None:
-        super().on_stop_requested()
+    def _stop_requested(self) -> None:
+        super()._stop_requested()
         self._channel.taking = self._takes_messages()
         self._channel.wake_readers()
 
-    async def before_run(self) -> None:
+    async def _before_run(self) -> None:
         self._abort = False
         # A stop may have been requested during on_startup(): the run that
         # follows takes messages only if that stop drains.
@@ -337,8 +337,8 @@ class QueueConsumer(Worker, Generic[MessageT]):
         """Whether the run takes messages: running, or stopping with a drain to do."""
         return self._state is _RUNNING or (self._drain and not self._abort)
 
-    def after_run(self) -> None:
-        super().after_run()
+    def _after_run(self) -> None:
+        super()._after_run()
         # Producers waiting for room are refused from now on: no run takes
         # their messages (also when on_startup failed and no run came).
         left = self._channel.close()

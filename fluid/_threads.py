@@ -213,7 +213,7 @@ class ThreadWorker(Worker):
 
     # --------------------------------------------------------- on the loop
 
-    async def before_run(self) -> None:
+    async def _before_run(self) -> None:
         """Start the thread and wait until ``setup()`` returned in it."""
         if self._state is not _RUNNING:  # stopped while on_startup() ran
             self._ended = None
@@ -280,8 +280,8 @@ class ThreadWorker(Worker):
         status["thread"] = figures
         return status
 
-    def on_stop_requested(self) -> None:
-        super().on_stop_requested()
+    def _stop_requested(self) -> None:
+        super()._stop_requested()
         if self._stop_event is not None:
             self._stop_event.set()
 

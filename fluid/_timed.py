@@ -59,8 +59,8 @@ class TimedWorker(Worker):
         if waiter is not None:
             release(waiter)
 
-    def on_stop_requested(self) -> None:
-        super().on_stop_requested()
+    def _stop_requested(self) -> None:
+        super()._stop_requested()
         self._wake()
 
     def _sleep_until(

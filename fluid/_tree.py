@@ -482,7 +482,7 @@ class Workers(Worker):
         if self._supervisor is not None:
             self._supervisor.reset()
 
-    async def before_run(self) -> None:
+    async def _before_run(self) -> None:
         """Start the children in order; undo and raise if one fails.
 
         Each child is looked at when its turn comes, not from a list taken
@@ -614,8 +614,8 @@ class Workers(Worker):
                 "worker %r of tree %r failed", child.worker_name, self._name, exc_info=error
             )
 
-    def on_stop_requested(self) -> None:
-        super().on_stop_requested()
+    def _stop_requested(self) -> None:
+        super()._stop_requested()
         self._wake()
 
     def _find_all(self, patterns: tuple[str, ...]) -> list[Worker]:

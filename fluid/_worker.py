@@ -125,7 +125,7 @@ class Worker(ABC):
         name: str = "",
         stopping_grace_period: float = STOPPING_GRACE_PERIOD,
     ) -> None:
-        self._name = check_name(name) or self.default_name()
+        self._name = check_name(name) or check_name(self.default_name())
         self._auto_name = not name
         self._grace = check_seconds("stopping_grace_period", stopping_grace_period)
         self._state = _INIT
@@ -335,6 +335,7 @@ class Worker(ABC):
             await self.on_startup()
             opened = True
             await self.before_run()
+            await self._before_run()  # the type's own start, last: nothing to undo after it
         except BaseException as exc:
             self._starting = None
             await self._abort_startup(exc, opened)
@@ -359,14 +360,18 @@ class Worker(ABC):
         if forced and task is not None:
             for _ in range(self._forced):  # ours; what is left is the caller's
                 task.uncancel()
-        if opened:
-            await self._call_on_shutdown(exc)
+        self._end_without_run()
+        # on_shutdown runs in the caller's task here: a cancellation of the
+        # caller meanwhile is the caller's own, never forgotten.
+        cancelled = opened and await self._call_on_shutdown(exc, in_caller=True)
         if not forced:
             self._finish(_STOPPED, None, reported=exc)
-            return
-        self._finish(_FORCE_STOPPED, None)
-        if task is not None and task.cancelling():
-            return  # the caller was cancelled as well: its cancellation wins
+        else:
+            self._finish(_FORCE_STOPPED, None)
+        if cancelled:
+            raise asyncio.CancelledError  # the caller's, arrived while on_shutdown closed
+        if not forced or (task is not None and task.cancelling()):
+            return  # the error is raised by startup(); or the caller's cancellation wins
         raise self._forced_during_startup() from None
 
     def _forced_during_startup(self) -> WorkerStateError:
@@ -393,10 +398,8 @@ class Worker(ABC):
                 self._loop.call_soon_threadsafe(self.gracefully_stop)
             return
         self._state = _STOPPING
-        sleepers = self._sleepers
-        if sleepers:
-            for waiter in list(sleepers):
-                release(waiter)
+        self._release_sleepers()
+        self._stop_requested()  # the type's own wake-ups: never left to a subclass's super()
         try:
             self.on_stop_requested()
         except Exception:  # a bug in a subclass must not break the stop request
@@ -583,8 +586,12 @@ class Worker(ABC):
 
     # ----------------------------------------- the protocol of a worker type
     #
-    # What a new kind of worker (a tree, a consumer, a thread's adapter, or a
-    # third party's) overrides or calls, besides run(): docs/extending.md.
+    # What a new kind of worker overrides or calls, besides run():
+    # docs/extending.md. fluid's own types keep their own steps out of these
+    # public hooks (in _before_run, _stop_requested and _after_run below), so
+    # that a subclass of a fluid type may override any of them without
+    # calling super(): the tree still starts its children, the consumer still
+    # wakes and closes its channel.
 
     def default_name(self) -> str:
         """The name of a worker created without one.
@@ -613,14 +620,16 @@ class Worker(ABC):
 
         This is the ready handshake of every worker type: ``startup()``
         returns, and the ``started`` transition is emitted, only once it
-        returned. A type that is ready later than ``on_startup`` (a tree
-        starting its children, a thread running its ``setup()``, a child
-        process reporting ready, a server listening) starts that here and
-        awaits it. It runs in the task of ``startup()``; a stop requested
-        meanwhile shows in ``is_running()``, and a forced stop cancels it. If
-        it raises, ``on_shutdown`` and ``after_run`` still run and
-        ``startup()`` raises the error. Subclasses of fluid's own types call
-        ``super().before_run()``.
+        returned. A type that is ready later than ``on_startup`` (a server
+        listening, a connection made) starts that here and awaits it. It
+        runs in the task of ``startup()``; a stop requested meanwhile shows
+        in ``is_running()`` (and ``on_stop_requested()`` may run while it
+        awaits), and a forced stop cancels it. If it raises, ``after_run``
+        and ``on_shutdown`` still run and ``startup()`` raises the error.
+
+        In a subclass of one of fluid's own types it runs before that type
+        starts what it drives (a tree's children, a thread, a child process),
+        and needs no ``super()`` call.
 
         Example:
             ```python
@@ -640,11 +649,13 @@ class Worker(ABC):
         """Called on the loop's thread the moment a graceful stop is requested.
 
         For what must hear of the stop at once and is not a future: a
-        thread's ``threading.Event``, a pipe to a child, a flag read by a
-        loop. (Code that can await uses [`stop_requested`][fluid.Worker.stop_requested]
-        instead; ``sleep()`` is woken before this is called.) It must not
-        block or raise. Subclasses of fluid's own types call
-        ``super().on_stop_requested()``.
+        thread's ``threading.Event``, a pipe to a child, a socket to close.
+        (Code that can await uses [`stop_requested`][fluid.Worker.stop_requested]
+        instead; ``sleep()`` and those futures are woken before this is
+        called, and so are fluid's own types: a subclass of one needs no
+        ``super()`` call.) It may run before ``before_run()`` returned, when
+        the stop comes during the start. It must not block; an error it
+        raises is logged and the stop goes on.
 
         Example:
             ```python
@@ -658,12 +669,12 @@ class Worker(ABC):
         """Called once ``run`` ended, or once the worker ends without having run.
 
         The counterpart of ``before_run``: release what it set up and report
-        what is left (queues close their channel here and log undelivered
-        messages). After a run it is called in the worker's task, before
-        ``on_shutdown``; when ``on_startup`` or ``before_run`` failed or was
-        forced, it is called from ``startup()`` as the worker ends. An error
-        it raises is logged (and after a run becomes the worker's error). Subclasses of
-        fluid's own types call ``super().after_run()``.
+        what is left. It is called before ``on_shutdown``: in the worker's
+        task after a run; from ``startup()`` when ``on_startup`` or
+        ``before_run`` failed or was forced. An error it raises is logged
+        (and after a run becomes the worker's error). fluid's own types end
+        their part afterwards (a consumer closes its channel) whether or not
+        this calls ``super()``.
 
         Example:
             ```python
@@ -679,8 +690,13 @@ class Worker(ABC):
 
         Await it where ``run`` has nothing else to wait for, or race it with
         other work in ``asyncio.wait``. It is resolved by the stop request
-        itself, with no polling. Cancelling the returned future only stops
-        that wait. Needs a running event loop.
+        itself, with no polling, and at the latest when the worker ends,
+        however it ends. Cancelling the returned future only stops that wait.
+
+        Raises:
+            RuntimeError: no event loop runs, or (while the worker runs) the
+                caller's loop is not the worker's: a thread of a
+                ``ThreadWorker`` waits with ``wait_for_stop()`` instead.
 
         Example:
             ```python
@@ -689,16 +705,34 @@ class Worker(ABC):
                     await self.stop_requested()  # serve until asked to stop
             ```
         """
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
         if self._state is not _RUNNING:
             waiter.set_result(None)
             return waiter
+        if loop is not self._loop:
+            raise RuntimeError(
+                f"stop_requested() of worker {self._name!r} was called on another event "
+                "loop than the worker's; from a thread, use the thread's own means "
+                "(ThreadWorker.wait_for_stop())"
+            )
         sleepers = self._sleepers
         if sleepers is None:
             sleepers = self._sleepers = set()
         sleepers.add(waiter)
         waiter.add_done_callback(sleepers.discard)
         return waiter
+
+    # fluid's own types' steps, around the public hooks (see the note above)
+
+    async def _before_run(self) -> None:
+        """The type's own start, after ``before_run()``: children, a thread, a child."""
+
+    def _stop_requested(self) -> None:
+        """The type's own wake-ups on a stop request, before ``on_stop_requested()``."""
+
+    def _after_run(self) -> None:
+        """The type's own end, after ``after_run()``: a consumer closes its channel."""
 
     def _fail(self, error: BaseException) -> None:
         """Record ``error`` as the worker's outcome unless it already has one."""
@@ -737,6 +771,25 @@ class Worker(ABC):
         except Exception as exc:  # a bug in a subclass must not leave the task half-done
             logger.error("worker %r failed after its run", self._name, exc_info=exc)
             self._fail(exc)
+        try:
+            self._after_run()  # the type's own end: runs even if after_run() failed
+        except Exception as exc:
+            logger.error("worker %r failed after its run", self._name, exc_info=exc)
+            self._fail(exc)
+
+    def _end_without_run(self) -> None:
+        """``startup()`` failed: the hooks of a run's end, errors logged (startup raises)."""
+        for hook in (self.after_run, self._after_run):
+            try:
+                hook()
+            except Exception:  # a bug in a subclass must not leave the worker half-done
+                logger.exception("worker %r failed after a startup that did not run", self._name)
+
+    def _release_sleepers(self) -> None:
+        sleepers = self._sleepers
+        if sleepers:
+            for waiter in list(sleepers):
+                release(waiter)
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         if task is not self._task or self._state.is_final:
@@ -763,13 +816,19 @@ class Worker(ABC):
         await self._call_on_shutdown(None)
         self._finish(_FORCE_STOPPED, None)
 
-    async def _call_on_shutdown(self, error: BaseException | None) -> bool:
-        """Run ``on_shutdown``; return True if it was cancelled (a forced stop)."""
+    async def _call_on_shutdown(self, error: BaseException | None, in_caller: bool = False) -> bool:
+        """Run ``on_shutdown``; return True if it was cancelled.
+
+        In the worker's own task a cancellation is the forced stop, done with
+        now: it is forgotten. In the caller's task (``startup()`` failed) it
+        is the caller's own and stays, for the caller to raise.
+        """
         try:
             await self.on_shutdown()
         except asyncio.CancelledError:
             logger.warning("on_shutdown of worker %r was cancelled", self._name)
-            self._uncancel()
+            if not in_caller:
+                self._uncancel()
             return True
         except Exception as exc:
             # Logged when it happens, as an error of run() is: kept as the
@@ -802,11 +861,9 @@ class Worker(ABC):
         self._set_state(state)
         if error is not None:
             self._fail(error)
-        if task is None:  # from startup(): the task was never created
-            try:
-                self.after_run()
-            except Exception:  # a bug in a subclass must not leave the worker half-done
-                logger.exception("worker %r failed after a startup that did not run", self._name)
+        # stop_requested() futures of this run are done once it ended, however it ended
+        self._release_sleepers()
+        self._sleepers = None
         waiters, self._exit_waiters = self._exit_waiters, None
         if waiters:
             for waiter in waiters:

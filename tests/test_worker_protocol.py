@@ -101,7 +101,7 @@ async def test_a_failing_before_run_fails_startup_and_still_closes() -> None:
     worker = Traced(fail="before_run")
     with pytest.raises(RuntimeError, match="before_run failed"):
         await worker.startup()
-    assert worker.calls == ["on_startup", "before_run", "on_shutdown", "after_run"]
+    assert worker.calls == ["on_startup", "before_run", "after_run", "on_shutdown"]
     assert worker.worker_state is WorkerState.STOPPED
 
 
