@@ -173,3 +173,31 @@ async def test_stop_requested_futures_are_not_kept_once_done() -> None:
     worker.gracefully_stop()
     assert pending.done()
     await worker.shutdown()
+
+
+@pytest.mark.parametrize("hook", ["before_run", "on_stop_requested", "after_run"])
+async def test_a_class_that_overrides_one_hook_alone_has_it_called(hook: str) -> None:
+    """A worker whose class overrides no hook of a pair skips the pair: not one that does."""
+    called: list[str] = []
+
+    async def before_run(self: fluid.Worker) -> None:
+        called.append("before_run")
+
+    def sync_hook(self: fluid.Worker) -> None:
+        called.append(hook)
+
+    class Plain(fluid.Worker):
+        async def run(self) -> None:
+            await self.stop_requested()
+
+    body = {"before_run": before_run} if hook == "before_run" else {hook: sync_hook}
+    One = type("One", (Plain,), body)  # a grandchild of Worker: the check is per class
+    worker = One()
+    async with asyncio.timeout(10):
+        await worker.startup()
+        await worker.shutdown()
+    assert called == [hook]
+    plain = Plain()
+    await plain.startup()
+    await plain.shutdown()  # and the plain one, which skips them, still stops at once
+    assert plain.worker_state is WorkerState.STOPPED
