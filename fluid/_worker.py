@@ -323,20 +323,25 @@ class Worker(ABC):
     # ------------------------------------------------------------- lifecycle
 
     async def startup(self) -> None:
-        """Start the worker and return once it runs and ``on_startup`` completed.
+        """Start the worker and return once it is ready: its start steps completed.
 
-        A worker in ``INIT``, ``STOPPED`` or ``FORCE_STOPPED`` can be started;
-        starting clears the error of a previous run.
+        The start steps run in the caller's task: ``on_startup()``, then
+        ``before_run()`` (the ready handshake of its type: a tree's children
+        started, a thread's ``setup()`` returned). A worker in ``INIT``,
+        ``STOPPED`` or ``FORCE_STOPPED`` can be started; starting clears the
+        error of a previous run.
 
         Raises:
             WorkerStartError: the worker is running or stopping.
-            Exception: whatever ``on_startup`` raised; the worker is then
-                ``STOPPED``.
+            Exception: whatever a start step raised; ``after_run()`` (and,
+                if ``on_startup`` had completed, ``on_shutdown()``) ran, and
+                the worker is then ``STOPPED``.
 
-        If the call is cancelled during ``on_startup`` the worker ends
-        ``STOPPED`` and the cancellation propagates. If the worker is
+        If the call is cancelled during a start step the worker ends
+        ``STOPPED`` and the cancellation propagates (also when it comes
+        while ``on_shutdown()`` closes after a failed step). If the worker is
         force-stopped meanwhile (``force_stop()``, or a ``shutdown()`` whose
-        grace period ran out), ``on_startup`` is cancelled, the worker ends
+        grace period ran out), the step is cancelled, the worker ends
         ``FORCE_STOPPED`` and this raises ``WorkerStateError``.
         """
         if self._state is _RUNNING or self._state is _STOPPING:
@@ -451,8 +456,8 @@ class Worker(ABC):
         waited for before the cancellation propagates: no orphan task. (Called
         from a task that the worker itself started, the cancellation propagates
         at once: the worker waits for that task, so it cannot wait for the
-        worker.) A stop requested while ``startup()`` is still inside
-        ``on_startup()`` in another task is forced after the grace period like
+        worker.) A stop requested while ``startup()`` is still in a start step
+        (``on_startup()``, ``before_run()``) in another task is forced after the grace period like
         any other: that ``startup()`` then raises ``WorkerStateError``.
         """
         inside = self._caller_inside("shutdown")  # before anything changes
@@ -487,7 +492,7 @@ class Worker(ABC):
     def force_stop(self, reason: str = "") -> None:
         """Cancel the worker now, skipping the grace period; returns at once.
 
-        The worker's task (or the ``startup()`` still inside ``on_startup()``)
+        The worker's task (or the ``startup()`` still in a start step)
         is cancelled with ``reason``; ``run()`` sees ``asyncio.CancelledError``,
         ``on_shutdown()`` still runs and the worker ends ``FORCE_STOPPED``.
         Does nothing for a worker not running. Calling it again cancels again,
@@ -717,7 +722,9 @@ class Worker(ABC):
         Await it where ``run`` has nothing else to wait for, or race it with
         other work in ``asyncio.wait``. It is resolved by the stop request
         itself, with no polling, and at the latest when the worker ends,
-        however it ends. Cancelling the returned future only stops that wait.
+        however it ends. Each call makes a future that the worker holds until
+        then: call it once per wait, and cancel one you stop awaiting
+        (cancelling it only ends that wait; the worker lets it go).
 
         Raises:
             RuntimeError: no event loop runs, or (while the worker runs) the
