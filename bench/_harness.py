@@ -241,16 +241,16 @@ async def cancel_and_wait(tasks: Iterable[asyncio.Task[Any]]) -> None:
             raise error
 
 
-async def idle_task(stop: asyncio.Event, started: Countdown | None = None) -> None:
-    """The hand-written idle worker: wake every 60 s or at once when ``stop`` is set."""
-    if started is not None:
-        started.tick()
-    while not stop.is_set():
-        try:
-            async with asyncio.timeout(60):
-                await stop.wait()
-        except TimeoutError:
-            pass
+async def heartbeat_loop(fn: Callable[[], Awaitable[object]], heartbeat: float) -> None:
+    """The hand-written idle worker: call ``fn``, sleep ``heartbeat``, forever; cancel to stop.
+
+    The simplest correct code for the work of ``fluid.WorkerFunction(fn,
+    heartbeat=heartbeat)``: no event and no timeout, ``task.cancel()`` stops it
+    in its sleep.
+    """
+    while True:
+        await fn()
+        await asyncio.sleep(heartbeat)
 
 
 async def idle_cpu(seconds: float) -> float:

@@ -4,9 +4,13 @@ fluid: ``await worker.shutdown()`` of a ``WorkerFunction(noop, heartbeat=60)``
 sleeping in its heartbeat, and of an idle ``QueueConsumerWorker`` waiting for
 messages.
 
-asyncio: for the function worker, ``idle_task`` (see ``_harness``) stopped
-with ``ev.set(); await task``; for the consumer, a queue consumer task
-stopped gracefully with a ``None`` sentinel, ``q.put_nowait(None); await task``.
+asyncio: the simplest correct code a strong engineer writes for each. For
+the function worker, a task running ``heartbeat_loop(noop, 60)`` (see
+``_harness``: ``while True: await fn(); await asyncio.sleep(60)``), stopped
+with ``task.cancel()`` and awaited, as case 4 stops its tasks. For the
+consumer, an ``asyncio.Queue`` consumer task stopped gracefully with a
+``None`` sentinel, ``q.put_nowait(None); await task``, since a consumer
+stopped by a cancel could lose the message it holds.
 
 Each run starts a fresh worker, lets it reach its wait, and times the stop
 alone. The figure is the median over all runs, in microseconds.
@@ -15,12 +19,13 @@ alone. The figure is the median over all runs, in microseconds.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import statistics
 import time
 
 import fluid
 
-from ._harness import Options, Row, at_most, idle_task, interleave_many, settle
+from ._harness import Options, Row, at_most, heartbeat_loop, interleave_many, settle
 
 NAME = "stop"
 CASE = "5 stop"
@@ -59,15 +64,18 @@ async def stop_queue_worker() -> float:
     return await stop_fluid(fluid.QueueConsumerWorker(handle, name="idle_consumer"))
 
 
-async def stop_event_task() -> float:
-    """Seconds for ``ev.set(); await task`` on an idle hand-written worker."""
-    event = asyncio.Event()
-    task = asyncio.create_task(idle_task(event))
+async def stop_sleeping_task() -> float:
+    """Seconds for ``task.cancel()`` and awaiting it, on an idle hand-written worker."""
+    task = asyncio.create_task(heartbeat_loop(noop, 60))
     await settle()
     start = time.perf_counter()
-    event.set()
-    await task
-    return time.perf_counter() - start
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    elapsed = time.perf_counter() - start
+    if not task.cancelled():
+        raise RuntimeError("the hand-written worker did not end by its cancellation")
+    return elapsed
 
 
 async def sentinel_consumer(queue: asyncio.Queue[object | None]) -> None:
@@ -90,8 +98,8 @@ async def stop_queue_task() -> float:
 async def run(options: Options) -> list[Row]:
     """Median stop latency of each kind of idle worker."""
     runs = options.size(*RUNS)
-    function_s, event_s, queue_s, sentinel_s = await interleave_many(
-        [stop_function_worker, stop_event_task, stop_queue_worker, stop_queue_task], runs
+    function_s, task_s, queue_s, sentinel_s = await interleave_many(
+        [stop_function_worker, stop_sleeping_task, stop_queue_worker, stop_queue_task], runs
     )
     target = at_most(TARGET_US, f"fluid <= {TARGET_US:,.0f} us")
 
@@ -108,6 +116,6 @@ async def run(options: Options) -> list[Row]:
         )
 
     return [
-        row("idle WorkerFunction vs Event task", function_s, event_s, "stop.function"),
+        row("idle WorkerFunction vs task.cancel()", function_s, task_s, "stop.function"),
         row("idle QueueConsumerWorker vs sentinel", queue_s, sentinel_s, "stop.queue"),
     ]
