@@ -26,7 +26,7 @@ import contextvars
 import logging
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Awaitable, Generator, Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
@@ -57,6 +57,22 @@ _FORCE_STOPPED = WorkerState.FORCE_STOPPED
 
 
 _OUTSIDE, _WITHIN, _ITSELF = 0, 1, 2  # where a caller runs, see Worker._caller_position
+
+_NO_CONTEXT = contextvars.Context()
+"""The context of the task's done callback: a shared empty one, not a copy per worker."""
+
+
+class _Ready:
+    """What ``sleep()`` returns when there is nothing to wait for: awaiting it returns."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return
+        yield  # a generator that ends at once
+
+
+_READY = _Ready()
 
 # Which pairs of hooks a class overrides (Worker._hooked): a worker whose class
 # overrides neither of a pair skips the calls, the await of two empty
@@ -120,6 +136,8 @@ class Worker(ABC):
         "_name",
         "_observers",
         "_parent",
+        "_sleep_timer",
+        "_sleeper",
         "_sleepers",
         "_slot",
         "_started_at",
@@ -157,7 +175,9 @@ class Worker(ABC):
         self._error: BaseException | None = None
         self._traceback: TracebackType | None = None
         self._exit_waiters: list[asyncio.Future[None]] | None = None
-        self._sleepers: set[asyncio.Future[None]] | None = None
+        self._sleeper: asyncio.Future[None] | None = None  # the future sleep() waits on
+        self._sleep_timer: asyncio.TimerHandle | None = None  # and its timer
+        self._sleepers: set[asyncio.Future[None]] | None = None  # other waiters of a stop
         # its place in a tree: set and owned by the tree (see _slot.py), None outside one
         self._slot: Slot | None = None
         # the tree while the worker is a member of it: kept beside the slot
@@ -372,7 +392,8 @@ class Worker(ABC):
             await self._abort_startup(asyncio.CancelledError(), opened=True)
             raise asyncio.CancelledError  # the caller's own, swallowed with ours
         self._task = task = loop.create_task(self._main(), name=f"fluid:{self._name}")
-        task.add_done_callback(self._task_done)
+        # no context copy: the callback reads no context variable
+        task.add_done_callback(self._task_done, context=_NO_CONTEXT)
         self._started_at = loop.time()
         emit(self, "started")
 
@@ -425,10 +446,7 @@ class Worker(ABC):
                 self._loop.call_soon_threadsafe(self.gracefully_stop)
             return
         self._state = _STOPPING
-        sleepers = self._sleepers
-        if sleepers:
-            for waiter in sleepers:  # nothing leaves the set meanwhile: discards come later
-                release(waiter)
+        self._wake_sleepers()
         if self._hooked & _STOP:
             self._stop_requested()  # the type's own wake-ups: never left to a super() call
             try:
@@ -546,11 +564,14 @@ class Worker(ABC):
             await self._force_for_cancelled_caller("wait_stopped", inside)
             raise
 
-    async def sleep(self, seconds: float) -> None:
+    def sleep(self, seconds: float) -> Awaitable[None]:
         """Sleep up to ``seconds``, waking at once when a stop is requested.
 
         Use it in ``run`` instead of ``asyncio.sleep`` so that a stop is prompt.
-        Returns immediately if the worker is not running.
+        Returns immediately if the worker is not running. The awaitable is the
+        future the worker wakes, not a coroutine: an idle worker holds no
+        coroutine frame for its sleep (``asyncio.ensure_future`` takes it as
+        it is; cancelling it ends the sleep).
 
         Example:
             ```python
@@ -561,24 +582,27 @@ class Worker(ABC):
             ```
         """
         if self._state is not _RUNNING:
-            return
+            return _READY
         if seconds <= 0:
-            await asyncio.sleep(0)
-            return
-        # wait_released() written out: every idle worker sleeps here, and one
-        # coroutine frame less per sleeper is memory and a step per wake-up.
+            return asyncio.sleep(0)
+        # wait_released() written out, and no coroutine: every idle worker
+        # sleeps here, and a frame and a set less per sleeper is about 470
+        # bytes. The worker holds the one future it sleeps on, and its timer.
         loop = asyncio.get_running_loop()
-        waiter = loop.create_future()
-        sleepers = self._sleepers
-        if sleepers is None:
-            sleepers = self._sleepers = set()
-        sleepers.add(waiter)
-        handle = loop.call_later(seconds, release, waiter)
-        try:
-            await waiter
-        finally:
-            handle.cancel()
-            sleepers.discard(waiter)
+        waiter: asyncio.Future[None] = loop.create_future()
+        current = self._sleeper
+        if current is None or current.done():
+            timer = self._sleep_timer
+            if timer is not None:
+                timer.cancel()  # the last sleep was cancelled before its time
+            self._sleeper = waiter
+            self._sleep_timer = loop.call_later(seconds, release, waiter)
+            return waiter
+        # another task of this worker sleeps as well: a waiter of the set
+        timer = loop.call_later(seconds, release, waiter)
+        self._add_waiter(waiter)
+        waiter.add_done_callback(lambda _: timer.cancel())
+        return waiter
 
     async def status(self) -> WorkerStatus:
         """A JSON-serialisable snapshot: name, path, state, restarts, uptime and error.
@@ -749,12 +773,16 @@ class Worker(ABC):
                 "loop than the worker's; from a thread, use the thread's own means "
                 "(ThreadWorker.wait_for_stop())"
             )
+        self._add_waiter(waiter)
+        return waiter
+
+    def _add_waiter(self, waiter: asyncio.Future[None]) -> None:
+        """Keep ``waiter`` until a stop request or the end of the run resolves it."""
         sleepers = self._sleepers
         if sleepers is None:
             sleepers = self._sleepers = set()
         sleepers.add(waiter)
         waiter.add_done_callback(sleepers.discard)
-        return waiter
 
     # fluid's own types' steps, around the public hooks (see the note above)
 
@@ -766,6 +794,19 @@ class Worker(ABC):
 
     def _after_run(self) -> None:
         """The type's own end, after ``after_run()``: a consumer closes its channel."""
+
+    def _wake_sleepers(self) -> None:
+        """Resolve the sleep in progress and every kept waiter; the sleep's timer goes."""
+        sleeper = self._sleeper
+        if sleeper is not None:
+            release(sleeper)
+            timer = self._sleep_timer
+            if timer is not None:
+                timer.cancel()
+        sleepers = self._sleepers
+        if sleepers:
+            for waiter in sleepers:  # nothing leaves the set meanwhile: discards come later
+                release(waiter)
 
     def _fail(self, error: BaseException) -> None:
         """Record ``error`` as the worker's outcome unless it already has one."""
@@ -891,11 +932,8 @@ class Worker(ABC):
         if error is not None:
             self._fail(error)
         # stop_requested() futures of this run are done once it ended, however it ended
-        sleepers = self._sleepers
-        if sleepers is not None:
-            for waiter in sleepers:  # nothing leaves the set meanwhile: discards come later
-                release(waiter)
-            self._sleepers = None
+        self._wake_sleepers()
+        self._sleeper = self._sleep_timer = self._sleepers = None
         waiters, self._exit_waiters = self._exit_waiters, None
         if waiters:
             for waiter in waiters:
