@@ -454,6 +454,7 @@ class Seen(NamedTuple):
     serials: tuple[int, ...]  # of the injected errors in it (or in its cause)
     restarts: int
     gave_up_on: str | None  # for TooManyRestarts: the child it names
+    order: int = 0  # its place among all the transitions the observer saw
 
 
 class Lifecycle:
@@ -466,13 +467,15 @@ class Lifecycle:
 
     def __init__(self) -> None:
         self.events: dict[fluid.Worker, list[Seen]] = {}
+        self.count = 0  # transitions seen so far, of every worker
 
     def __call__(self, transition: fluid.Transition) -> None:
         error = transition.error
         found = serials(error) or serials(error.__cause__ if error else None)
         gave_up_on = error.worker_name if isinstance(error, fluid.TooManyRestarts) else None
         name = None if error is None else type(error).__name__
-        seen = Seen(transition.kind, name, found, transition.restarts, gave_up_on)
+        self.count += 1
+        seen = Seen(transition.kind, name, found, transition.restarts, gave_up_on, self.count)
         self.events.setdefault(transition.worker, []).append(seen)
 
     def of(self, worker: fluid.Worker, kind: str) -> list[Seen]:

@@ -414,6 +414,7 @@ async def test_crashes_in_nested_trees_under_all_strategies(
         try:
             await scenario.inject(loop.time() + stress_seconds, rng.uniform(0.005, 0.05))
             await wait_until(lambda: scenario.settled(lifecycle), timeout=10)
+            settled_at = lifecycle.count
             assert root.is_running()
             await check_status(root)
         finally:
@@ -444,7 +445,11 @@ async def test_crashes_in_nested_trees_under_all_strategies(
         names = {c.worker_name for c in mid.children}
         give_ups = [e for e in lifecycle.of(mid, "crashed") if e.error == "TooManyRestarts"]
         assert all(e.gave_up_on in names for e in give_ups), give_ups
-        assert len(give_ups) == mid.restarts, mid.worker_name
+        # Every give-up before the tree came to rest was restarted (settled
+        # means running again); one after it (a crash armed before the rest,
+        # landing while the root stops) may not be, and is not owed one.
+        early = [e for e in give_ups if e.order <= settled_at]
+        assert len(early) <= mid.restarts <= len(give_ups), (mid.worker_name, len(early))
     assert root.restarts == 0
     assert restarts == sum(len(lifecycle.of(w, "restarted")) for w in nodes(root))
     assert restarts > 0
