@@ -25,6 +25,7 @@ import contextlib
 import contextvars
 import logging
 import threading
+import types
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Generator, Iterator
 from types import TracebackType
@@ -74,15 +75,25 @@ class _Ready:
 
 _READY = _Ready()
 
-# Which pairs of hooks a class overrides (Worker._hooked): a worker whose class
-# overrides neither of a pair skips the calls, the await of two empty
-# coroutines at each start above all (a tree of ten thousand plain workers).
-_BEFORE, _STOP, _AFTER = 1, 2, 4
-_PAIRS = (
-    (_BEFORE, "before_run", "_before_run"),
-    (_STOP, "on_stop_requested", "_stop_requested"),
-    (_AFTER, "after_run", "_after_run"),
+# Which hooks a class overrides (Worker._hooked): a worker whose class
+# overrides none of a group skips the calls, the await of empty coroutines
+# at each start and stop above all (a tree of ten thousand plain workers).
+_BEFORE, _STOP, _AFTER, _ON_STARTUP, _ON_SHUTDOWN, _AFTER_SHUTDOWN = 1, 2, 4, 8, 16, 32
+_HOOKS = (
+    (_BEFORE, ("before_run", "_before_run")),
+    (_STOP, ("on_stop_requested", "_stop_requested")),
+    (_AFTER, ("after_run", "_after_run")),
+    (_ON_STARTUP, ("on_startup",)),
+    (_ON_SHUTDOWN, ("on_shutdown",)),
+    (_AFTER_SHUTDOWN, ("after_shutdown",)),
 )
+
+
+@types.coroutine
+def _yield_once() -> Generator[None, None, None]:
+    """Let the loop run one turn: ``asyncio.sleep(0)`` without its coroutine."""
+    yield
+
 
 _current_worker: contextvars.ContextVar[Worker | None] = contextvars.ContextVar(
     "fluid_current_worker", default=None
@@ -153,10 +164,8 @@ class Worker(ABC):
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls._hooked = 0
-        for bit, public, private in _PAIRS:
-            if getattr(cls, public) is not getattr(Worker, public) or getattr(
-                cls, private
-            ) is not getattr(Worker, private):
+        for bit, names in _HOOKS:
+            if any(getattr(cls, name) is not getattr(Worker, name) for name in names):
                 cls._hooked |= bit
 
     def __init__(
@@ -371,14 +380,15 @@ class Worker(ABC):
         self._thread_id = threading.get_ident()
         self._error = self._traceback = None
         self._forced = 0
-        self._set_state(_RUNNING)
+        self._state = _RUNNING  # from INIT, STOPPED or FORCE_STOPPED: checked above
         # force_stop() during on_startup() cancels this task (a hung connect
         # must not outlast the grace period); the cancel is told apart from
         # the caller's own by the _forced flag and uncancel().
         self._starting = asyncio.current_task()
         opened = False
         try:
-            await self.on_startup()
+            if self._hooked & _ON_STARTUP:
+                await self.on_startup()
             opened = True
             if self._hooked & _BEFORE:  # a plain worker awaits no empty hook
                 await self.before_run()
@@ -484,7 +494,7 @@ class Worker(ABC):
             try:
                 # Most workers end within the loop turn that delivers the stop:
                 # look once before paying for a waiter and a grace-period timer.
-                await asyncio.sleep(0)
+                await _yield_once()
                 if not self._state.is_final:
                     await self._wait_or_force()
             except asyncio.CancelledError:
@@ -893,6 +903,8 @@ class Worker(ABC):
         now: it is forgotten. In the caller's task (``startup()`` failed) it
         is the caller's own and stays, for the caller to raise.
         """
+        if not self._hooked & _ON_SHUTDOWN:
+            return False
         try:
             await self.on_shutdown()
         except asyncio.CancelledError:
@@ -948,6 +960,8 @@ class Worker(ABC):
             slot.exited()  # the tree hears of the end of the worker's task, if it still owns it
 
     def _notify_after_shutdown(self, reported: BaseException | None) -> None:
+        if not self._hooked & _AFTER_SHUTDOWN:
+            return
         error = self._error or reported
         if error is not None:
             reason, code = f"failed: {type(error).__name__}: {error}", 1
