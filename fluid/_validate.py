@@ -82,6 +82,8 @@ def _is_async_def(obj: object) -> bool:
 
 def check_async_callable(what: str, fn: Any) -> Callable[..., Any]:
     """Return ``fn`` if it is an async callable, else raise ``TypeError``."""
+    if type(fn) is FunctionType and fn.__code__.co_flags & _CO_COROUTINE:
+        return fn  # an async def function: the common case, one test
     if not is_async_callable(fn):
         raise TypeError(f"{what} must be a coroutine function (async def), got {fn!r}")
     return fn  # type: ignore[no-any-return]

@@ -741,3 +741,152 @@ async def test_a_child_stopped_on_request_as_its_tree_stops_fails_its_stopper_on
         await tree_stop  # not the tree's error
     assert tree.worker_state is WorkerState.STOPPED
     assert not [r for r in caplog.records if "failed as the tree stopped" in r.getMessage()]
+
+
+# ------------------------------------------------ adding: the batch checks
+# add_workers() checks a batch with a short path when every worker is new and
+# its name free, and one by one otherwise. These tests compare both with the
+# checks as they were, one worker at a time, on random batches.
+
+
+class Poll(Idle):
+    """An idle worker with a derived name: ``poll``."""
+
+
+def _expected_names(tree: fluid.Workers, workers: list[Any]) -> list[str] | tuple[str, str]:
+    """The names ``add_workers`` gives, or the error it raises: the one-by-one checks."""
+    ancestors: set[int] = set()
+    node: fluid.Worker | None = tree
+    while node is not None:
+        ancestors.add(id(node))
+        node = node._parent
+    counts = dict(tree._name_counts)
+    children = {w.worker_name for w in tree.children}
+    seen: set[int] = set()
+    names: list[str] = []
+    for worker in workers:
+        if not isinstance(worker, fluid.Worker):
+            return "TypeError", f"workers must be Worker instances, got {worker!r}"
+        if id(worker) in ancestors:
+            return "ValueError", f"worker {worker.worker_name!r} cannot be its own descendant"
+        parent = worker._parent
+        if parent is not None or id(worker) in seen:
+            owner = parent.worker_name if parent is not None else tree.worker_name
+            return "ValueError", f"worker {worker.worker_name!r} already belongs to tree {owner!r}"
+        if worker.is_running() or worker.is_stopping():
+            return "ValueError", (
+                f"worker {worker.worker_name!r} is {worker.worker_state}: add workers to "
+                "a tree before starting them"
+            )
+        seen.add(id(worker))
+        name = worker.worker_name
+        if name in children or name in names:
+            if not worker._auto_name:
+                return "DuplicateWorkerName", (
+                    f"tree {tree.worker_name!r} already has a worker named {name!r}"
+                )
+            n = counts.get(name, 1)
+            while True:
+                n += 1
+                candidate = f"{name}-{n}"
+                if candidate not in children and candidate not in names:
+                    counts[name] = n
+                    name = candidate
+                    break
+        names.append(name)
+    return names
+
+
+def _random_batch(
+    rng: Any, tree: fluid.Workers, root: fluid.Workers, other: fluid.Workers
+) -> list[Any]:
+    batch: list[Any] = []
+    for _ in range(rng.randrange(9)):
+        kind = rng.random()
+        if kind < 0.45:
+            batch.append(Idle(name=rng.choice(["a", "b", "poll", "poll-2", "a-2", "c"])))
+        elif kind < 0.75:
+            batch.append(Poll())
+        elif kind < 0.8 and tree.children:
+            batch.append(rng.choice(tree.children))
+        elif kind < 0.83:
+            batch.append(other.children[0])
+        elif kind < 0.86:
+            batch.append(rng.choice([tree, root]))
+        elif kind < 0.89:
+            batch.append(rng.choice([42, "a", None]))
+        elif batch:
+            batch.append(rng.choice(batch))
+    return batch
+
+
+def test_a_batch_gets_the_names_and_errors_of_the_one_by_one_checks() -> None:
+    import random
+
+    outcomes: set[str] = set()
+    for seed in range(400):
+        rng = random.Random(seed)
+        tree = fluid.Workers(name="t")
+        root = fluid.Workers(tree, name="root")
+        other = fluid.Workers(Idle(name="x"), name="other")
+        for _ in range(3):  # batches one after the other: suffixes carry on
+            batch = _random_batch(rng, tree, root, other)
+            expected = _expected_names(tree, batch)
+            before = [(w.worker_name, w) for w in tree.children]
+            parents = [getattr(w, "worker_path", None) for w in batch]
+            if isinstance(expected, tuple):
+                with pytest.raises((TypeError, ValueError)) as caught:
+                    tree.add_workers(*batch)
+                assert (type(caught.value).__name__, str(caught.value)) == expected, seed
+                outcomes.add(expected[0])
+                # all are checked before any is added
+                assert [(w.worker_name, w) for w in tree.children] == before, seed
+                assert [getattr(w, "worker_path", None) for w in batch] == parents, seed
+            else:
+                tree.add_workers(*batch)
+                added = list(tree.children)[len(before) :]
+                assert added == batch, seed
+                assert [w.worker_name for w in added] == expected, seed
+                assert all(w.worker_path == f"root/t/{w.worker_name}" for w in added), seed
+                outcomes.add("added")
+    assert outcomes == {"added", "TypeError", "ValueError", "DuplicateWorkerName"}
+
+
+async def test_a_started_worker_is_refused_in_a_batch_at_its_place() -> None:
+    running = Idle(name="running")
+    await running.startup()
+    try:
+        for batch in (
+            [Idle(name="a"), running],
+            [running, 42],
+            [42, running],
+            [Poll(), Poll(), running],
+        ):
+            tree = fluid.Workers(Poll(), name="t")
+            expected = _expected_names(tree, batch)
+            assert isinstance(expected, tuple)
+            with pytest.raises((TypeError, ValueError)) as caught:
+                tree.add_workers(*batch)
+            assert (type(caught.value).__name__, str(caught.value)) == expected
+            assert [w.worker_name for w in tree.children] == ["poll"]
+    finally:
+        await running.shutdown()
+
+
+def test_free_names_in_a_batch_are_not_looked_at_one_by_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Only a taken name goes through ``_free_name``: a large tree of free names does not."""
+    calls: list[str] = []
+    free_name = fluid.Workers._free_name
+
+    def counted(self: fluid.Workers, worker: fluid.Worker, taken: set[str]) -> str:
+        calls.append(worker.worker_name)
+        return free_name(self, worker, taken)
+
+    monkeypatch.setattr(fluid.Workers, "_free_name", counted)
+    tree = fluid.Workers(*[Idle(name=f"w{i}") for i in range(100)], name="t")
+    assert calls == []
+    tree.add_workers(Poll(), Poll(), Idle(name="w100"))
+    assert calls == ["poll"]
+    assert [w.worker_name for w in tree.children][-3:] == ["poll", "poll-2", "w100"]
