@@ -173,9 +173,17 @@ class Worker(ABC):
         name: str = "",
         stopping_grace_period: float = STOPPING_GRACE_PERIOD,
     ) -> None:
-        self._name = check_name(name) or check_name(self.default_name())
-        self._auto_name = not name
-        self._grace = check_seconds("stopping_grace_period", stopping_grace_period)
+        if type(name) is str and name:  # the common case, checked in one test
+            self._name = name
+            self._auto_name = False
+        else:
+            self._name = check_name(name) or check_name(self.default_name())
+            self._auto_name = not name
+        self._grace = (
+            stopping_grace_period
+            if stopping_grace_period is STOPPING_GRACE_PERIOD
+            else check_seconds("stopping_grace_period", stopping_grace_period)
+        )
         self._state = _INIT
         self._task: asyncio.Task[None] | None = None
         self._starting: asyncio.Task[Any] | None = None  # the task in startup(), meanwhile
