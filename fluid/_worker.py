@@ -817,10 +817,12 @@ class Worker(ABC):
         """Resolve the sleep in progress and every kept waiter; the sleep's timer goes."""
         sleeper = self._sleeper
         if sleeper is not None:
+            self._sleeper = None
             release(sleeper)
-            timer = self._sleep_timer
-            if timer is not None:
-                timer.cancel()
+        timer = self._sleep_timer
+        if timer is not None:  # also the timer of a sleep its task's cancel ended
+            self._sleep_timer = None
+            timer.cancel()
         sleepers = self._sleepers
         if sleepers:
             for waiter in sleepers:  # nothing leaves the set meanwhile: discards come later
@@ -835,6 +837,12 @@ class Worker(ABC):
     # ------------------------------------------------------------ the task
 
     async def _main(self) -> None:
+        task = self._task
+        if task is not None:
+            # From its first step on, _main ends the worker itself: the done
+            # callback (for a task cancelled before that step) goes, and with
+            # it a loop turn at each stop and its bytes while the worker runs.
+            task.remove_done_callback(self._task_done)
         _current_worker.set(self)  # this task's own context: see _caller_inside
         forced = False
         try:
@@ -846,16 +854,27 @@ class Worker(ABC):
             logger.error("worker %r failed", self._name, exc_info=exc)
             self._fail(exc)
         except GeneratorExit:  # the coroutine is being closed: no await is possible
+            self._watch_end(task)
             raise
         except BaseException as exc:  # KeyboardInterrupt, SystemExit
             self._fail(exc)
             self._end_of_run()
             await self._call_on_shutdown(exc)
             self._finish(_STOPPED, exc)
+            self._watch_end(task)  # marks the error retrieved as it leaves the loop
             raise
-        self._end_of_run()
-        forced = await self._call_on_shutdown(None) or forced
-        self._finish(_FORCE_STOPPED if forced else _STOPPED, self._error)
+        try:
+            self._end_of_run()
+            forced = await self._call_on_shutdown(None) or forced
+            self._finish(_FORCE_STOPPED if forced else _STOPPED, self._error)
+        except BaseException:
+            self._watch_end(task)  # what escaped ends the worker from the done callback
+            raise
+
+    def _watch_end(self, task: asyncio.Task[None] | None) -> None:
+        """Give ``task``'s end back to ``_task_done``: something leaves ``_main`` abnormally."""
+        if task is not None:
+            task.add_done_callback(self._task_done, context=_NO_CONTEXT)
 
     def _end_of_run(self) -> None:
         if not self._hooked & _AFTER:
@@ -953,7 +972,7 @@ class Worker(ABC):
             self._fail(error)
         # stop_requested() futures of this run are done once it ended, however it ended
         self._wake_sleepers()
-        self._sleeper = self._sleep_timer = self._sleepers = None
+        self._sleepers = None
         waiters, self._exit_waiters = self._exit_waiters, None
         if waiters:
             for waiter in waiters:
