@@ -29,7 +29,7 @@ import types
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Generator, Iterator
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from ._errors import WorkerStartError, WorkerStateError
 from ._lifecycle import Observer, emit
@@ -59,9 +59,6 @@ _FORCE_STOPPED = WorkerState.FORCE_STOPPED
 
 _OUTSIDE, _WITHIN, _ITSELF = 0, 1, 2  # where a caller runs, see Worker._caller_position
 
-_NO_CONTEXT = contextvars.Context()
-"""The context of the task's done callback: a shared empty one, not a copy per worker."""
-
 
 class _Ready:
     """What ``sleep()`` returns when there is nothing to wait for: awaiting it returns."""
@@ -75,17 +72,23 @@ class _Ready:
 
 _READY = _Ready()
 
-# Which hooks a class overrides (Worker._hooked): a worker whose class
-# overrides none of a group skips the calls, the await of empty coroutines
-# at each start and stop above all (a tree of ten thousand plain workers).
+# Which hooks a worker overrides (Worker._hooked, found by startup()): a
+# worker that overrides none of a group skips the calls, the await of empty
+# coroutines at each start and stop above all (a tree of ten thousand plain
+# workers). Looked up at each start, not when the class is made, so that a
+# hook patched onto the class or set on the instance is never skipped.
 _BEFORE, _STOP, _AFTER, _ON_STARTUP, _ON_SHUTDOWN, _AFTER_SHUTDOWN = 1, 2, 4, 8, 16, 32
+_ALL_HOOKS = 63
 _HOOKS = (
-    (_BEFORE, ("before_run", "_before_run")),
-    (_STOP, ("on_stop_requested", "_stop_requested")),
-    (_AFTER, ("after_run", "_after_run")),
-    (_ON_STARTUP, ("on_startup",)),
-    (_ON_SHUTDOWN, ("on_shutdown",)),
-    (_AFTER_SHUTDOWN, ("after_shutdown",)),
+    (_BEFORE, "before_run"),
+    (_BEFORE, "_before_run"),
+    (_STOP, "on_stop_requested"),
+    (_STOP, "_stop_requested"),
+    (_AFTER, "after_run"),
+    (_AFTER, "_after_run"),
+    (_ON_STARTUP, "on_startup"),
+    (_ON_SHUTDOWN, "on_shutdown"),
+    (_AFTER_SHUTDOWN, "after_shutdown"),
 )
 
 
@@ -143,6 +146,7 @@ class Worker(ABC):
         "_exit_waiters",
         "_forced",
         "_grace",
+        "_hooked",
         "_loop",
         "_name",
         "_observers",
@@ -158,15 +162,6 @@ class Worker(ABC):
         "_thread_id",
         "_traceback",
     )
-
-    _hooked: ClassVar[int] = 0
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        cls._hooked = 0
-        for bit, names in _HOOKS:
-            if any(getattr(cls, name) is not getattr(Worker, name) for name in names):
-                cls._hooked |= bit
 
     def __init__(
         self,
@@ -203,6 +198,7 @@ class Worker(ABC):
         self._observers: list[Observer] | None = None
         self._started_at = 0.0
         self._forced = 0  # cancellations force_stop() made in this run
+        self._hooked = _ALL_HOOKS  # which hooks to call: all until startup() looks
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self._name!r} {self._state.value}>"
@@ -393,6 +389,7 @@ class Worker(ABC):
         # must not outlast the grace period); the cancel is told apart from
         # the caller's own by the _forced flag and uncancel().
         self._starting = asyncio.current_task()
+        self._hooked = self._overridden_hooks()
         opened = False
         try:
             if self._hooked & _ON_STARTUP:
@@ -410,10 +407,39 @@ class Worker(ABC):
             await self._abort_startup(asyncio.CancelledError(), opened=True)
             raise asyncio.CancelledError  # the caller's own, swallowed with ours
         self._task = task = loop.create_task(self._main(), name=f"fluid:{self._name}")
-        # no context copy: the callback reads no context variable
-        task.add_done_callback(self._task_done, context=_NO_CONTEXT)
+        # the starter's context: a worker cancelled before its first step
+        # ends in a task the callback makes, whose on_shutdown() sees it
+        task.add_done_callback(self._task_done)
         self._started_at = loop.time()
         emit(self, "started")
+
+    def _overridden_hooks(self) -> int:
+        """The hooks this worker overrides, on its class or its instance (see ``_HOOKS``)."""
+        # written out, not a loop over _HOOKS: one attribute read each (this
+        # runs at every start; the loop over names took twice as long)
+        cls = type(self)
+        hooked = 0
+        if cls.before_run is not _W_BEFORE_RUN or cls._before_run is not _W_OWN_BEFORE_RUN:
+            hooked = _BEFORE
+        if (
+            cls.on_stop_requested is not _W_ON_STOP_REQUESTED
+            or cls._stop_requested is not _W_OWN_STOP_REQUESTED
+        ):
+            hooked |= _STOP
+        if cls.after_run is not _W_AFTER_RUN or cls._after_run is not _W_OWN_AFTER_RUN:
+            hooked |= _AFTER
+        if cls.on_startup is not _W_ON_STARTUP:
+            hooked |= _ON_STARTUP
+        if cls.on_shutdown is not _W_ON_SHUTDOWN:
+            hooked |= _ON_SHUTDOWN
+        if cls.after_shutdown is not _W_AFTER_SHUTDOWN:
+            hooked |= _AFTER_SHUTDOWN
+        own = getattr(self, "__dict__", None)  # None for a worker with only slots
+        if own:  # a hook set on the instance
+            for bit, name in _HOOKS:
+                if name in own:
+                    hooked |= bit
+        return hooked
 
     async def _abort_startup(self, exc: BaseException, opened: bool) -> None:
         """``startup()`` failed with ``exc``: close what was opened, end the worker.
@@ -588,8 +614,10 @@ class Worker(ABC):
         Use it in ``run`` instead of ``asyncio.sleep`` so that a stop is prompt.
         Returns immediately if the worker is not running. The awaitable is the
         future the worker wakes, not a coroutine: an idle worker holds no
-        coroutine frame for its sleep (``asyncio.ensure_future`` takes it as
-        it is; cancelling it ends the sleep).
+        coroutine frame for its sleep. So ``asyncio.create_task()`` and
+        ``TaskGroup.create_task()`` refuse it (a ``TypeError``); to run a
+        sleep beside other work, use ``asyncio.ensure_future(worker.sleep(n))``,
+        which takes it as it is (cancelling it ends the sleep).
 
         Example:
             ```python
@@ -874,7 +902,7 @@ class Worker(ABC):
     def _watch_end(self, task: asyncio.Task[None] | None) -> None:
         """Give ``task``'s end back to ``_task_done``: something leaves ``_main`` abnormally."""
         if task is not None:
-            task.add_done_callback(self._task_done, context=_NO_CONTEXT)
+            task.add_done_callback(self._task_done)
 
     def _end_of_run(self) -> None:
         if not self._hooked & _AFTER:
@@ -1115,3 +1143,15 @@ class Worker(ABC):
             except asyncio.CancelledError:
                 pass
             self._cancel_again()
+
+
+# Worker's own hooks, for _overridden_hooks
+_W_BEFORE_RUN = Worker.before_run
+_W_OWN_BEFORE_RUN = Worker._before_run
+_W_ON_STOP_REQUESTED = Worker.on_stop_requested
+_W_OWN_STOP_REQUESTED = Worker._stop_requested
+_W_AFTER_RUN = Worker.after_run
+_W_OWN_AFTER_RUN = Worker._after_run
+_W_ON_STARTUP = Worker.on_startup
+_W_ON_SHUTDOWN = Worker.on_shutdown
+_W_AFTER_SHUTDOWN = Worker.after_shutdown

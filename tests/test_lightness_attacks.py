@@ -2,14 +2,21 @@
 
 The changes under review (``fluid/_worker.py``): ``sleep()`` returns the one
 future the worker wakes instead of being a coroutine; the task's done
-callback runs in a shared empty ``contextvars.Context`` and is dropped once
-``_main`` runs; hooks a class does not override are skipped (a flag computed
-in ``__init_subclass__``); ``Worker.__init__`` fast paths.
+callback ran in a shared empty ``contextvars.Context`` and is dropped once
+``_main`` runs; hooks a worker does not override are skipped;
+``Worker.__init__`` fast paths.
 
-Each defect found is a test marked ``xfail(strict=True)`` that fails
-because of it (and will pass once fixed); the attacks that held are kept as
-regression tests. Every scenario is bounded by ``asyncio.timeout`` or
-threading deadlines; none sleeps a fixed time.
+The review found five defects, each first written as a strict xfail and now
+fixed: two loops in two threads entering the one shared context at once
+(the done callback now runs in the starter's context, as asyncio's default);
+``on_shutdown()`` of a worker cancelled before its first step losing that
+context; hooks patched onto the class, set on the instance, or below an
+``__init_subclass__`` without ``super()`` being skipped (the hooks are now
+looked up at each start). ``sleep()`` not being a coroutine is kept and
+documented: a test holds ``create_task`` refusing it and ``ensure_future``
+taking it. The attacks that held are kept as regression tests. Every
+scenario is bounded by ``asyncio.timeout`` or threading deadlines; none
+sleeps a fixed time.
 """
 
 from __future__ import annotations
@@ -249,33 +256,30 @@ async def test_sleep_of_a_worker_not_running_returns_for_every_way_of_awaiting()
     await _sleep_when_not_running()
 
 
-# ------------------------------------------------------------- sleep(): defect
+# ------------------------------------------- sleep(): the documented change
 
 
-async def _sleep_given_to_create_task() -> None:
+async def _sleep_as_a_task() -> None:
+    """sleep() is not a coroutine (documented): create_task refuses it, ensure_future takes it."""
     worker = Idle()
     async with asyncio.timeout(BOUND):
         await worker.startup()
         try:
-            # sleep() was a coroutine function: create_task() and TaskGroup took it
-            task: asyncio.Task[None] = asyncio.create_task(worker.sleep(60))  # type: ignore[arg-type]
+            with pytest.raises(TypeError):
+                asyncio.create_task(worker.sleep(60))  # type: ignore[arg-type]  # noqa: RUF006
+            async with asyncio.TaskGroup() as group:
+                with pytest.raises(TypeError):
+                    group.create_task(worker.sleep(60))  # type: ignore[arg-type]
+            sleeping = asyncio.ensure_future(worker.sleep(60))
             await asyncio.sleep(0)
-            assert not task.done()
+            assert not sleeping.done()
         finally:
             await worker.shutdown()
-        await task
-        async with asyncio.TaskGroup() as group:
-            group.create_task(worker.sleep(60))  # type: ignore[arg-type]
+        await sleeping  # the stop woke it: it returns, well before its 60 seconds
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason="sleep() returns a Future (or _READY), no longer a coroutine: "
-    "asyncio.create_task(worker.sleep(5)) and TaskGroup.create_task raise TypeError",
-)
-async def test_sleep_can_still_be_given_to_create_task() -> None:
-    await _sleep_given_to_create_task()
+async def test_sleep_is_refused_by_create_task_and_taken_by_ensure_future() -> None:
+    await _sleep_as_a_task()
 
 
 # ---------------------------------------- the done callback: its shared context
@@ -347,12 +351,6 @@ def _two_loops_end_workers_at_once() -> tuple[list[str], WorkerState | None]:
     return errors, state[0] if state else None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_NO_CONTEXT is one Context shared by every loop of the process; a Context "
-    "can be entered by one thread at a time, so a done callback on a second loop while "
-    "one runs raises 'cannot enter context ... is already entered': the worker never ends",
-)
 def test_done_callbacks_on_two_loops_at_once_both_end_their_workers() -> None:
     errors, state = _two_loops_end_workers_at_once()
     assert errors == []
@@ -395,12 +393,6 @@ async def test_on_shutdown_of_a_worker_forced_while_running_sees_the_starters_co
     assert await _context_of_on_shutdown(before_first_step=False) == ["req-42"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a worker cancelled before its first step ends in a task made from the done "
-    "callback, which now runs in the shared empty context: on_shutdown() no longer sees "
-    "the context variables of the startup() caller (it did when the callback copied them)",
-)
 async def test_on_shutdown_of_a_worker_forced_before_its_first_step_sees_the_starters_context() -> (
     None
 ):
@@ -479,11 +471,6 @@ async def _start_stop(worker: fluid.Worker) -> None:
         await worker.shutdown()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_hooked is computed when the class is made: a hook patched onto it later "
-    "(mock.patch.object in a test) is silently skipped",
-)
 async def test_a_hook_patched_onto_the_class_later_is_called() -> None:
     class Patched(Plain):
         pass
@@ -497,10 +484,6 @@ async def test_a_hook_patched_onto_the_class_later_is_called() -> None:
     assert (on_startup.await_count, on_shutdown.await_count, after_shutdown.call_count) == (1, 1, 1)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a hook set on the instance is skipped when the class does not override it",
-)
 async def test_a_hook_set_on_the_instance_is_called() -> None:
     class WithDict(Plain):
         pass
@@ -516,11 +499,6 @@ async def test_a_hook_set_on_the_instance_is_called() -> None:
     assert closed == ["closed"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a base class whose __init_subclass__ does not call super() leaves its "
-    "subclasses with the base's _hooked flag: their own hooks are skipped",
-)
 async def test_hooks_of_a_subclass_below_an_init_subclass_without_super_are_called() -> None:
     class Registering(Plain):
         registry: list[type] = []  # noqa: RUF012 - a test's class registry
@@ -607,6 +585,7 @@ _UVLOOP_SCENARIOS: dict[str, Callable[[], Coroutine[Any, Any, None]]] = {
     "stop_from_a_thread": _stop_from_a_thread_during_a_sleep,
     "force_stop_during_a_sleep": _force_stop_during_a_sleep,
     "sleep_when_not_running": _sleep_when_not_running,
+    "sleep_as_a_task": _sleep_as_a_task,
     "cancelled_before_first_step": _cancelled_before_first_step,
 }
 
