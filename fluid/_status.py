@@ -11,6 +11,7 @@ __all__ = [
     "ProcessStatus",
     "QueueStatus",
     "ScheduleStatus",
+    "StreamStatus",
     "ThreadStatus",
     "TriggerStatus",
     "WorkerStatus",
@@ -157,6 +158,51 @@ class ScheduleStatus(TypedDict):
     in_progress: bool
 
 
+class StreamStatus(TypedDict):
+    """Figures of a stream consumer, under the ``stream`` key of its status.
+
+    Its ``queue`` figures are the local buffer's books; these are the
+    broker's side of the same entries.
+
+    Attributes:
+        stream: the stream's name.
+        group: the consumer group's name.
+        consumer: this consumer's name in the group.
+        connected: whether the last call to the broker succeeded.
+        held: entries this consumer holds: buffered, in flight, or handled
+            and waiting for their ack (at most ``maxsize``).
+        read: entries read as new, ever.
+        claimed: entries taken over from idle consumers (or own pending ones
+            read again at start), ever.
+        acked: entries acked after their handler returned, ever.
+        released: entries given back for another delivery (a failure, a
+            ``Retry``, or left at a stop), ever.
+        dead_lettered: entries moved to the dead letters, ever.
+        own_pending: entries pending for this consumer on the broker, or
+            ``None`` when it could not be asked.
+        lag: entries of the stream the group has not read, or ``None``.
+
+    Example:
+        ```python
+        status = await consumer.status()
+        print(status["stream"]["lag"], status["stream"]["own_pending"])
+        ```
+    """
+
+    stream: str
+    group: str
+    consumer: str
+    connected: bool
+    held: int
+    read: int
+    claimed: int
+    acked: int
+    released: int
+    dead_lettered: int
+    own_pending: int | None
+    lag: int | None
+
+
 class WorkerStatus(TypedDict):
     """What ``await worker.status()`` returns: plain data, ready for ``json.dumps``.
 
@@ -173,6 +219,10 @@ class WorkerStatus(TypedDict):
         process: for process workers, their child process's figures.
         schedule: for scheduled and one-shot workers, their figures.
         workers: for trees, the status of each child, in start order.
+        stream: for stream consumers, their figures.
+        ready: present and False while a worker cannot do its work though it
+            runs (a stream consumer whose broker is unreachable): status
+            routes answer 503 for it.
 
     Example:
         ```python
@@ -193,3 +243,5 @@ class WorkerStatus(TypedDict):
     process: NotRequired[ProcessStatus]
     schedule: NotRequired[ScheduleStatus]
     workers: NotRequired[list[WorkerStatus]]
+    stream: NotRequired[StreamStatus]
+    ready: NotRequired[bool]
