@@ -80,4 +80,4 @@ class AsyncConsumer(QueueConsumer[MessageT]):
 
     async def run(self) -> None:
         """Dispatch each message until stopped and drained."""
-        await self._consume_concurrently(self.dispatcher.dispatch)
+        await self.consume(self.dispatcher.dispatch)

@@ -384,15 +384,30 @@ class QueueConsumer(Worker, Generic[MessageT]):
     async def _on_failure(self, message: MessageT, error: Exception) -> None:
         await handle_error(self._name, self._on_error, message, error)
 
-    async def _consume_concurrently(self, handler: Callable[[MessageT], Awaitable[object]]) -> None:
-        """Run ``concurrency`` consuming loops; the first error stops them all.
+    async def consume(self, handler: Callable[[MessageT], Awaitable[object]]) -> None:
+        """Pass each message to ``handler``, ``concurrency`` at once, until stopped and drained.
 
-        The error stops the worker as it does with one loop: the others take
-        no new message and get the grace period to finish the one they hold;
-        those still busy then are cancelled (their messages go back to the
-        queue) and the worker ends ``STOPPED`` with the error. No one waits
-        for the slowest handler: the worker is stopping on its own, and no
-        ``shutdown()`` may be there to force it.
+        The consuming engine of fluid's own consumers, for a ``run()`` of
+        your own: each message is counted in flight, then handled or failed
+        (a failure goes to the ``on_error`` policy); a cancelled handler (a
+        forced stop) gives its message back, first in the queue, for
+        ``take_undelivered()``. With ``concurrency=N``, N loops share the
+        queue; an error that stops the worker (``on_error="stop"``) stops
+        them all: the others take no new message and get the grace period to
+        finish the one they hold; those still busy then are cancelled (their
+        messages go back to the queue) and the worker ends ``STOPPED`` with
+        the error. No one waits for the slowest handler: the worker is
+        stopping on its own, and no ``shutdown()`` may be there to force it.
+
+        Example:
+            ```python
+            class Auditing(fluid.QueueConsumer[dict]):
+                async def run(self) -> None:
+                    await self.consume(self.audit)  # books, policy and drain included
+
+                async def audit(self, message: dict) -> None:
+                    await store(message)
+            ```
         """
         if self._concurrency == 1:
             await self._consume(handler)
@@ -569,16 +584,16 @@ class QueueConsumerWorker(QueueConsumer[MessageT]):
         run_in = self._run_in
         if run_in == "loop":
             if self._on_result is None:
-                await self._consume_concurrently(self._on_message)
+                await self.consume(self._on_message)
             else:
-                await self._consume_concurrently(self._with_result(self._on_message))
+                await self.consume(self._with_result(self._on_message))
             return
         await consume_offloaded(
             run_in,
             self._on_message,
             self._concurrency,
             self._name,
-            lambda call: self._consume_concurrently(self._with_result(call)),
+            lambda call: self.consume(self._with_result(call)),
         )
 
     def _with_result(

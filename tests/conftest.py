@@ -35,6 +35,8 @@ from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mappin
 import pytest
 import pytest_asyncio
 
+from ._redis_server import SERVER_PIDS, RedisServer
+
 _PR_SET_CHILD_SUBREAPER = 36
 SETTLE_SECONDS = 5.0
 """How long a test's threads and processes get to end after it (generous: a busy machine)."""
@@ -175,6 +177,26 @@ def _resource_tracker() -> None:
     resource_tracker.ensure_running()
 
 
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """A real redis-server on 127.0.0.1 for the whole session (tests/_redis_server.py)."""
+    server = RedisServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The URL of the session's server, running and emptied for this test."""
+    if redis_server.process is None:  # a test stopped it
+        redis_server.start()
+    redis_server.flush()
+    return redis_server.url
+
+
 @pytest.fixture(autouse=True)
 def _no_leaked_threads_or_processes() -> Iterator[None]:
     threads = set(threading.enumerate())
@@ -186,11 +208,11 @@ def _no_leaked_threads_or_processes() -> Iterator[None]:
         thread.join(max(0.0, deadline - time.monotonic()))
     leaked = [t for t in set(threading.enumerate()) - threads if t.is_alive()]
     assert not leaked, f"test left threads running: {leaked}"
-    while _descendants() - processes and time.monotonic() < deadline:
+    while _descendants() - processes - SERVER_PIDS and time.monotonic() < deadline:
         _reap_orphans(known)
         time.sleep(0.01)
     _reap_orphans(known)
-    left = _descendants() - processes
+    left = _descendants() - processes - SERVER_PIDS
     assert not left, f"test left child processes: {sorted(left)}"
 
 
