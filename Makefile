@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint typecheck pytest stress docs bench run clean
+.PHONY: install test lint typecheck pytest stress docs bench run streams clean
 
 install: $(STAMP)
 
@@ -78,6 +78,11 @@ bench: $(BENCH_STAMP) $(AIOFLUID_STAMP)
 
 run: $(STAMP)
 	$(BIN)/python examples/pipeline.py
+
+# A producer and a consumer group of three processes on Redis Streams: starts
+# its own redis-server (installed: apt-get install redis-server); Ctrl-C stops all.
+streams: $(STAMP)
+	$(BIN)/python examples/stream_group.py
 
 clean:
 	rm -rf $(VENV) site .mypy_cache .pytest_cache .ruff_cache

@@ -20,7 +20,7 @@ How an entry travels, and why nothing is lost:
   last one (one ``XACK`` per batch, sent at once when idle). A crash before
   the ack means a second delivery, never a loss.
 * **Renewed while held.** The keeper resets the idle time of held entries
-  every ``min_idle / 3`` seconds, so that a long handler, or a long buffer,
+  once they were held ``min_idle / 3`` seconds, so that a long handler, or a long buffer,
   is not taken over by a peer while it still works.
 * **Failures.** A failing handler's entry is released for another delivery
   after ``retry_delay`` (a handler may ask for its own delay by raising
@@ -319,9 +319,16 @@ class StreamConsumer(QueueConsumer[Entry]):
             room.set()
 
     async def _read_loop(self) -> None:
-        """Read own pending entries first (a restart under the same name), then new ones."""
+        """Deliver entries: own pending ones first, then new ones and, each
+        ``claim_interval``, those idle peers left.
+
+        One loop for every way in, so that what it asks for is the free room
+        and the entries held never pass ``maxsize``.
+        """
         broker = self._broker
-        after: str | None = "0"
+        loop = asyncio.get_running_loop()
+        after: str | None = "0"  # own pending entries first: a restart under the same name
+        next_claim = loop.time()
         delay = _BACKOFF_FIRST
         room = self._room
         assert room is not None
@@ -331,14 +338,22 @@ class StreamConsumer(QueueConsumer[Entry]):
                 room.clear()
                 await room.wait()
                 continue
+            now = loop.time()
+            claiming = after is None and now >= next_claim
             self._reserved += count
-            own = after is not None
             try:
                 if after is not None:
                     entries = await broker.read_own(count, after)
+                    self._claimed += len(entries)
                     after = entries[-1].id if entries else None
+                elif claiming:
+                    next_claim = now + self._claim_interval
+                    entries = await broker.claim_idle(self._min_idle, count)
+                    self._claimed += len(entries)
                 else:
-                    entries = await broker.read_new(count, self._block)
+                    block = max(0.001, min(self._block, next_claim - now))
+                    entries = await broker.read_new(count, block)
+                    self._read += len(entries)
             except BROKER_ERRORS as exc:
                 self._lost("read", exc)
                 await asyncio.sleep(_jitter(delay))
@@ -348,42 +363,28 @@ class StreamConsumer(QueueConsumer[Entry]):
                 self._reserved -= count
             delay = _BACKOFF_FIRST
             self._connected = True
-            if own:
-                self._claimed += len(entries)
-            else:
-                self._read += len(entries)
             for entry in self._deliver(entries):
                 await self._dead_letter(entry, f"delivered {entry.deliveries} times without an ack")
 
     async def _keep_loop(self) -> None:
-        """Every ``claim_interval``: renew what is held, claim what idle peers left."""
+        """Every ``claim_interval``: renew the entries held, so that no peer claims them."""
         broker = self._broker
         renew_after = self._min_idle / 3
         while True:
-            await asyncio.sleep(self._claim_interval)
+            await asyncio.sleep(min(self._claim_interval, renew_after))
+            now = time.monotonic()
+            due = [i for i, taken in self._held.items() if now - taken >= renew_after]
+            if not due:
+                continue
             try:
-                now = time.monotonic()
-                due = [i for i, taken in self._held.items() if now - taken >= renew_after]
-                if due:
-                    await broker.renew(due, renew_after / 2)
-                    for entry_id in due:
-                        if entry_id in self._held:
-                            self._held[entry_id] = now
-                room = min(self._free_room(), 100)
-                if room > 0 and self.is_running():
-                    self._reserved += room
-                    try:
-                        entries = await broker.claim_idle(self._min_idle, room)
-                    finally:
-                        self._reserved -= room
-                    self._claimed += len(entries)
-                    for entry in self._deliver(entries):
-                        reason = f"delivered {entry.deliveries} times without an ack"
-                        await self._dead_letter(entry, reason)
+                await broker.renew(due, renew_after / 2)
             except BROKER_ERRORS as exc:
-                self._lost("claim", exc)
+                self._lost("renew", exc)
                 continue
             self._connected = True
+            for entry_id in due:
+                if entry_id in self._held:
+                    self._held[entry_id] = now
 
     async def _ack_loop(self) -> None:
         """Send one ack for every id queued since the last one; retry while the broker is away."""

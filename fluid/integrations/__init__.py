@@ -8,7 +8,7 @@
 Both start the tree before the app serves its first request and stop it
 after the last, on the app's own event loop, keep it where handlers find it,
 and answer the status route with the tree's status as JSON: 200 while it
-runs, 503 once it failed or stopped, so that a load balancer or an
+runs, 503 once it failed or stopped or while its broker is away, so that a load balancer or an
 orchestrator takes the app out of service. This package imports neither
 framework: import the module of the one you use.
 """
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .._status import WorkerStatus
 from .._worker import Worker
 
 __all__ = ["health"]
@@ -27,7 +28,9 @@ async def health(worker: Worker | None) -> tuple[int, dict[str, Any]]:
 
     200 and the worker's [`status`][fluid.Worker.status] while it runs
     without error; 503 and the same status once it stopped or failed (its
-    ``error`` says why, and a tree's children show which one failed); 503 and
+    ``error`` says why, and a tree's children show which one failed), or
+    while a worker of the tree runs but cannot work (its status says
+    ``"ready": False``: a stream consumer whose broker is unreachable); 503 and
     an explanation when there is no worker (its lifespan did not start it).
     Use it to write a status route for another framework.
 
@@ -49,5 +52,12 @@ async def health(worker: Worker | None) -> tuple[int, dict[str, Any]]:
     if worker is None:
         return 503, {"state": None, "error": "no worker: the app's lifespan did not start it"}
     status = await worker.status()
-    healthy = worker.is_running() and status["error"] is None
+    healthy = worker.is_running() and status["error"] is None and _ready(status)
     return (200 if healthy else 503), dict(status)
+
+
+def _ready(status: WorkerStatus) -> bool:
+    """No worker of the tree says it cannot work (``ready`` False: its broker is away)."""
+    if status.get("ready") is False:
+        return False
+    return all(_ready(child) for child in status.get("workers", ()))
