@@ -69,6 +69,7 @@ kinds of ``OSError``, and a backend turns its client's own errors into them."""
 _BACKOFF_FIRST = 0.05
 _BACKOFF_MAX = 2.0
 _WIND_DOWN_MAX = 5.0  # the most a stop waits for the broker to take acks and releases
+_WIND_DOWN_MIN = 0.5
 
 
 class Retry(Exception):  # a request, not an error: named as arq and saq name theirs
@@ -225,7 +226,12 @@ class StreamConsumer(QueueConsumer[Entry]):
                 raise error
 
     def on_stop_requested(self) -> None:
-        """Stop reading at once: the read in progress is cancelled (its own connection)."""
+        """Stop reading at once: the read in progress is cancelled (its own connection).
+
+        A subclass that overrides it calls ``super().on_stop_requested()``;
+        without it, the reader still stops, after its read in progress
+        (up to ``block`` seconds).
+        """
         reader = self._reader
         if reader is not None:
             reader.cancel()
@@ -332,7 +338,7 @@ class StreamConsumer(QueueConsumer[Entry]):
         delay = _BACKOFF_FIRST
         room = self._room
         assert room is not None
-        while True:
+        while self.is_running():  # on_stop_requested() cancels a read in progress
             count = min(self._free_room(), 100)
             if count <= 0:
                 room.clear()
@@ -462,7 +468,10 @@ class StreamConsumer(QueueConsumer[Entry]):
         left = [entry.id for entry in self.take_undelivered()]
         broker = self._broker
         try:
-            async with asyncio.timeout(min(self.stopping_grace_period, _WIND_DOWN_MAX)):
+            # within the grace period, but never so short that a busy machine
+            # cannot make the round trips (a forced stop cancels again after 1 s)
+            bound = max(_WIND_DOWN_MIN, min(self.stopping_grace_period, _WIND_DOWN_MAX))
+            async with asyncio.timeout(bound):
                 self._closing = True
                 wake = self._acker_wake
                 assert wake is not None
