@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, tzinfo
 from typing import Any, Literal, TypedDict, TypeVar, Unpack, overload
 
+from ._claim import SlotClaim, check_claim
 from ._cron import CronExpression
 from ._function import WorkerFunction
 from ._plan import Missed, check_missed, check_mode
@@ -98,6 +99,8 @@ class ScheduleOptions(TypedDict, total=False):
         initial_delay: seconds from ``startup()`` to the first run.
         max_count: end the worker after this many runs.
         missed: ``"skip"`` (default) or ``"catch_up"``.
+        claim: a [`SlotClaim`][fluid.SlotClaim]: each slot runs on one replica.
+        max_skew: with ``claim``, the largest difference between replicas' clocks.
         on_error: ``"log"`` (default), ``"stop"`` or a function ``(due, error)``.
         name: the worker's name; by default the function's name.
         stopping_grace_period: seconds given to a graceful stop.
@@ -119,6 +122,8 @@ class ScheduleOptions(TypedDict, total=False):
     initial_delay: float
     max_count: int | None
     missed: Missed
+    claim: SlotClaim | None
+    max_skew: float | None
     on_error: OnError[datetime]
     name: str
     stopping_grace_period: float
@@ -391,12 +396,15 @@ def scheduled(**options: Unpack[ScheduleOptions]) -> Callable[[RunFunction], Sch
     _check_keywords("scheduled", options, _SCHEDULE_OPTIONS)
     # The checks of ScheduledWorker.__init__, in its order, with its defaults.
     delay = options.get("delay")
-    check_mode(options.get("interval"), delay, options.get("cron"), options.get("tz"))
+    interval, delay, _ = check_mode(
+        options.get("interval"), delay, options.get("cron"), options.get("tz")
+    )
     check_seconds("initial_delay", options.get("initial_delay", 0))
     max_count = options.get("max_count")
     if max_count is not None:
         check_count("max_count", max_count, 1)
-    check_missed(options.get("missed", "skip"), delay)
+    missed = check_missed(options.get("missed", "skip"), delay)
+    check_claim(options.get("claim"), options.get("max_skew"), interval, delay, missed)
     check_on_error(options.get("on_error", "log"))
     check_name(options.get("name", ""))
     check_seconds("stopping_grace_period", options.get("stopping_grace_period", 0))

@@ -8,6 +8,9 @@ run starts and ends, and sleeps until ``timer()``.
   computed from ``k``, never accumulated, so they do not drift. Cron slots
   are POSIX timestamps of the wall clock. A fixed delay has no slots: the
   next run is planned when a run ends.
+* Fixed-rate slots *anchored to the epoch* (``anchored=True``, what a
+  cluster-wide schedule needs) are ``k * interval`` in POSIX time: every
+  replica computes the same slots whatever its start time, as with cron.
 * A slot is *missed* when it passed while a run was in progress, or when the
   worker woke so late that the next slot was due too. ``"skip"`` drops missed
   slots and waits for the next slot ahead, so runs keep starting on the grid;
@@ -65,6 +68,27 @@ class Grid:
         return wall_time(loop) + slot - loop.time()
 
 
+def _wall_timer(slot: float, loop: asyncio.AbstractEventLoop) -> float:
+    # Sleep on the loop's clock, but read the wall clock again within the
+    # hour: a stepped system clock is followed, and nothing runs early.
+    return loop.time() + min(max(slot - wall_time(loop), 0.0), RESYNC)
+
+
+class EpochGrid(Grid):
+    """Fixed-rate slots ``k * interval`` of the wall clock (POSIX time): alike on every host."""
+
+    __slots__ = ()
+
+    def __init__(self, interval: float) -> None:
+        super().__init__(0.0, interval)
+
+    def timer(self, slot: float, loop: asyncio.AbstractEventLoop) -> float:
+        return _wall_timer(slot, loop)
+
+    def wall(self, slot: float, loop: asyncio.AbstractEventLoop) -> float:
+        return slot
+
+
 class CronLine:
     """Cron slots: POSIX timestamps of the wall clock."""
 
@@ -87,9 +111,7 @@ class CronLine:
         return n
 
     def timer(self, slot: float, loop: asyncio.AbstractEventLoop) -> float:
-        # Sleep on the loop's clock, but read the wall clock again within the
-        # hour: a stepped system clock is followed, and nothing runs early.
-        return loop.time() + min(max(slot - wall_time(loop), 0.0), RESYNC)
+        return _wall_timer(slot, loop)
 
     def wall(self, slot: float, loop: asyncio.AbstractEventLoop) -> float:
         return slot
@@ -120,6 +142,7 @@ class Plan:
         cron: CronExpression | None,
         initial_delay: float,
         missed: Missed,
+        anchored: bool = False,
     ) -> None:
         self.loop = loop
         self.delay = delay
@@ -127,17 +150,24 @@ class Plan:
         self.drift: float | None = None
         self.overruns = self.skipped = 0
         self.mark = -math.inf  # slots before it were counted as missed already
-        # What a slot is compared with: the loop's clock, or for cron the wall clock.
+        # What a slot is compared with: the loop's clock, or the wall clock for
+        # wall-clock slots (cron, or a grid anchored to the epoch).
         self.now: Callable[[], float] = loop.time
         start = loop.time() + initial_delay
         self.line: Grid | CronLine | None = None
         self.pending: float | None = start
-        if interval is not None:
+        if interval is not None and not anchored:
             self.line = Grid(start, interval)
+            return
+        if interval is not None:
+            self.line = EpochGrid(interval)
         elif cron is not None:
             self.line = CronLine(cron)
-            self.now = functools.partial(wall_time, loop)
-            self.pending = self.line.first(wall_time(loop) + initial_delay)
+        else:
+            return
+        # Wall-clock slots: the first is the first slot after the initial delay.
+        self.now = functools.partial(wall_time, loop)
+        self.pending = self.line.first(wall_time(loop) + initial_delay)
 
     def resume(self) -> None:
         """Go on after a pause with the next slot ahead (a fixed delay: ``delay`` from now)."""
@@ -181,6 +211,18 @@ class Plan:
             self.pending = line.next(slot) if line else None
         elif line is None:
             self.pending = None  # fixed delay: the next run is planned when this one ends
+
+    def forgo(self, slot: float) -> None:
+        """``slot`` runs elsewhere, or nowhere: move on to the next without a run."""
+        line = self.line
+        assert line is not None
+        self.pending = line.next(slot)
+
+    def gap(self, slot: float) -> float:
+        """Seconds from ``slot`` to the slot after it."""
+        line = self.line
+        assert line is not None
+        return line.next(slot) - slot
 
     def end(self) -> None:
         """A run ended: plan the next, and note the slots that passed meanwhile."""

@@ -13,6 +13,9 @@ sleep ``TimedWorker``'s):
 * ``pause()``, ``resume()`` and the triggers only set flags and wake the
   worker: the run loop alone changes the plan, so they are safe from any
   thread.
+* With ``claim=`` (``_claim``) the slots are on the wall clock, alike on
+  every replica, and a due slot is claimed before it runs; a schedule
+  without it pays one ``is not None`` test a run.
 
 ``@fluid.scheduled`` lives with the other decorators, in ``_decorators``.
 """
@@ -24,6 +27,7 @@ import threading
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, tzinfo
 
+from ._claim import Claims, ClaimStatus, SlotClaim, check_claim
 from ._cron import CronExpression
 from ._plan import Missed, Plan, check_missed, check_mode
 from ._policy import OnError, check_on_error, handle_error
@@ -40,6 +44,11 @@ RunFunction = Callable[[], Awaitable[bool | None]]
 _RUNNING = WorkerState.RUNNING
 
 
+class _ClaimedSchedule(ScheduleStatus):
+    # The figures of a schedule with claim=: ScheduleStatus and its claims.
+    claims: ClaimStatus
+
+
 class ScheduledWorker(TimedWorker):
     """A worker that awaits ``fn`` on a schedule: fixed rate, fixed delay or cron.
 
@@ -51,6 +60,17 @@ class ScheduledWorker(TimedWorker):
     * ``delay``: fixed delay. Each run starts ``delay`` seconds after the
       previous one ended.
     * ``cron``: at the times of a cron expression in the zone ``tz``.
+
+    With ``claim``, the schedule is one of a cluster of replicas (processes
+    or hosts running the same schedule under the same name) and each slot
+    runs on one of them: the slots are anchored to the epoch (fixed-rate
+    slots are ``k * interval`` in POSIX time, so ``interval=60`` runs on the
+    minute on every replica, whenever each started), and a due slot runs on
+    the replica whose ``claim`` of it succeeds; the others skip it. A slot
+    runs at most once while the replicas' clocks agree within ``max_skew``
+    (the page *Scaling out* draws the edges: a crash mid-run, clock skew,
+    failover).
+    Triggered runs are local and not claimed.
 
     Runs never overlap. A run that overruns its next slot, or a loop blocked
     past it, makes the slot *missed*: ``missed="skip"`` drops it and waits for
@@ -75,6 +95,12 @@ class ScheduledWorker(TimedWorker):
             cron: no run before then).
         max_count: end the worker after this many runs (failed ones count).
         missed: ``"skip"`` (default) or ``"catch_up"``; fixed rate and cron.
+        claim: a [`SlotClaim`][fluid.SlotClaim], such as
+            ``fluid.redis.RedisSlotClaim``: run each slot on one replica
+            only; with ``interval`` or ``cron``, ``missed="skip"``.
+        max_skew: with ``claim``, the largest difference in seconds between
+            two replicas' wall clocks (1 by default); a claim lives
+            ``gap + 1 + max_skew`` seconds, ``gap`` being the time to the next slot.
         on_error: what a failing run leads to: ``"log"`` it and go on
             (default), ``"stop"`` the worker with the error, or a function
             ``(due, error)``, sync or async, where ``due`` is the aware
@@ -88,7 +114,9 @@ class ScheduledWorker(TimedWorker):
         ValueError: none or several of ``interval``, ``delay`` and ``cron``;
             a negative or zero period; a bad cron expression (the message
             names the field); ``tz`` without a cron string;
-            ``missed="catch_up"`` with ``delay``; a bad ``on_error``.
+            ``missed="catch_up"`` with ``delay``; a bad ``on_error``;
+            ``claim`` with ``delay``, with ``missed="catch_up"`` or with an
+            interval under a millisecond; ``max_skew`` without ``claim``.
 
     Example:
         ```python
@@ -99,10 +127,18 @@ class ScheduledWorker(TimedWorker):
         nightly = fluid.ScheduledWorker(backup, cron="30 2 * * *", tz="Europe/London")
         async with fluid.Workers(poller, nightly):
             await asyncio.sleep(60)
+
+        # on every replica: the report runs once a minute in the whole cluster
+        from fluid.redis import RedisSlotClaim
+
+        report = fluid.ScheduledWorker(
+            send_report, interval=60, claim=RedisSlotClaim("redis://redis:6379/0")
+        )
         ```
     """
 
     __slots__ = (
+        "_claims",
         "_cron",
         "_delay",
         "_failures",
@@ -131,6 +167,8 @@ class ScheduledWorker(TimedWorker):
         initial_delay: float = 0,
         max_count: int | None = None,
         missed: Missed = "skip",
+        claim: SlotClaim | None = None,
+        max_skew: float | None = None,
         on_error: OnError[datetime] = "log",
         name: str = "",
         stopping_grace_period: float = STOPPING_GRACE_PERIOD,
@@ -140,6 +178,9 @@ class ScheduledWorker(TimedWorker):
         self._initial_delay = check_seconds("initial_delay", initial_delay)
         self._max_count = None if max_count is None else check_count("max_count", max_count, 1)
         self._missed = check_missed(missed, delay)
+        self._claims: Claims | None = check_claim(
+            claim, max_skew, self._interval, self._delay, self._missed
+        )
         check_on_error(on_error)
         self._on_error = on_error
         super().__init__(name, stopping_grace_period)
@@ -255,45 +296,58 @@ class ScheduledWorker(TimedWorker):
         """Run ``fn`` on the schedule until stopped, ``max_count`` or ``fn`` returns False."""
         loop = asyncio.get_running_loop()
         plan = self._new_plan(loop)
-        fn = self._fn
+        fn, claims = self._fn, self._claims
         # Written out rather than split into helper coroutines: a coroutine
         # per wait and per run made a run cost a quarter more than a
         # hand-written asyncio.sleep loop; this way it is within a tenth
         # (bench/schedule.py), which matters with thousands of schedules.
-        while self._state is _RUNNING:
-            self._poked = False
-            if self._resumed:
-                self._resumed = False
-                plan.resume()
-            slot = None
-            if self._triggered:
-                self._triggered = False
-            elif self._paused or (slot := plan.take_due()) is None:
-                waiter, handle = self._sleep_until(loop, None if self._paused else plan.timer())
+        try:
+            while self._state is _RUNNING:
+                self._poked = False
+                if self._resumed:
+                    self._resumed = False
+                    plan.resume()
+                slot = None
+                if self._triggered:
+                    self._triggered = False
+                elif self._paused or (slot := plan.take_due()) is None:
+                    waiter, handle = self._sleep_until(loop, None if self._paused else plan.timer())
+                    try:
+                        await waiter
+                    finally:
+                        self._woke(handle)
+                    continue
+                # A slot won runs even if a stop or a pause came during the
+                # claim: no other replica will run it.
+                if (
+                    claims is not None
+                    and slot is not None
+                    and not await claims.take(self._name, slot, plan.gap(slot), loop)
+                ):
+                    plan.forgo(slot)
+                    continue
+                plan.start(slot)
+                self._in_progress = True
+                started = loop.time()
                 try:
-                    await waiter
+                    result = await fn()
+                except Exception as exc:
+                    self._runs += 1
+                    self._failures += 1
+                    due = datetime.fromtimestamp(plan.wall(slot, started), self._zone())
+                    await handle_error(self._name, self._on_error, due, exc)
+                    result = None
+                else:
+                    self._runs += 1
                 finally:
-                    self._woke(handle)
-                continue
-            plan.start(slot)
-            self._in_progress = True
-            started = loop.time()
-            try:
-                result = await fn()
-            except Exception as exc:
-                self._runs += 1
-                self._failures += 1
-                due = datetime.fromtimestamp(plan.wall(slot, started), self._zone())
-                await handle_error(self._name, self._on_error, due, exc)
-                result = None
-            else:
-                self._runs += 1
-            finally:
-                self._in_progress = False
-            if not self._paused:  # slots passing while paused are not missed
-                plan.end()
-            if result is False or self._runs == self._max_count:
-                return
+                    self._in_progress = False
+                if not self._paused:  # slots passing while paused are not missed
+                    plan.end()
+                if result is False or self._runs == self._max_count:
+                    return
+        finally:
+            if claims is not None:
+                await claims.close(self._name)
 
     async def status(self) -> WorkerStatus:
         """The worker's status with a ``schedule`` entry of figures.
@@ -315,7 +369,7 @@ class ScheduledWorker(TimedWorker):
 
     def _figures(self) -> ScheduleStatus:
         next_run, plan = self.next_run, self._plan
-        return {
+        figures: ScheduleStatus = {
             "next_run": None if next_run is None else next_run.isoformat(),
             "runs": self._runs,
             "failures": self._failures,
@@ -325,6 +379,9 @@ class ScheduledWorker(TimedWorker):
             "paused": self._paused,
             "in_progress": self._in_progress,
         }
+        if self._claims is None:
+            return figures
+        return _ClaimedSchedule(**figures, claims=self._claims.figures())
 
     def _new_plan(self, loop: asyncio.AbstractEventLoop) -> Plan:
         self._runs = self._failures = 0
@@ -335,5 +392,8 @@ class ScheduledWorker(TimedWorker):
             cron=self._cron,
             initial_delay=self._initial_delay,
             missed=self._missed,
+            anchored=self._claims is not None,
         )
+        if self._claims is not None:
+            self._claims.reset()
         return self._plan
