@@ -17,6 +17,7 @@ from . import (
     queue,
     schedule,
     stop,
+    streams,
     supervision,
     threads,
     tree,
@@ -39,6 +40,7 @@ CASES: dict[str, Case] = {
         executors,
         schedule,
         jobs,
+        streams,
     )
 }
 
