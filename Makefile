@@ -55,7 +55,7 @@ BENCH_FLAGS ?=
 $(BENCH_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(BENCH_VENV)
 	$(BENCH_BIN)/python -m pip install --quiet --upgrade pip
-	$(BENCH_BIN)/python -m pip install --quiet -e '.[bench]' uvloop
+	$(BENCH_BIN)/python -m pip install --quiet -e '.[bench,redis]' uvloop
 	touch $(BENCH_STAMP)
 
 $(AIOFLUID_STAMP): Makefile
