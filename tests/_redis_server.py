@@ -42,7 +42,9 @@ def _ping(port: int) -> bool:
 class RedisServer:
     """One ``redis-server`` process this test session owns."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, appendonly: bool = False) -> None:
+        """``appendonly=True``: an append-only file synced at every write, so that
+        a restart (even after a SIGKILL) finds every write the server acknowledged."""
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError(
@@ -53,6 +55,7 @@ class RedisServer:
         self.port = _free_port()
         self.directory = tempfile.mkdtemp(prefix="fluid-redis-")
         self.process: subprocess.Popen[bytes] | None = None
+        self.appendonly = appendonly
 
     @property
     def url(self) -> str:
@@ -72,7 +75,9 @@ class RedisServer:
                     "--save",
                     "",
                     "--appendonly",
-                    "no",
+                    "yes" if self.appendonly else "no",
+                    "--appendfsync",
+                    "always",
                     "--dir",
                     self.directory,
                     "--protected-mode",
