@@ -1375,3 +1375,34 @@ async def test_retry_delivers_again_after_its_delay(redis_url: str) -> None:
 async def test_a_retry_longer_than_min_idle_waits_its_delay(redis_url: str) -> None:
     took = await _retry_after(redis_url, delay=1.0, min_idle=0.3)
     assert took >= 0.95
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="read_own's batch held only deleted (trimmed) entries: the reader takes the "
+    "empty result for the end of its own pending list, so the entries after them wait "
+    "for min_idle instead of being handled at once",
+)
+async def test_own_pending_entries_behind_trimmed_ones_are_handled_at_once(
+    redis_url: str,
+) -> None:
+    """A restart whose first own-pending batch was trimmed away (MAXLEN, XDEL) goes on past it."""
+    handled: list[int] = []
+
+    async def handler(n: int) -> None:
+        handled.append(n)
+
+    async with client(redis_url) as redis:
+        ids = await send(redis_url, list(range(4)))
+        await redis.xgroup_create(STREAM, GROUP, id="0")
+        await redis.xreadgroup(GROUP, "c", {STREAM: ">"}, count=10)  # "c" dies holding 4
+        await redis.xdel(STREAM, ids[0], ids[1])  # trimmed while it was down
+        worker = fluid.redis.StreamConsumerWorker(
+            handler, redis=redis_url, stream=STREAM, group=GROUP, consumer="c",
+            maxsize=2, min_idle=30, block=0.2,
+        )  # fmt: skip
+        await worker.startup()
+        try:
+            await eventually(_async(lambda: sorted(handled) == [2, 3]), 3, "handled at once")
+        finally:
+            await worker.shutdown()
