@@ -1120,7 +1120,7 @@ async def test_a_handler_that_swallows_cancellation_does_not_hang_the_stop(
 async def test_a_stop_while_blocked_in_xreadgroup_is_prompt(redis_url: str) -> None:
     """``block`` is 30 s: the stop cancels the blocked read (its own connection) at once."""
     broker = Proxy(_broker(redis_url, "c"))
-    worker = StreamConsumer(broker, _nothing, name="c", min_idle=30, block=30)
+    worker = StreamConsumer(broker, _nothing, name="c", min_idle=60, claim_interval=30, block=30)
     async with client(redis_url) as redis:
         await worker.startup()
         try:
@@ -1153,7 +1153,7 @@ async def test_an_entry_read_by_the_cancelled_read_is_released_at_the_stop(
     async def handler(n: int) -> None:
         handled.append(n)
 
-    worker = StreamConsumer(broker, handler, name="c", min_idle=30, block=30)
+    worker = StreamConsumer(broker, handler, name="c", min_idle=60, claim_interval=30, block=30)
     async with client(redis_url) as redis:
         await worker.startup()
         try:
@@ -1172,7 +1172,7 @@ async def test_an_entry_read_by_the_cancelled_read_is_released_at_the_stop(
             if not worker.worker_state.is_final:
                 worker.force_stop()
         idle = await pending_idle(redis, "c")
-    assert handled == [1] or all(i >= 29_000 for i in idle), (handled, idle)
+    assert handled == [1] or all(i >= 59_000 for i in idle), (handled, idle)
 
 
 async def test_the_buffer_bound_holds_while_a_slow_handler_runs(redis_url: str) -> None:
@@ -1406,3 +1406,50 @@ async def test_own_pending_entries_behind_trimmed_ones_are_handled_at_once(
             await eventually(_async(lambda: sorted(handled) == [2, 3]), 3, "handled at once")
         finally:
             await worker.shutdown()
+
+
+@pytest.mark.parametrize("how", ["stopped", "frozen"])
+async def test_a_stop_while_the_server_is_away_is_bounded(
+    redis_server: RedisServer, redis_url: str, how: str
+) -> None:
+    """A stop with the server gone (refusing) or frozen (SIGSTOP: no answer at all) ends.
+
+    The wind-down's round trips are bounded by the grace period (1 s here):
+    the worker ends, its connections closed, instead of waiting on the broker
+    (frozen: forced by its grace period, since the wind-down's own bound
+    starts after the stop request).
+    """
+    handled: list[int] = []
+
+    async def handler(n: int) -> None:
+        handled.append(n)
+
+    broker = Proxy(_broker(redis_url, "c"))
+    worker = StreamConsumer(
+        broker, handler, name="c", min_idle=30, block=0.3, stopping_grace_period=1
+    )
+    await send(redis_url, [1, 2, 3])
+    await worker.startup()
+    process = redis_server.process
+    assert process is not None
+    try:
+        await eventually(_async(lambda: len(handled) == 3), 10, "handled")
+        if how == "stopped":
+            redis_server.stop()
+        else:
+            os.kill(process.pid, signal.SIGSTOP)
+        started = time.monotonic()
+        async with asyncio.timeout(15):
+            await worker.shutdown()
+        took = time.monotonic() - started
+    finally:
+        if how == "frozen":
+            os.kill(process.pid, signal.SIGCONT)
+        if not worker.worker_state.is_final:
+            worker.force_stop()
+            await worker.wait_stopped()
+    # a frozen server holds the wind-down until the grace period forces it
+    assert worker.worker_state in (fluid.WorkerState.STOPPED, fluid.WorkerState.FORCE_STOPPED)
+    assert broker.closed
+    print(f"\nstop with the server {how}: {took:.3f}s, {worker.worker_state.value}")
+    assert took < 10
