@@ -66,7 +66,7 @@ import statistics
 import subprocess
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from typing import Any
 
 from ._harness import (
@@ -228,7 +228,7 @@ async def one_by_one_loop(client: Any, stream: str, handler: Handler) -> None:
             await client.xack(stream, GROUP, entry_id)
 
 
-HandWritten = Callable[[Any, str, Handler], Awaitable[None]]
+HandWritten = Callable[[Any, str, Handler], Coroutine[Any, Any, None]]
 
 
 class Bench:
@@ -398,27 +398,23 @@ async def hand_latency(bench: Bench, seconds: float) -> tuple[float, float]:
 
 
 async def idle_commands(
-    url: str, start: Callable[[str], Awaitable[Callable[[], Awaitable[None]]]], seconds: float
+    bench: Bench, start: Callable[[str], Awaitable[Callable[[], Awaitable[None]]]], seconds: float
 ) -> float:
     """Commands a second the server runs while only the consumer ``start`` made is connected.
 
     ``start(stream)`` starts a consumer of an empty stream and returns its stop.
     """
-    bench = Bench(url)
+    stream = await bench.new_stream()
+    stop = await start(stream)
     try:
-        stream = await bench.new_stream()
-        stop = await start(stream)
-        try:
-            await asyncio.sleep(0.5)  # past its start: group, own pending, first blocking read
-            await bench.admin.config_resetstat()
-            began = time.perf_counter()
-            await asyncio.sleep(seconds)
-            stats = await bench.admin.info("commandstats")
-            elapsed = time.perf_counter() - began
-        finally:
-            await stop()
+        await asyncio.sleep(0.5)  # past its start: group, own pending, first blocking read
+        await bench.admin.config_resetstat()
+        began = time.perf_counter()
+        await asyncio.sleep(seconds)
+        stats = await bench.admin.info("commandstats")
+        elapsed = time.perf_counter() - began
     finally:
-        await bench.admin.aclose()
+        await stop()
     ours = {"cmdstat_info", "cmdstat_config|resetstat", "cmdstat_config"}
     calls = sum(int(v["calls"]) for k, v in stats.items() if k not in ours)
     return calls / elapsed
@@ -449,8 +445,8 @@ async def idle_pair(options: Options) -> tuple[float, float]:
         fluid_bench, hand_bench = Bench(fluid_url), Bench(hand_url)
         try:
             fluid_rate, hand_rate = await asyncio.gather(
-                idle_commands(fluid_url, start_fluid, seconds),
-                idle_commands(hand_url, start_hand, seconds),
+                idle_commands(fluid_bench, start_fluid, seconds),
+                idle_commands(hand_bench, start_hand, seconds),
             )
         finally:
             await fluid_bench.admin.aclose()
