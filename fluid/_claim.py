@@ -111,16 +111,16 @@ class ClaimStatus(TypedDict):
 class Claims:
     """The claim side of one schedule: its claim, its skew bound, its figures."""
 
-    __slots__ = ("claim", "failed", "failing", "late", "lost", "max_skew", "won")
+    __slots__ = ("claim", "failed", "failing", "late", "lost", "max_skew", "streak", "won")
 
     def __init__(self, claim: SlotClaim, max_skew: float) -> None:
         self.claim = claim
         self.max_skew = max_skew
-        self.won = self.lost = self.failed = self.late = 0
-        self.failing = False
+        self.reset()
 
     def reset(self) -> None:
         self.won = self.lost = self.failed = self.late = 0
+        self.streak = 0  # slots skipped since the claims began to fail
         self.failing = False
 
     def figures(self) -> ClaimStatus:
@@ -154,7 +154,7 @@ class Claims:
             return False
         if self.failing:
             self.failing = False
-            logger.info("schedule %r claims slots again (%d skipped)", name, self.failed)
+            logger.info("schedule %r claims slots again (%d skipped)", name, self.streak)
         if not won:
             self.lost += 1
             return False
@@ -181,8 +181,11 @@ class Claims:
 
     def _failure(self, name: str, key: str, exc: Exception) -> None:
         self.failed += 1
-        if not self.failing:
+        if self.failing:
+            self.streak += 1
+        else:
             self.failing = True
+            self.streak = 1
             logger.warning(
                 "schedule %r could not claim slot %s, skipped; slots are skipped "
                 "until a claim goes through again",

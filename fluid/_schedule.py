@@ -26,8 +26,9 @@ import asyncio
 import threading
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, tzinfo
+from typing import cast
 
-from ._claim import Claims, ClaimStatus, SlotClaim, check_claim
+from ._claim import Claims, SlotClaim, check_claim
 from ._cron import CronExpression
 from ._plan import Missed, Plan, check_missed, check_mode
 from ._policy import OnError, check_on_error, handle_error
@@ -42,11 +43,6 @@ __all__ = ["ScheduledWorker"]
 RunFunction = Callable[[], Awaitable[bool | None]]
 
 _RUNNING = WorkerState.RUNNING
-
-
-class _ClaimedSchedule(ScheduleStatus):
-    # The figures of a schedule with claim=: ScheduleStatus and its claims.
-    claims: ClaimStatus
 
 
 class ScheduledWorker(TimedWorker):
@@ -379,9 +375,9 @@ class ScheduledWorker(TimedWorker):
             "paused": self._paused,
             "in_progress": self._in_progress,
         }
-        if self._claims is None:
-            return figures
-        return _ClaimedSchedule(**figures, claims=self._claims.figures())
+        if self._claims is not None:  # the claims of a cluster-wide schedule (ClaimStatus)
+            cast(dict[str, object], figures)["claims"] = self._claims.figures()
+        return figures
 
     def _new_plan(self, loop: asyncio.AbstractEventLoop) -> Plan:
         self._runs = self._failures = 0
