@@ -162,7 +162,10 @@ class StreamConsumer(QueueConsumer[Entry]):
             stopping_grace_period,
             on_error=_on_data(on_error),
             drain=drain,
-            maxsize=self._stream_maxsize,  # never reached: the reader asks for free room only
+            # unbounded here: the reader asks for the free room only, so the
+            # buffer stays within maxsize, and the channel's unbounded send
+            # takes no lock (a tenth of an entry's cost)
+            maxsize=0,
             concurrency=concurrency,
         )
         self._held: dict[str, float] = {}  # id -> when last taken or renewed (monotonic)
@@ -177,6 +180,11 @@ class StreamConsumer(QueueConsumer[Entry]):
 
     def default_name(self) -> str:
         return function_name(self._handler) or super().default_name()
+
+    @property
+    def maxsize(self) -> int:
+        """The most entries held unacked at once: buffered, in flight or waiting for the ack."""
+        return self._stream_maxsize
 
     # ------------------------------------------------------------- producing
 

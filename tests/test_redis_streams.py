@@ -494,3 +494,29 @@ async def test_the_producer_trims_to_about_maxlen(redis_url: str, client: aiored
             await producer.send_many(range(start, start + 100))
     length = await client.xlen("jobs")
     assert 100 <= length < 2000  # approximate: whole nodes are trimmed
+
+
+async def test_a_given_client_with_a_socket_timeout_idles_without_outages(
+    redis_url: str, client: aioredis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The blocking reads get no socket timeout, whatever the given client's settings."""
+
+    async def handle(n: int) -> None:
+        pass
+
+    given = aioredis.Redis.from_url(redis_url, socket_timeout=0.2)
+    worker = fluid.redis.StreamConsumerWorker(
+        handle, redis=given, stream="jobs", group="workers", block=0.6
+    )
+    try:
+        async with asyncio.timeout(BOUND), worker:
+            await _wait_stream(worker, lambda f: f["connected"])
+            before = await _command_calls(client, "xreadgroup")
+            deadline = time.monotonic() + BOUND
+            while await _command_calls(client, "xreadgroup") - before < 3:  # three idle reads
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.02)
+            assert (await worker.status())["stream"]["connected"]
+    finally:
+        await given.aclose()
+    assert "lost its broker" not in caplog.text

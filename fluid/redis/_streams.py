@@ -40,6 +40,7 @@ from .._worker import STOPPING_GRACE_PERIOD
 __all__ = ["JsonSerializer", "Retry", "Serializer", "StreamConsumerWorker", "StreamProducer"]
 
 _FIELD = b"data"
+_TEXT_FIELD = "data"
 _UNREACHABLE = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
 
 
@@ -128,10 +129,13 @@ def _new_client(redis: str | aioredis.Redis, *, blocking: bool = False) -> aiore
             socket_timeout=None if blocking else 10,
         )
     pool = redis.connection_pool
+    settings = dict(pool.connection_kwargs)
+    if blocking:
+        # a blocking read waits up to `block` seconds: a socket timeout (redis-py
+        # 8 has 5 s by default) would cut it and report a broker outage each time
+        settings["socket_timeout"] = None
     return aioredis.Redis(
-        connection_pool=aioredis.ConnectionPool(
-            connection_class=pool.connection_class, **pool.connection_kwargs
-        )
+        connection_pool=aioredis.ConnectionPool(connection_class=pool.connection_class, **settings)
     )
 
 
@@ -357,11 +361,13 @@ class RedisBroker:
         gone: list[str] = []
         loads = self._serializer.loads
         for raw_id, fields in rows:
-            entry_id = _text(raw_id)
+            entry_id = raw_id.decode() if type(raw_id) is bytes else raw_id
             if not fields:  # trimmed (MAXLEN) or deleted after it was delivered
                 gone.append(entry_id)
                 continue
-            raw = fields.get(_FIELD, fields.get(_FIELD.decode()))
+            raw = fields.get(_FIELD)
+            if raw is None:  # a client made with decode_responses=True
+                raw = fields.get(_TEXT_FIELD)
             deliveries = counts.get(entry_id, 1)
             try:
                 data = loads(raw)
