@@ -28,12 +28,15 @@ class Entry:
     Attributes:
         id: the broker's id of the entry (Redis: ``"1700000000000-0"``).
         data: the decoded payload, what the handler gets.
-        deliveries: how many times the broker delivered it, this time included.
+        deliveries: how many times a handler got it, this time included.
     """
 
     id: str
     data: Any
     deliveries: int = 1
+    recovered: bool = False
+    """Read again (own pending) or claimed: the broker has not counted this
+    delivery yet; ``count_delivery`` does, just before the handler starts."""
 
 
 @dataclass(slots=True)
@@ -81,19 +84,32 @@ class Broker(Protocol):
         """
         ...
 
-    async def read_own(self, count: int, after: str) -> list[Entry]:
+    async def read_own(self, count: int, after: str) -> tuple[list[Entry], str | None]:
         """Up to ``count`` entries pending for this consumer, ids after ``after``.
 
         What a consumer of this name was given and never acked: read at
         start, so that a process restarted under the same name resumes its
-        work at once. ``after="0"`` starts from the beginning.
+        work at once. ``after="0"`` starts from the beginning. Returns the
+        entries (``recovered``) and the cursor of the next call, None once
+        the list is read: not the last entry's id, since a batch may hold
+        only entries trimmed away meanwhile.
         """
         ...
 
     async def claim_idle(self, min_idle: float, count: int) -> list[Entry]:
         """Take up to ``count`` entries idle for ``min_idle`` seconds from any consumer.
 
-        The entries of a consumer that died, or released with ``release``.
+        The entries of a consumer that died, or released with ``release``;
+        ``recovered``: taking them counts no delivery.
+        """
+        ...
+
+    async def count_delivery(self, entry: Entry) -> None:
+        """Count a delivery of a ``recovered`` entry: its handler starts now.
+
+        Counted when a handler starts, not when the entry is read: the
+        entries buffered behind one that crashes the process are not
+        dead-lettered with it.
         """
         ...
 

@@ -24,9 +24,14 @@ How an entry travels, and why nothing is lost:
   is not taken over by a peer while it still works.
 * **Failures.** A failing handler's entry is released for another delivery
   after ``retry_delay`` (a handler may ask for its own delay by raising
-  [`Retry`][fluid.redis.Retry]); once delivered ``max_deliveries`` times
-  it goes to the dead letters with the error. An entry claimed with more
-  deliveries than that (it crashed its consumers) goes there unhandled.
+  [`Retry`][fluid.redis.Retry]; a delay longer than ``min_idle`` parks the
+  entry, renewed until ``min_idle`` before its time); once delivered
+  ``max_deliveries`` times it goes to the dead letters with the error.
+* **Deliveries are counted as handlers start**, not as entries are read:
+  an entry read again or claimed is taken without counting, and counted
+  (``count_delivery``) when its handler starts. So an entry that crashes
+  its consumers reaches ``max_deliveries`` and goes to the dead letters
+  unhandled, while those buffered behind it (never started) do not.
 * **Stop.** A stop cancels the read in progress (on the reader's own
   connection), lets the engine drain the buffer within the grace period,
   sends the last acks, then releases whatever this consumer still has
@@ -56,6 +61,7 @@ from ._policy import OnError, check_on_error
 from ._queue import QueueConsumer
 from ._status import StreamStatus, WorkerStatus
 from ._validate import check_async_callable, check_count, check_seconds, function_name
+from ._waiting import wait_even_if_cancelled
 from ._worker import STOPPING_GRACE_PERIOD
 
 __all__ = ["BROKER_ERRORS", "Retry", "StreamConsumer"]
@@ -116,6 +122,7 @@ class StreamConsumer(QueueConsumer[Entry]):
         "_held",
         "_max_deliveries",
         "_min_idle",
+        "_parked",
         "_read",
         "_reader",
         "_released",
@@ -169,6 +176,8 @@ class StreamConsumer(QueueConsumer[Entry]):
             concurrency=concurrency,
         )
         self._held: dict[str, float] = {}  # id -> when last taken or renewed (monotonic)
+        # retries later than min_idle: id -> (renewed until, last renewed)
+        self._parked: dict[str, tuple[float, float]] = {}
         self._reserved = 0  # room promised to a read in progress
         self._acks: list[str] = []
         self._closing = False
@@ -212,22 +221,25 @@ class StreamConsumer(QueueConsumer[Entry]):
         self._room = asyncio.Event()
         self._acker_wake = asyncio.Event()
         self._closing = False
-        await self._open()
-        if not self._connected:  # stopped before the broker could be reached
-            await self._broker.close()
-            return
-        helpers = [
-            loop.create_task(self._read_loop(), name=f"fluid:{self.worker_name}:read"),
-            loop.create_task(self._keep_loop(), name=f"fluid:{self.worker_name}:keep"),
-            loop.create_task(self._ack_loop(), name=f"fluid:{self.worker_name}:ack"),
-        ]
-        self._reader = helpers[0]
-        for helper in helpers:
-            helper.add_done_callback(self._helper_done)
+        helpers: list[asyncio.Task[None]] = []
         try:
+            await self._open()
+            if not self._connected:  # stopped before the broker could be reached
+                return
+            helpers = [
+                loop.create_task(self._read_loop(), name=f"fluid:{self.worker_name}:read"),
+                loop.create_task(self._keep_loop(), name=f"fluid:{self.worker_name}:keep"),
+                loop.create_task(self._ack_loop(), name=f"fluid:{self.worker_name}:ack"),
+            ]
+            self._reader = helpers[0]
+            for helper in helpers:
+                helper.add_done_callback(self._helper_done)
             await self.consume(self._handle)
         finally:
-            await self._wind_down(helpers)
+            if helpers:
+                await self._wind_down(helpers)  # closes the broker, whatever happens
+            else:  # a cancel during open() (a forced stop) closes what it opened
+                await _to_the_end(self._broker.close())
         for helper in helpers:  # a helper that failed ends the worker with its error
             error = None if helper.cancelled() else helper.exception()
             if error is not None:
@@ -290,16 +302,21 @@ class StreamConsumer(QueueConsumer[Entry]):
             return
 
     async def _handle(self, entry: Entry) -> None:
+        if entry.recovered:  # counted now that a handler gets it, not when it was read
+            try:
+                await self._broker.count_delivery(entry)
+            except BROKER_ERRORS as exc:
+                self._lost("count", exc)  # handled all the same: at least once
         try:
             await self._handler(entry.data)
         except Retry as retry:
-            await self._release([entry.id], retry.delay)
+            await self._give_back(entry.id, retry.delay)
             return
         except Exception as exc:
             if entry.deliveries >= self._max_deliveries:
                 await self._dead_letter(entry, describe(exc))
             else:
-                await self._release([entry.id], self._retry_delay)
+                await self._give_back(entry.id, self._retry_delay)
             raise
         self._acks.append(entry.id)
         wake = self._acker_wake
@@ -357,9 +374,8 @@ class StreamConsumer(QueueConsumer[Entry]):
             self._reserved += count
             try:
                 if after is not None:
-                    entries = await broker.read_own(count, after)
+                    entries, after = await broker.read_own(count, after)
                     self._claimed += len(entries)
-                    after = entries[-1].id if entries else None
                 elif claiming:
                     next_claim = now + self._claim_interval
                     entries = await broker.claim_idle(self._min_idle, count)
@@ -381,17 +397,30 @@ class StreamConsumer(QueueConsumer[Entry]):
                 await self._dead_letter(entry, f"delivered {entry.deliveries} times without an ack")
 
     async def _keep_loop(self) -> None:
-        """Every ``claim_interval``: renew the entries held, so that no peer claims them."""
+        """Renew the entries held, and those parked for a retry, so that no peer claims them.
+
+        A parked entry (a retry later than ``min_idle``) is renewed until
+        ``min_idle`` before its time, a last time then: peers claim it at
+        about its time, never before.
+        """
         broker = self._broker
         renew_after = self._min_idle / 3
         while True:
             await asyncio.sleep(min(self._claim_interval, renew_after))
             now = time.monotonic()
             due = [i for i, taken in self._held.items() if now - taken >= renew_after]
-            if not due:
+            parked = self._parked
+            last = [i for i, (until, _) in parked.items() if now >= until]
+            due += [
+                i for i, (until, renewed) in parked.items() if until > now >= renewed + renew_after
+            ]
+            if not due and not last:
                 continue
             try:
-                await broker.renew(due, renew_after / 2)
+                if due:
+                    await broker.renew(due, renew_after / 2)
+                if last:
+                    await broker.renew(last, 0.0)
             except BROKER_ERRORS as exc:
                 self._lost("renew", exc)
                 continue
@@ -399,6 +428,10 @@ class StreamConsumer(QueueConsumer[Entry]):
             for entry_id in due:
                 if entry_id in self._held:
                     self._held[entry_id] = now
+                elif entry_id in parked:
+                    parked[entry_id] = (parked[entry_id][0], now)
+            for entry_id in last:
+                parked.pop(entry_id, None)
 
     async def _ack_loop(self) -> None:
         """Send one ack for every id queued since the last one; retry while the broker is away."""
@@ -425,6 +458,18 @@ class StreamConsumer(QueueConsumer[Entry]):
             self._connected = True
             self._acked += len(ids)
             self._let_go(ids)
+
+    async def _give_back(self, entry_id: str, delay: float) -> None:
+        """Let any consumer take the entry again ``delay`` seconds from now."""
+        if delay <= self._min_idle:
+            await self._release([entry_id], delay)
+            return
+        # later than min_idle: parked, renewed by the keeper until min_idle
+        # before its time (no longer held: it takes no room meanwhile)
+        now = time.monotonic()
+        self._parked[entry_id] = (now + delay - self._min_idle, now)
+        self._released += 1
+        self._let_go([entry_id])
 
     async def _release(self, ids: list[str], delay: float) -> None:
         """Give entries back; if the broker is away, stop holding them (peers claim them later)."""
@@ -489,7 +534,15 @@ class StreamConsumer(QueueConsumer[Entry]):
                     await self._release(left, 0.0)
                 # what is still pending here was given to this consumer and not
                 # handled (a read cancelled by the stop): a peer takes it now
-                pending = [i for i in await broker.pending_ids(10_000) if i not in self._held]
+                parked = list(self._parked)
+                if parked:  # their delay is cut to min_idle: the keeper stops with this run
+                    await broker.release(parked, self._min_idle, self._min_idle)
+                held, waiting = self._held, self._parked
+                pending = [
+                    i
+                    for i in await broker.pending_ids(10_000)
+                    if i not in held and i not in waiting
+                ]
                 if pending:
                     await broker.release(pending, 0.0, self._min_idle)
                     self._released += len(pending)
@@ -503,11 +556,12 @@ class StreamConsumer(QueueConsumer[Entry]):
             )
         finally:
             acker.cancel()
-            await asyncio.wait([acker])
             self._held.clear()
+            self._parked.clear()
             self._reader = None
-            await broker.close()
             self._connected = False
+            await wait_even_if_cancelled([acker])
+            await _to_the_end(broker.close())
 
 
 def _on_data(on_error: OnError[Any]) -> OnError[Entry]:
@@ -521,6 +575,22 @@ def _on_data(on_error: OnError[Any]) -> OnError[Entry]:
         return user(entry.data, error)
 
     return on_entry_error
+
+
+async def _to_the_end(awaitable: Awaitable[None]) -> None:
+    """Await ``awaitable`` to its end even if cancelled meanwhile (then raise the cancel).
+
+    Closing the connections must not be cut short by a second cancel (a
+    forced stop cancels again after each grace period).
+    """
+    task = asyncio.ensure_future(awaitable)
+    task.add_done_callback(_log_failure)
+    await wait_even_if_cancelled([task])
+
+
+def _log_failure(task: asyncio.Future[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.warning("closing a broker failed", exc_info=task.exception())
 
 
 def _jitter(delay: float) -> float:

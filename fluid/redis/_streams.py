@@ -5,8 +5,9 @@ The broker maps ``fluid/_broker.py``'s protocol onto one consumer group:
 | protocol | Redis |
 |---|---|
 | ``read_new`` | ``XREADGROUP ... COUNT n BLOCK ms STREAMS key >`` on a connection of its own |
-| ``read_own`` | ``XREADGROUP ... STREAMS key <after>`` (own pending list), ``XPENDING`` |
-| ``claim_idle`` | ``XAUTOCLAIM ... min_idle``, ``XPENDING`` for the delivery counts |
+| ``read_own`` | ``XPENDING`` of its own name, then ``XRANGE`` by id (no delivery counted) |
+| ``claim_idle`` | ``XAUTOCLAIM ... JUSTID``, ``XPENDING`` for the counts, ``XRANGE`` by id |
+| ``count_delivery`` | ``XCLAIM ... RETRYCOUNT n JUSTID``, as a recovered entry's handler starts |
 | ``ack`` | one ``XACK`` for the batch |
 | ``renew`` | ``XCLAIM ... JUSTID`` to itself: the idle time starts again |
 | ``release`` | ``XCLAIM ... IDLE <min_idle - delay> JUSTID``: claimable after ``delay`` |
@@ -99,6 +100,12 @@ def _rows(reply: Any) -> list[Any]:
             rows = rows[0]
         return list(rows)
     return list(reply[0][1])
+
+
+def _id_key(entry_id: str) -> tuple[int, int]:
+    """A stream id's order: ``"<ms>-<seq>"`` compared as numbers, not as text."""
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
 
 
 def _text(value: Any) -> str:
@@ -284,10 +291,12 @@ class RedisBroker:
     async def close(self) -> None:
         reader, self._reader = self._reader, None
         client, self._redis = self._redis, None
-        if reader is not None:
-            await reader.aclose()
-        if client is not None and isinstance(self._source, str):
-            await client.aclose()
+        try:
+            if reader is not None:
+                await reader.aclose()
+        finally:  # each client closed, even if closing the other failed
+            if client is not None and isinstance(self._source, str):
+                await client.aclose()
 
     async def _make_group(self) -> None:
         async with _reachable("XGROUP CREATE"):
@@ -320,17 +329,28 @@ class RedisBroker:
                 count=count,
                 block=max(1, int(block * 1000)),
             )
-        return await self._entries(_rows(reply), first=True)
+        return await self._entries(_rows(reply))
 
-    async def read_own(self, count: int, after: str) -> list[Entry]:
-        async with self._call("XREADGROUP"):
-            reply: Any = await self.redis.xreadgroup(
-                self._group, self._consumer, {self._stream: after}, count=count
+    async def read_own(self, count: int, after: str) -> tuple[list[Entry], str | None]:
+        # XPENDING, not XREADGROUP <id>: reading the pending list again counts
+        # a delivery of every entry read, handled or not
+        async with self._call("XPENDING"):
+            pending: Any = await self.redis.xpending_range(
+                self._stream,
+                self._group,
+                min="-" if after == "0" else f"({after}",
+                max="+",
+                count=count,
+                consumername=self._consumer,
             )
-        return await self._entries(_rows(reply), first=False)
+        if not pending:
+            return [], None
+        counts = {_text(p["message_id"]): int(p["times_delivered"]) for p in pending}
+        return await self._recovered(counts), _text(pending[-1]["message_id"])
 
     async def claim_idle(self, min_idle: float, count: int) -> list[Entry]:
         async with self._call("XAUTOCLAIM"):
+            # JUSTID: taking them counts no delivery (count_delivery does, at the handler)
             reply: Any = await self.redis.xautoclaim(
                 self._stream,
                 self._group,
@@ -338,25 +358,61 @@ class RedisBroker:
                 min_idle_time=int(min_idle * 1000),
                 start_id="0-0",
                 count=count,
+                justid=True,
             )
-        return await self._entries(reply[1], first=False)
+        ids = [_text(i) for i in reply or ()]  # with JUSTID, redis-py returns the ids alone
+        if not ids:
+            return []
+        async with self._call("XPENDING"):
+            pending: Any = await self.redis.xpending_range(
+                self._stream,
+                self._group,
+                min=min(ids, key=_id_key),
+                max=max(ids, key=_id_key),
+                count=len(ids) + 1000,
+                consumername=self._consumer,
+            )
+        claimed = set(ids)
+        counts = {
+            entry_id: int(p["times_delivered"])
+            for p in pending
+            if (entry_id := _text(p["message_id"])) in claimed
+        }
+        return await self._recovered(counts)
 
-    async def _entries(self, rows: list[Any], *, first: bool) -> list[Entry]:
+    async def count_delivery(self, entry: Entry) -> None:
+        async with self._call("XCLAIM"):
+            await self.redis.xclaim(
+                self._stream,
+                self._group,
+                self._consumer,
+                min_idle_time=0,
+                message_ids=[entry.id],
+                retrycount=entry.deliveries,
+                justid=True,
+            )
+
+    async def _recovered(self, counts: dict[str, int]) -> list[Entry]:
+        """The entries of ``counts`` (id -> deliveries so far), read by id, in order."""
+        ids = sorted(counts, key=_id_key)
+        async with self._call("XRANGE"), self.redis.pipeline(transaction=False) as pipe:
+            for entry_id in ids:
+                pipe.xrange(self._stream, min=entry_id, max=entry_id, count=1)
+            replies: list[Any] = await pipe.execute()
+        rows = [
+            reply[0] if reply else (entry_id, None)
+            for entry_id, reply in zip(ids, replies, strict=True)
+        ]
+        entries = await self._entries(rows)
+        for entry in entries:
+            entry.deliveries = counts[entry.id] + 1  # this one, counted when handled
+            entry.recovered = True
+        return entries
+
+    async def _entries(self, rows: list[Any]) -> list[Entry]:
         """Decode ``rows``; ack the entries trimmed away, dead-letter the undecodable."""
         if not rows:
             return []
-        counts: dict[str, int] = {}
-        if not first:  # read again or claimed: ask how many times each was delivered
-            async with self._call("XPENDING"):
-                pending: Any = await self.redis.xpending_range(
-                    self._stream,
-                    self._group,
-                    min=rows[0][0],
-                    max=rows[-1][0],
-                    count=len(rows) + 100,
-                    consumername=self._consumer,
-                )
-            counts = {_text(p["message_id"]): int(p["times_delivered"]) for p in pending}
         entries: list[Entry] = []
         gone: list[str] = []
         loads = self._serializer.loads
@@ -368,15 +424,13 @@ class RedisBroker:
             raw = fields.get(_FIELD)
             if raw is None:  # a client made with decode_responses=True
                 raw = fields.get(_TEXT_FIELD)
-            deliveries = counts.get(entry_id, 1)
             try:
                 data = loads(raw)
             except Exception as exc:  # a payload nobody can read: never handed out
-                await self.dead_letter(
-                    Entry(entry_id, raw, deliveries), f"cannot decode: {type(exc).__name__}: {exc}"
-                )
+                reason = f"cannot decode: {type(exc).__name__}: {exc}"
+                await self.dead_letter(Entry(entry_id, raw), reason)
                 continue
-            entries.append(Entry(entry_id, data, deliveries))
+            entries.append(Entry(entry_id, data))
         if gone:
             await self.ack(gone)
         return entries
