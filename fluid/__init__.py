@@ -25,6 +25,7 @@ from __future__ import annotations
 import typing
 import warnings
 
+from ._claim import ClaimStatus, SlotClaim
 from ._consumer import AsyncConsumer
 from ._cron import CronExpression
 from ._decorators import (
@@ -81,6 +82,7 @@ __all__ = [
     "AsyncDispatcher",
     "Backoff",
     "BaseDispatcher",
+    "ClaimStatus",
     "ConsumerOptions",
     "CronExpression",
     "DispatchStatus",
@@ -110,6 +112,7 @@ __all__ = [
     "ScheduleOptions",
     "ScheduleStatus",
     "ScheduledWorker",
+    "SlotClaim",
     "Strategy",
     "StreamStatus",
     "TargetError",

@@ -26,7 +26,6 @@ import asyncio
 import threading
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, tzinfo
-from typing import cast
 
 from ._claim import Claims, SlotClaim, check_claim
 from ._cron import CronExpression
@@ -376,7 +375,7 @@ class ScheduledWorker(TimedWorker):
             "in_progress": self._in_progress,
         }
         if self._claims is not None:  # the claims of a cluster-wide schedule (ClaimStatus)
-            cast(dict[str, object], figures)["claims"] = self._claims.figures()
+            figures["claims"] = self._claims.figures()
         return figures
 
     def _new_plan(self, loop: asyncio.AbstractEventLoop) -> Plan:

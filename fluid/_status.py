@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import NotRequired, TypedDict
 
+from ._claim import ClaimStatus
 from ._state import WorkerState
 
 __all__ = [
@@ -140,6 +141,8 @@ class ScheduleStatus(TypedDict):
             (``None`` before the first one).
         paused: the schedule is paused.
         in_progress: a run is in progress.
+        claims: with ``claim=``, the slot claims of a cluster-wide schedule
+            (won, lost, failed, late, failing).
 
     Example:
         ```python
@@ -156,6 +159,7 @@ class ScheduleStatus(TypedDict):
     drift: float | None
     paused: bool
     in_progress: bool
+    claims: NotRequired[ClaimStatus]
 
 
 class StreamStatus(TypedDict):

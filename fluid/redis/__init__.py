@@ -22,10 +22,12 @@ try:
 except ImportError as exc:  # pragma: no cover - the extra is installed in the tests
     raise ImportError("fluid.redis needs redis-py 5 or later: pip install 'fluid[redis]'") from exc
 
+from ._slots import RedisSlotClaim
 from ._streams import JsonSerializer, Retry, Serializer, StreamConsumerWorker, StreamProducer
 
 __all__ = [
     "JsonSerializer",
+    "RedisSlotClaim",
     "Retry",
     "Serializer",
     "StreamConsumerWorker",
