@@ -31,11 +31,13 @@ import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping
+from typing import TYPE_CHECKING
 
 import pytest
 import pytest_asyncio
 
-from ._redis_server import SERVER_PIDS, RedisServer
+if TYPE_CHECKING:
+    from ._redis_server import RedisServer
 
 _PR_SET_CHILD_SUBREAPER = 36
 SETTLE_SECONDS = 5.0
@@ -177,9 +179,17 @@ def _resource_tracker() -> None:
     resource_tracker.ensure_running()
 
 
+def _server_pids() -> set[int]:
+    """The redis-servers the session owns: not a test's leaked children."""
+    module = sys.modules.get(f"{__package__}._redis_server") if __package__ else None
+    return set(getattr(module, "SERVER_PIDS", ()))
+
+
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
     """A real redis-server on 127.0.0.1 for the whole session (tests/_redis_server.py)."""
+    from ._redis_server import RedisServer  # here: test_leak_checks copies this file alone
+
     server = RedisServer()
     server.start()
     try:
@@ -208,11 +218,11 @@ def _no_leaked_threads_or_processes() -> Iterator[None]:
         thread.join(max(0.0, deadline - time.monotonic()))
     leaked = [t for t in set(threading.enumerate()) - threads if t.is_alive()]
     assert not leaked, f"test left threads running: {leaked}"
-    while _descendants() - processes - SERVER_PIDS and time.monotonic() < deadline:
+    while _descendants() - processes - _server_pids() and time.monotonic() < deadline:
         _reap_orphans(known)
         time.sleep(0.01)
     _reap_orphans(known)
-    left = _descendants() - processes - SERVER_PIDS
+    left = _descendants() - processes - _server_pids()
     assert not left, f"test left child processes: {sorted(left)}"
 
 
