@@ -27,6 +27,7 @@ import ctypes
 import multiprocessing
 import os
 import random
+import signal
 import sys
 import threading
 import time
@@ -167,6 +168,12 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers", "interleave: run on the shuffling loop too, under fixed seeds (conftest.py)"
     )
     _become_subreaper()
+    # A shell that starts the run in the background (`make test &`, nohup)
+    # leaves SIGINT ignored, and the programs the tests start inherit that:
+    # asyncio.run() then installs no Ctrl-C handler and the tests that press
+    # Ctrl-C wait in vain. Give the children the default, as a terminal would.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True, scope="session")
