@@ -43,7 +43,8 @@ How an entry travels, and why nothing is lost:
 * **Connection loss.** Every loop reports it (``status()["stream"]
   ["connected"]``, ``ready`` False, so status routes answer 503), backs off
   and tries again; what it holds stays held and is renewed once the broker
-  is back.
+  is back, and the reader reads its own pending list again: a read whose
+  reply the outage cut gave it entries it never saw.
 """
 
 from __future__ import annotations
@@ -329,8 +330,8 @@ class StreamConsumer(QueueConsumer[Entry]):
         held = self._held
         poison = []
         for entry in entries:
-            if entry.id in held:
-                continue  # ours already (claimed back after a renewal failed)
+            if entry.id in held or entry.id in self._parked:
+                continue  # ours already (read again after an outage, or claimed back)
             if entry.deliveries > self._max_deliveries:
                 poison.append(entry)
                 continue
@@ -386,6 +387,9 @@ class StreamConsumer(QueueConsumer[Entry]):
                     self._read += len(entries)
             except BROKER_ERRORS as exc:
                 self._lost("read", exc)
+                # once back, read the own pending list again: a read whose
+                # reply the outage cut gave this consumer entries it never saw
+                after = "0"
                 await asyncio.sleep(_jitter(delay))
                 delay = min(delay * 2, _BACKOFF_MAX)
                 continue

@@ -20,7 +20,10 @@ import redis.asyncio as aioredis
 import fluid
 import fluid.redis
 from fluid import StreamStatus
+from fluid._broker import Entry
+from fluid._stream import StreamConsumer
 from fluid.integrations import health
+from fluid.redis._streams import RedisBroker
 
 from ._redis_server import RedisServer
 from .helpers import wait_until
@@ -520,3 +523,37 @@ async def test_a_given_client_with_a_socket_timeout_idles_without_outages(
     finally:
         await given.aclose()
     assert "lost its broker" not in caplog.text
+
+
+class _CutOnce(RedisBroker):
+    """A broker whose first read with entries loses its reply, as an outage may."""
+
+    cut = True
+
+    async def read_new(self, count: int, block: float) -> list[Entry]:
+        entries = await super().read_new(count, block)
+        if entries and self.cut:
+            self.cut = False
+            raise ConnectionError("the reply was cut")
+        return entries
+
+
+async def test_entries_of_a_read_whose_reply_was_cut_are_handled_once_back(
+    redis_url: str,
+) -> None:
+    """Redis gave them to this consumer, which never saw them: it reads its own list again."""
+    got: list[int] = []
+
+    async def handle(n: int) -> None:
+        got.append(n)
+
+    broker = _CutOnce(redis_url, "jobs", "workers", "c", fluid.redis.JsonSerializer(), "dead")
+    # min_idle is long: only reading its own pending list again finds them in time
+    worker = StreamConsumer(broker, handle, name="c", min_idle=60, block=0.2)
+    async with asyncio.timeout(BOUND), worker:
+        async with fluid.redis.StreamProducer(redis_url, "jobs") as producer:
+            await producer.send_many([1, 2, 3])
+        await wait_until(lambda: sorted(got) == [1, 2, 3])
+        figures = await _wait_stream(worker, lambda f: f["held"] == 0)
+    assert figures["claimed"] == 3
+    assert got == [1, 2, 3]
