@@ -50,7 +50,7 @@ def _worker(
 
 
 async def _wait_stream(
-    worker: fluid.redis.StreamConsumerWorker, predicate: Callable[[StreamStatus], bool]
+    worker: StreamConsumer, predicate: Callable[[StreamStatus], bool]
 ) -> StreamStatus:
     """Wait until ``predicate`` holds for the worker's stream figures; return them."""
     deadline = time.monotonic() + BOUND
