@@ -913,12 +913,12 @@ async def test_an_idle_consumer_reports_a_frozen_server(
                 lambda: _status_says(worker, lambda s: s["stream"]["connected"]), "connected"
             )
             with frozen(redis_server):
-                # a read of 0.2 s unanswered for 3 s: the server is not there
+                # a read of 0.2 s unanswered for 2 s: the server is not there
                 with contextlib.suppress(AssertionError):
                     await eventually(
                         lambda: _status_says(worker, lambda s: not s["ready"]),
                         "reported",
-                        timeout=3.0,
+                        timeout=2.0,
                     )
                 ready = (await worker.status())["ready"]
         finally:
