@@ -37,6 +37,10 @@ class Entry:
     recovered: bool = False
     """Read again (own pending) or claimed: the broker has not counted this
     delivery yet; ``count_delivery`` does, just before the handler starts."""
+    raw: Any = None
+    """The backend's own form of the entry (Redis: its fields), for its dead letter."""
+    problem: str | None = None
+    """Why no handler can take it (a payload that does not decode): dead-lettered."""
 
 
 @dataclass(slots=True)
@@ -128,11 +132,17 @@ class Broker(Protocol):
         """Give these entries up: any consumer may claim them ``delay`` seconds from now.
 
         ``min_idle`` is the idle time at which peers claim (``claim_idle``).
+        They leave this consumer's pending list: ``read_own`` no longer sees
+        them, so a restart does not cut their delay short. Releasing again
+        (``delay=min_idle``) keeps a long delay from running out.
         """
         ...
 
     async def dead_letter(self, entry: Entry, reason: str) -> None:
-        """Move ``entry`` to the dead letters with ``reason``, then ack it."""
+        """Move ``entry`` to the dead letters with ``reason``, then ack it.
+
+        Atomic: if the dead letter cannot be written, the entry is not acked.
+        """
         ...
 
     async def pending_ids(self, count: int) -> list[str]:

@@ -165,6 +165,8 @@ class StreamConsumer(QueueConsumer[Entry]):
         self._max_deliveries = check_count("max_deliveries", max_deliveries, 1)
         self._retry_delay = check_seconds("retry_delay", retry_delay)
         self._block = check_seconds("block", block)
+        if self._block <= 0:
+            raise ValueError(f"block must be more than 0 seconds, got {block!r}")
         super().__init__(
             name,
             stopping_grace_period,
@@ -319,21 +321,30 @@ class StreamConsumer(QueueConsumer[Entry]):
             else:
                 await self._give_back(entry.id, self._retry_delay)
             raise
+        except asyncio.CancelledError:
+            raise  # a forced stop: the engine puts the entry back, the stop releases it
+        except BaseException:
+            await self._give_back(entry.id, 0.0)  # a peer takes it now, not after min_idle
+            raise
         self._acks.append(entry.id)
         wake = self._acker_wake
         if wake is not None:
             wake.set()
 
-    def _deliver(self, entries: list[Entry]) -> list[Entry]:
-        """Hold ``entries`` and queue them; returns those to dead-letter unhandled."""
+    def _deliver(self, entries: list[Entry]) -> list[tuple[Entry, str]]:
+        """Hold ``entries`` and queue them; returns those to dead-letter unhandled, and why."""
         now = time.monotonic()
         held = self._held
         poison = []
         for entry in entries:
             if entry.id in held or entry.id in self._parked:
                 continue  # ours already (read again after an outage, or claimed back)
+            if entry.problem is not None:
+                poison.append((entry, entry.problem))
+                continue
             if entry.deliveries > self._max_deliveries:
-                poison.append(entry)
+                reason = f"delivered {entry.deliveries} times without an ack"
+                poison.append((entry, reason))
                 continue
             held[entry.id] = now
             QueueConsumer.send(self, entry)
@@ -397,15 +408,15 @@ class StreamConsumer(QueueConsumer[Entry]):
                 self._reserved -= count
             delay = _BACKOFF_FIRST
             self._connected = True
-            for entry in self._deliver(entries):
-                await self._dead_letter(entry, f"delivered {entry.deliveries} times without an ack")
+            for entry, reason in self._deliver(entries):
+                await self._dead_letter(entry, reason)
 
     async def _keep_loop(self) -> None:
-        """Renew the entries held, and those parked for a retry, so that no peer claims them.
+        """Renew the entries held, and keep those parked for a retry from peers.
 
-        A parked entry (a retry later than ``min_idle``) is renewed until
-        ``min_idle`` before its time, a last time then: peers claim it at
-        about its time, never before.
+        A parked entry (a retry later than ``min_idle``) is released again,
+        its idle time zero, until ``min_idle`` before its time, a last time
+        then: peers claim it at about its time, never before.
         """
         broker = self._broker
         renew_after = self._min_idle / 3
@@ -420,11 +431,13 @@ class StreamConsumer(QueueConsumer[Entry]):
             ]
             if not due and not last:
                 continue
+            again = [i for i in due if i in parked] + last  # released again: idle zero
+            due = [i for i in due if i not in parked]
             try:
                 if due:
                     await broker.renew(due, renew_after / 2)
-                if last:
-                    await broker.renew(last, 0.0)
+                if again:
+                    await broker.release(again, self._min_idle, self._min_idle)
             except BROKER_ERRORS as exc:
                 self._lost("renew", exc)
                 continue
@@ -432,7 +445,8 @@ class StreamConsumer(QueueConsumer[Entry]):
             for entry_id in due:
                 if entry_id in self._held:
                     self._held[entry_id] = now
-                elif entry_id in parked:
+            for entry_id in again:
+                if entry_id in parked:
                     parked[entry_id] = (parked[entry_id][0], now)
             for entry_id in last:
                 parked.pop(entry_id, None)
@@ -468,11 +482,16 @@ class StreamConsumer(QueueConsumer[Entry]):
         if delay <= self._min_idle:
             await self._release([entry_id], delay)
             return
-        # later than min_idle: parked, renewed by the keeper until min_idle
-        # before its time (no longer held: it takes no room meanwhile)
-        now = time.monotonic()
-        self._parked[entry_id] = (now + delay - self._min_idle, now)
-        self._released += 1
+        # later than min_idle: parked, released again by the keeper (idle
+        # time zero) until min_idle before its time (it takes no room meanwhile)
+        try:
+            await self._broker.release([entry_id], self._min_idle, self._min_idle)
+        except BROKER_ERRORS as exc:
+            self._lost("release", exc)  # not parked: peers take it after min_idle
+        else:
+            now = time.monotonic()
+            self._parked[entry_id] = (now + delay - self._min_idle, now)
+            self._released += 1
         self._let_go([entry_id])
 
     async def _release(self, ids: list[str], delay: float) -> None:
@@ -486,6 +505,8 @@ class StreamConsumer(QueueConsumer[Entry]):
         self._let_go(ids)
 
     async def _dead_letter(self, entry: Entry, reason: str) -> None:
+        """Dead-letter ``entry``; an error other than an outage (the dead-letter
+        key holds another type) stops the worker, the entry still pending."""
         try:
             await self._broker.dead_letter(entry, reason)
         except BROKER_ERRORS as exc:
@@ -499,7 +520,8 @@ class StreamConsumer(QueueConsumer[Entry]):
                 entry.deliveries,
                 reason,
             )
-        self._let_go([entry.id])
+        finally:
+            self._let_go([entry.id])
 
     def _lost(self, what: str, error: BaseException) -> None:
         if self._connected:
@@ -541,12 +563,8 @@ class StreamConsumer(QueueConsumer[Entry]):
                 parked = list(self._parked)
                 if parked:  # their delay is cut to min_idle: the keeper stops with this run
                     await broker.release(parked, self._min_idle, self._min_idle)
-                held, waiting = self._held, self._parked
-                pending = [
-                    i
-                    for i in await broker.pending_ids(10_000)
-                    if i not in held and i not in waiting
-                ]
+                held = self._held
+                pending = [i for i in await broker.pending_ids(10_000) if i not in held]
                 if pending:
                     await broker.release(pending, 0.0, self._min_idle)
                     self._released += len(pending)

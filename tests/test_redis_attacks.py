@@ -1,11 +1,16 @@
 """fluid.redis attacked as an adversarial user would, through its public API only.
 
 Each test is one attack against the real server (the ``redis_url`` and
-``redis_server`` fixtures). An attack that found a defect is marked
-``xfail(strict=True)`` with its precise cause: it fails because of the
-defect, and turns into a failure of the suite (XPASS) once the defect is
-fixed, so that the mark is removed with the fix. An attack that held stays
-as a plain regression test.
+``redis_server`` fixtures). The review found twelve defects, each first a
+strict xfail with its precise cause and now fixed: an XAUTOCLAIM scan that
+never went past the entries live peers hold, a dead letter whose MULTI
+acked an entry it failed to write, a dead-letter stream equal to the
+stream, undecodable and foreign entries dead-lettered silently, re-encoded
+or stopping the worker, the reader's pool of a given client left open, a
+pool limit of a given client taken for an outage, a frozen server never
+reported, restarts cutting retry delays short, a BaseException's entry held
+until min_idle, and a producer's items' errors reported as outages. The
+attacks that held stay as regression tests.
 
 Redis itself is the oracle wherever it can be (``XPENDING``, ``XRANGE``,
 ``CLIENT LIST``, ``INFO commandstats``): what the consumer says of itself is
@@ -152,12 +157,6 @@ class Boom(BaseException):
         pytest.param(
             5,
             id="room-5",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="claim_idle sends XAUTOCLAIM from 0-0 every time and drops the cursor "
-                "(JUSTID reply): with COUNT 5 Redis scans 50 pending entries a call, all the "
-                "live peer's, so the dead consumer's entries after them are never taken over",
-            ),
         ),
     ],
 )
@@ -246,12 +245,6 @@ async def _clients_at_most(redis: aioredis.Redis, count: int) -> bool:
 # ------------------------------------------------------ dead letters, poison
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="dead_letter sends XADD and XACK in one MULTI; a MULTI does not roll back: when "
-    "the XADD fails at run time (WRONGTYPE: the dead-letter key is not a stream) the XACK "
-    "still runs, so the entry is acked without being dead-lettered, and is gone",
-)
 async def test_an_entry_that_cannot_be_dead_lettered_is_not_acked(
     redis_url: str, client: aioredis.Redis
 ) -> None:
@@ -283,12 +276,6 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="dead_letter_stream equal to stream is accepted: each dead letter is appended to "
-    "the consumed stream, read again as a new entry (its 'data' field decodes), fails "
-    "again: a poison message loops for ever instead of being parked",
-)
 def test_a_dead_letter_stream_equal_to_the_stream_is_refused(redis_url: str) -> None:
     async def handle(n: int) -> None:
         pass
@@ -321,12 +308,6 @@ async def test_an_entry_of_another_producer_is_dead_lettered_and_the_worker_goes
     assert letters[1][b"data"] == b"\xff not json"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an undecodable entry is dead-lettered inside RedisBroker._entries, by the broker "
-    "itself: StreamConsumer never hears of it, so status()['stream']['dead_lettered'] stays "
-    "0 (nor is it counted read) and no warning is logged, unlike every other dead letter",
-)
 async def test_an_undecodable_entry_is_counted_dead_lettered(
     redis_url: str, client: aioredis.Redis, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -346,12 +327,6 @@ async def _count_dead(redis: aioredis.Redis, count: int) -> bool:
     return len(await dead_letters(redis)) == count
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an entry without a 'data' field is dead-lettered with data = serializer.dumps(None) "
-    "(b'null'): the entry's own fields are not kept, so the dead letter does not say what "
-    "was sent (and the entry, acked, is gone from the group)",
-)
 async def test_the_dead_letter_of_a_foreign_entry_keeps_its_fields(
     redis_url: str, client: aioredis.Redis
 ) -> None:
@@ -380,13 +355,6 @@ class Raw:
         return raw
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="RedisBroker.dead_letter re-encodes an undecodable entry's data with the user's "
-    "serializer (serializer.dumps(None) for an entry without 'data'); a serializer that "
-    "refuses None raises TypeError out of read_new, the reader task fails and the worker "
-    "stops: one foreign entry stops the consumer (and, being pending, every restart)",
-)
 async def test_a_foreign_entry_does_not_stop_a_worker_with_its_own_serializer(
     redis_url: str, client: aioredis.Redis
 ) -> None:
@@ -465,13 +433,6 @@ async def test_a_supervised_consumer_stopping_on_errors_loses_nothing_and_parks_
     assert letter[b"error"] == b"ValueError: poison"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a handler ending with a BaseException (not Exception, not a cancel) skips "
-    "_handle's give-back; its id stays in _held, and the wind-down releases only pending "
-    "ids *not* held: the entry keeps its idle time and waits min_idle for a peer instead "
-    "of being released at the stop as every other entry left is",
-)
 async def test_a_handler_raising_a_base_exception_gives_its_entry_back_at_once(
     redis_url: str, client: aioredis.Redis
 ) -> None:
@@ -708,14 +669,6 @@ async def test_a_given_client_whose_pool_has_one_connection_loses_nothing(
     assert got == set(range(300))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the worker runs its acks, renewals, claims, releases and status figures "
-    "concurrently on the given client; with its pool limit (max_connections=1) redis-py "
-    "raises ConnectionError('Too many connections'), which _reachable takes for an "
-    "unreachable server: 'lost its broker' is logged, connected/ready flap to False (503s), "
-    "and the acks back off",
-)
 async def test_a_given_client_whose_pool_has_one_connection_is_no_outage(
     redis_url: str, client: aioredis.Redis, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -746,12 +699,6 @@ async def test_a_given_client_closed_before_the_start(
         await given.aclose()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="RedisBroker.dead_letter writes entry.data as it is when it is a str (taken for "
-    "an undecodable raw field): a payload that decoded to a str ('123', JSON '\"123\"') is "
-    "dead-lettered as 123, which the same serializer reads back as the int 123",
-)
 async def test_a_dead_lettered_string_payload_keeps_its_encoding(
     redis_url: str, client: aioredis.Redis
 ) -> None:
@@ -773,14 +720,6 @@ async def test_a_dead_lettered_string_payload_keeps_its_encoding(
         pytest.param(
             True,
             id="given-client",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="with a given client, the blocking reads get aioredis.Redis("
-                "connection_pool=ConnectionPool(...)) (_new_client); redis-py never closes "
-                "a pool it was given (auto_close_connection_pool is False then), so "
-                "RedisBroker.close()'s reader.aclose() leaves the reader's connection open "
-                "whenever the stop finds no read in progress",
-            ),
         ),
     ],
 )
@@ -891,14 +830,6 @@ async def _status_says(
     return predicate(await worker.status())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the blocking reads run on a client with socket_timeout=None (_new_client("
-    "blocking=True)) and read_new is not bounded otherwise: against a frozen or "
-    "partitioned server an idle consumer's XREADGROUP never returns, no other loop calls "
-    "Redis while nothing is held, so connected/ready stay True (status routes answer 200) "
-    "for as long as the partition lasts",
-)
 async def test_an_idle_consumer_reports_a_frozen_server(
     redis_server: RedisServer, redis_url: str
 ) -> None:
@@ -975,12 +906,6 @@ async def test_send_many_from_a_generator_that_raises_appends_nothing(
     assert await client.xlen(STREAM) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="send_many iterates the user's items inside _reachable('XADD'), which turns any "
-    "OSError into ConnectionError('redis unreachable (XADD): ...'): a generator reading "
-    "files that raises FileNotFoundError is reported as Redis being unreachable",
-)
 async def test_send_many_lets_the_items_own_os_error_through(
     redis_url: str, client: aioredis.Redis
 ) -> None:
@@ -1094,13 +1019,6 @@ async def test_a_producer_context_exited_by_an_error_closes_and_lets_it_through(
 # ------------------------------------------------------ delays across restarts
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a released entry stays in this consumer's own pending list (release is XCLAIM "
-    "to itself with IDLE min_idle - delay); every run starts with read_own, which takes "
-    "every own pending entry whatever its idle time: a restart (here the tree restarting "
-    "an on_error='stop' worker) delivers it again at once, cutting retry_delay short",
-)
 async def test_a_restarted_worker_keeps_the_retry_delay_of_a_failed_entry(
     redis_url: str, client: aioredis.Redis
 ) -> None:
@@ -1129,13 +1047,6 @@ async def test_a_restarted_worker_keeps_the_retry_delay_of_a_failed_entry(
     assert seen[1] - seen[0] >= 0.95, f"again after {seen[1] - seen[0]:.3f}s, not 1 s"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Retry(delay) later than min_idle parks the entry, and the wind-down releases "
-    "parked entries into this consumer's own pending list; the next start under the same "
-    "name (a deploy, a respawned prefork child) reads it with read_own at once: the "
-    "handler's own delay is cut to nothing by any restart",
-)
 async def test_a_retry_delay_survives_a_restart_under_the_same_name(
     redis_url: str, client: aioredis.Redis
 ) -> None:

@@ -21,6 +21,7 @@ so that the consumer retries it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import socket
@@ -41,6 +42,23 @@ from .._worker import STOPPING_GRACE_PERIOD
 __all__ = ["JsonSerializer", "Retry", "Serializer", "StreamConsumerWorker", "StreamProducer"]
 
 _FIELD = b"data"
+_ANSWER_WITHIN = 2.0  # seconds past a read's BLOCK before the server counts as gone
+
+RELEASED = "fluid:released"
+"""The consumer name released entries are parked under until a consumer claims them."""
+
+# XADD then XACK, atomically: a MULTI would ack the entry even when the XADD
+# fails (the key holds another type), losing it; redis.call stops the script.
+_DEAD_LETTER = """
+redis.call('XADD', KEYS[1], '*', unpack(ARGV, 3))
+return redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
+"""
+
+# XAUTOCLAIM ... JUSTID, its reply (the cursor included) as Redis gives it
+_CLAIM = """
+return redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4],
+                  'COUNT', ARGV[5], 'JUSTID')
+"""
 _TEXT_FIELD = "data"
 _UNREACHABLE = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
 
@@ -219,9 +237,10 @@ class StreamProducer:
             ```
         """
         dumps = self._serializer.dumps
+        raws = [dumps(data) for data in items]  # the items' own errors stay theirs
         async with _reachable("XADD"), self._redis.pipeline(transaction=False) as pipe:
-            for data in items:
-                pipe.xadd(self.stream, {_FIELD: dumps(data)}, maxlen=self.maxlen, approximate=True)
+            for raw in raws:
+                pipe.xadd(self.stream, {_FIELD: raw}, maxlen=self.maxlen, approximate=True)
             ids = await pipe.execute()
         return [_text(i) for i in ids]
 
@@ -258,6 +277,9 @@ class RedisBroker:
         self._dead = dead_letter_stream
         self._redis: aioredis.Redis | None = None
         self._reader: aioredis.Redis | None = None
+        self._claim_from = "0-0"  # XAUTOCLAIM's cursor: the scan goes on where it stopped
+        self._dead_letter_script: Any = None
+        self._claim_script: Any = None
 
     @property
     def stream(self) -> str:
@@ -282,10 +304,13 @@ class RedisBroker:
         if not isinstance(self._name, str):
             self._consumer = self._name()
         if self._redis is None:
-            self._redis = (
-                _new_client(self._source) if isinstance(self._source, str) else self._source
-            )
+            # pools of their own, also for a given client (with its settings):
+            # the worker's concurrent commands never wait on a pool the
+            # application sized for itself, and a stop closes them all
+            self._redis = _new_client(self._source)
             self._reader = _new_client(self._source, blocking=True)
+            self._dead_letter_script = self._redis.register_script(_DEAD_LETTER)
+            self._claim_script = self._redis.register_script(_CLAIM)
         await self._make_group()
 
     async def close(self) -> None:
@@ -293,10 +318,10 @@ class RedisBroker:
         client, self._redis = self._redis, None
         try:
             if reader is not None:
-                await reader.aclose()
+                await reader.aclose(close_connection_pool=True)
         finally:  # each client closed, even if closing the other failed
-            if client is not None and isinstance(self._source, str):
-                await client.aclose()
+            if client is not None:
+                await client.aclose(close_connection_pool=True)
 
     async def _make_group(self) -> None:
         async with _reachable("XGROUP CREATE"):
@@ -321,7 +346,9 @@ class RedisBroker:
         reader = self._reader
         if reader is None:
             raise ConnectionError("the broker is closed")
-        async with self._call("XREADGROUP"):
+        # bounded: a server that stopped answering (frozen, partitioned) is an
+        # outage to report, not a read that waits for ever
+        async with self._call("XREADGROUP"), asyncio.timeout(block + _ANSWER_WITHIN):
             reply: Any = await reader.xreadgroup(
                 self._group,
                 self._consumer,
@@ -350,17 +377,17 @@ class RedisBroker:
 
     async def claim_idle(self, min_idle: float, count: int) -> list[Entry]:
         async with self._call("XAUTOCLAIM"):
-            # JUSTID: taking them counts no delivery (count_delivery does, at the handler)
-            reply: Any = await self.redis.xautoclaim(
-                self._stream,
-                self._group,
-                self._consumer,
-                min_idle_time=int(min_idle * 1000),
-                start_id="0-0",
-                count=count,
-                justid=True,
+            # JUSTID: taking them counts no delivery (count_delivery does, at
+            # the handler). Through a script, to keep the cursor that redis-py
+            # drops with JUSTID: Redis scans at most 10 x COUNT entries a call,
+            # so starting at 0-0 each time never reaches the entries behind
+            # many that live consumers hold.
+            reply: Any = await self._claim_script(
+                keys=[self._stream],
+                args=[self._group, self._consumer, int(min_idle * 1000), self._claim_from, count],
             )
-        ids = [_text(i) for i in reply or ()]  # with JUSTID, redis-py returns the ids alone
+        self._claim_from = _text(reply[0])  # "0-0" once the scan went round
+        ids = [_text(i) for i in reply[1]]
         if not ids:
             return []
         async with self._call("XPENDING"):
@@ -427,10 +454,10 @@ class RedisBroker:
             try:
                 data = loads(raw)
             except Exception as exc:  # a payload nobody can read: never handed out
-                reason = f"cannot decode: {type(exc).__name__}: {exc}"
-                await self.dead_letter(Entry(entry_id, raw), reason)
+                problem = f"cannot decode: {type(exc).__name__}: {exc}"
+                entries.append(Entry(entry_id, None, raw=fields, problem=problem))
                 continue
-            entries.append(Entry(entry_id, data))
+            entries.append(Entry(entry_id, data, raw=fields))
         if gone:
             await self.ack(gone)
         return entries
@@ -453,10 +480,12 @@ class RedisBroker:
     async def release(self, ids: Sequence[str], delay: float, min_idle: float) -> None:
         idle_ms = max(0, int((min_idle - delay) * 1000))
         async with self._call("XCLAIM"):
+            # to the group's parking name, not to itself: its own pending list
+            # (read again at each start) then holds only work it really held
             await self.redis.xclaim(
                 self._stream,
                 self._group,
-                self._consumer,
+                RELEASED,
                 min_idle_time=0,
                 message_ids=list(ids),
                 idle=idle_ms,
@@ -464,22 +493,31 @@ class RedisBroker:
             )
 
     async def dead_letter(self, entry: Entry, reason: str) -> None:
-        raw = entry.data
-        if not isinstance(raw, bytes | str):
-            raw = self._serializer.dumps(raw)
-        fields: dict[Any, Any] = {
-            _FIELD: raw,
-            b"id": entry.id,
-            b"stream": self._stream,
-            b"group": self._group,
-            b"consumer": self._consumer,
-            b"deliveries": entry.deliveries,
-            b"error": reason,
-        }
-        async with self._call("XADD+XACK"), self.redis.pipeline(transaction=True) as pipe:
-            pipe.xadd(self._dead, fields)
-            pipe.xack(self._stream, self._group, entry.id)
-            await pipe.execute()
+        fields: list[Any] = [
+            b"id",
+            entry.id,
+            b"stream",
+            self._stream,
+            b"group",
+            self._group,
+            b"consumer",
+            self._consumer,
+            b"deliveries",
+            entry.deliveries,
+            b"error",
+            reason,
+        ]
+        raw = entry.raw
+        if isinstance(raw, dict):  # the entry's own fields, as read: nothing re-encoded
+            for key, value in raw.items():
+                name = key.encode() if isinstance(key, str) else key
+                fields += [name if name == _FIELD else b"field:" + name, value]
+        else:
+            fields += [_FIELD, self._serializer.dumps(entry.data)]
+        async with self._call("XADD+XACK"):
+            await self._dead_letter_script(
+                keys=[self._dead, self._stream], args=[self._group, entry.id, *fields]
+            )
 
     async def pending_ids(self, count: int) -> list[str]:
         async with self._call("XPENDING"):
@@ -545,9 +583,10 @@ class StreamConsumerWorker(StreamConsumer):
 
     Args:
         handler: an async function given each entry's payload.
-        redis: a URL (the worker owns its connections) or a
-            ``redis.asyncio.Redis`` client (used, never closed; the blocking
-            reads get a pool of their own with its settings).
+        redis: a URL, or a ``redis.asyncio.Redis`` client whose settings
+            the worker's own connections take (it is never closed, and the
+            worker's commands never wait on its pool). The worker's
+            connections open with each run and close with its stop.
         stream: the stream's key (made if missing).
         group: the consumer group (made if missing, from the stream's start).
         consumer: this consumer's name in the group; by default
@@ -623,6 +662,8 @@ class StreamConsumerWorker(StreamConsumer):
             _check_name("consumer", consumer)
         dead = f"{stream}:dead" if dead_letter_stream is None else dead_letter_stream
         _check_name("dead_letter_stream", dead)
+        if dead == stream:  # each dead letter would be read back as a new entry
+            raise ValueError(f"dead_letter_stream must differ from the stream {stream!r}")
         broker = RedisBroker(
             redis,
             stream,
