@@ -329,3 +329,18 @@ def test_a_moved_name_still_works_with_a_warning_naming_its_home() -> None:
     assert moved is utils.set_uvloop_if_available
     with pytest.raises(AttributeError, match="has no attribute 'no_such_name'"):
         fluid.no_such_name  # type: ignore[attr-defined]  # noqa: B018
+
+
+def test_every_test_the_guarantees_page_cites_exists() -> None:
+    """A promise names the tests that hold it: a renamed or removed test must not hide."""
+    root = Path(__file__).parent.parent
+    page = (root / "docs" / "guarantees.md").read_text()
+    defined = {
+        match
+        for path in (root / "tests").rglob("test_*.py")
+        for match in re.findall(r"def (test_\w+)", path.read_text())
+    }
+    files = {path.stem for path in (root / "tests").rglob("test_*.py")}
+    cited = set(re.findall(r"`(test_\w+)`", page))  # a function, or a file of tests
+    assert cited, "the page cites no test"
+    assert not cited - defined - files, f"cited but not found: {sorted(cited - defined - files)}"
