@@ -652,6 +652,8 @@ async def _through_a_pool_of_one(redis_url: str, client: aioredis.Redis) -> tupl
     try:
         with reaping_the_reader_leak():
             async with asyncio.timeout(BOUND), worker:
+                # connected once its run opened the broker: "not yet" is no outage
+                await eventually(lambda: _connected(worker), "connected")
                 await send(redis_url, list(range(300)))
                 while len(got) < 300:
                     down += not (await worker.status())["stream"]["connected"]
@@ -660,6 +662,10 @@ async def _through_a_pool_of_one(redis_url: str, client: aioredis.Redis) -> tupl
     finally:
         await given.aclose()
     return set(got), down
+
+
+async def _connected(worker: fluid.redis.StreamConsumerWorker) -> bool:
+    return (await worker.status())["stream"]["connected"]
 
 
 async def test_a_given_client_whose_pool_has_one_connection_loses_nothing(
