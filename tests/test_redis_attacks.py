@@ -420,6 +420,7 @@ async def test_a_supervised_consumer_stopping_on_errors_loses_nothing_and_parks_
             await eventually(holds(lambda: len(handled) == 29), "the rest handled")
             await eventually(lambda: no_pending(client), "nothing pending")
             await eventually(holds(worker.is_running), "running again")
+            await eventually(lambda: _connected(worker), "its new run reached Redis")
             status = await worker.status()
             assert status["ready"] is True
             assert status["stream"]["held"] == 0
