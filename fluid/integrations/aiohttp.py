@@ -22,7 +22,12 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-from aiohttp import web
+try:
+    from aiohttp import web
+except ImportError as exc:  # one sentence naming the extra, not a bare ModuleNotFoundError
+    raise ImportError(
+        "fluid.integrations.aiohttp needs aiohttp: pip install 'fluid[aiohttp]'"
+    ) from exc
 
 from .._target import WorkerOrFactory, build_worker, check_target
 from .._worker import Worker

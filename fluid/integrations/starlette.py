@@ -26,9 +26,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import Any, TypeAlias
 
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+try:
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response
+    from starlette.routing import Route
+except ImportError as exc:  # one sentence naming the extra, not a bare ModuleNotFoundError
+    raise ImportError(
+        "fluid.integrations.starlette needs Starlette: pip install 'fluid[starlette]'"
+    ) from exc
 
 from .._target import WorkerOrFactory, build_worker, check_target
 from .._worker import Worker

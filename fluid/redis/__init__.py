@@ -19,7 +19,7 @@ from __future__ import annotations
 
 try:
     import redis.asyncio  # noqa: F401 - checked here, used by the modules below
-except ImportError as exc:  # pragma: no cover - the extra is installed in the tests
+except ImportError as exc:  # one sentence naming the extra, not a bare ModuleNotFoundError
     raise ImportError("fluid.redis needs redis-py 5 or later: pip install 'fluid[redis]'") from exc
 
 from ._slots import RedisSlotClaim
