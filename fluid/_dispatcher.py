@@ -150,10 +150,12 @@ class BaseDispatcher(Generic[MessageT, HandlerT]):
 
     Args:
         message_type: a function giving the event type of a message; by
-            default subclasses override [`message_type`][fluid.BaseDispatcher.message_type].
+            default subclasses override [`message_type`][fluid.BaseDispatcher.message_type]
+            (the canonical name) or [`event_type`][fluid.BaseDispatcher.event_type]
+            (aio-fluid's name for it, accepted as is).
 
     Raises:
-        TypeError: neither ``message_type`` is given nor the method overridden.
+        TypeError: neither ``message_type`` is given nor one of the methods overridden.
 
     Example:
         ```python
@@ -167,11 +169,14 @@ class BaseDispatcher(Generic[MessageT, HandlerT]):
     """
 
     def __init__(self, message_type: Callable[[MessageT], str] | None = None) -> None:
-        if message_type is None and type(self).message_type is BaseDispatcher.message_type:
-            raise TypeError(
-                f"{type(self).__name__} needs a message_type function "
-                "or a subclass that overrides message_type()"
-            )
+        cls = type(self)
+        if message_type is None and cls.message_type is BaseDispatcher.message_type:
+            if cls.event_type is BaseDispatcher.event_type:
+                raise TypeError(
+                    f"{cls.__name__} needs a message_type function or a subclass that "
+                    "overrides message_type() (or event_type(), its name in aio-fluid)"
+                )
+            message_type = self.event_type  # an aio-fluid subclass: its event_type() routes
         self._message_type = message_type
         self._handlers: dict[str, dict[str, HandlerT]] = {}
         # One route per event type that has (or had) handlers of its own; the
@@ -183,6 +188,24 @@ class BaseDispatcher(Generic[MessageT, HandlerT]):
         """The event type of ``message``: which handlers get it."""
         assert self._message_type is not None
         return self._message_type(message)
+
+    def event_type(self, message: MessageT) -> str:
+        """aio-fluid's name for [`message_type`][fluid.BaseDispatcher.message_type].
+
+        A subclass may override either; ``message_type`` is the canonical
+        name. Overriding ``event_type`` (aio-fluid's abstract method) routes
+        the messages as overriding ``message_type`` does.
+
+        Example:
+            ```python
+            class ByKind(fluid.AsyncDispatcher[dict]):  # written for aio-fluid
+                def event_type(self, message: dict) -> str:
+                    return message["kind"]
+
+            assert ByKind().message_type({"kind": "order"}) == "order"
+            ```
+        """
+        return self.message_type(message)
 
     def register_handler(self, event: str | Event, handler: HandlerT) -> HandlerT | None:
         """Register ``handler`` for ``event``; return the handler it replaced.

@@ -399,3 +399,48 @@ async def test_a_handler_that_cancels_itself_cancels_a_concurrent_dispatch() -> 
 def test_concurrent_must_be_a_bool() -> None:
     with pytest.raises(TypeError, match="concurrent must be True or False"):
         fluid.AsyncDispatcher[Msg](message_type=msg_type, concurrent=1)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------- aio-fluid's event_type()
+
+
+class _ByKindEventType(fluid.AsyncDispatcher[dict[str, str]]):
+    """Written for aio-fluid: its abstract method is event_type()."""
+
+    def event_type(self, message: dict[str, str]) -> str:
+        return message["kind"]
+
+
+class _ByKindMessageType(fluid.Dispatcher[dict[str, str]]):
+    def message_type(self, message: dict[str, str]) -> str:
+        return message["kind"]
+
+
+async def test_a_subclass_overriding_event_type_routes_by_it() -> None:
+    got: list[str] = []
+
+    async def store(message: dict[str, str]) -> None:
+        got.append(message["id"])
+
+    dispatcher = _ByKindEventType()
+    dispatcher.register_handler("order", store)
+    await dispatcher.dispatch({"kind": "order", "id": "1"})
+    await dispatcher.dispatch({"kind": "other", "id": "2"})
+    assert got == ["1"]
+    assert dispatcher.message_type({"kind": "order"}) == "order"
+
+
+def test_a_subclass_overriding_message_type_answers_event_type_too() -> None:
+    got: list[str] = []
+    dispatcher = _ByKindMessageType()
+    dispatcher.register_handler("order", lambda message: got.append(message["id"]))
+    dispatcher.dispatch({"kind": "order", "id": "1"})
+    assert got == ["1"]
+    assert dispatcher.event_type({"kind": "order"}) == "order"
+    plain = fluid.Dispatcher[dict[str, str]](message_type=lambda m: m["kind"])
+    assert plain.event_type({"kind": "x"}) == "x"
+
+
+def test_a_dispatcher_without_a_type_names_both_methods() -> None:
+    with pytest.raises(TypeError, match=r"message_type\(\) \(or event_type\(\)"):
+        fluid.AsyncDispatcher[dict[str, str]]()
