@@ -875,9 +875,15 @@ class Worker(ABC):
         forced = False
         try:
             await self.run()
-        except asyncio.CancelledError:
-            forced = True
-            self._uncancel()
+        except asyncio.CancelledError as exc:
+            if self._forced or (task is not None and task.cancelling()):
+                forced = True  # asked for: a forced stop, or a cancel of the task
+                self._uncancel()
+            else:
+                # Nobody asked: run() raised it itself (an inner task's cancel
+                # let through). An abnormal end, kept and raised to waiters.
+                logger.error("worker %r ended by a cancellation nobody asked for", self._name)
+                self._fail(exc)
         except Exception as exc:
             logger.error("worker %r failed", self._name, exc_info=exc)
             self._fail(exc)

@@ -372,3 +372,72 @@ async def test_a_self_shutdown_raises_without_requesting_a_stop() -> None:
     assert seen == [True]
     await worker.shutdown()
     assert worker.worker_state is WorkerState.STOPPED
+
+
+# ------------------------------------- a cancellation nobody asked for (aio-fluid)
+
+
+class _QuitsByCancel(fluid.Worker):
+    """run() raises CancelledError itself: nobody asked the worker to stop."""
+
+    async def run(self) -> None:
+        raise asyncio.CancelledError
+
+
+class _AwaitsACancelledTask(fluid.Worker):
+    """run() lets through the cancellation of a task it awaits, cancelled by someone else."""
+
+    async def run(self) -> None:
+        inner = asyncio.create_task(asyncio.Event().wait())
+        asyncio.get_running_loop().call_soon(inner.cancel)
+        await inner
+
+
+@pytest.mark.parametrize("kind", [_QuitsByCancel, _AwaitsACancelledTask])
+async def test_a_cancellation_nobody_asked_for_is_the_workers_error(
+    kind: type[fluid.Worker],
+) -> None:
+    worker = kind()
+    async with asyncio.timeout(10):
+        await worker.startup()
+        with pytest.raises(asyncio.CancelledError):
+            await worker.wait_for_shutdown()
+        with pytest.raises(asyncio.CancelledError):
+            await worker.shutdown()
+    assert worker.worker_state is fluid.WorkerState.STOPPED
+    status = await worker.status()
+    assert status["error"] is not None
+    assert status["error"].startswith("CancelledError")
+    current = asyncio.current_task()
+    assert current is not None
+    assert current.cancelling() == 0  # the caller itself was never cancelled
+
+
+async def test_a_forced_stop_is_still_a_forced_stop_not_an_error() -> None:
+    class Deaf(fluid.Worker):
+        async def run(self) -> None:
+            await asyncio.Event().wait()
+
+    worker = Deaf(stopping_grace_period=0.05)
+    async with asyncio.timeout(10):
+        await worker.startup()
+        await worker.shutdown()
+    assert worker.worker_state is fluid.WorkerState.FORCE_STOPPED
+    assert (await worker.status())["error"] is None
+
+
+async def test_a_supervised_worker_ended_by_a_stray_cancel_is_restarted() -> None:
+    runs: list[int] = []
+
+    class Once(fluid.Worker):
+        async def run(self) -> None:
+            runs.append(1)
+            if len(runs) == 1:
+                raise asyncio.CancelledError
+            await self.sleep(60)
+
+    child = Once(name="once")
+    tree = fluid.Workers(child, name="tree", strategy="one_for_one", backoff=fluid.Backoff(initial=0))
+    async with asyncio.timeout(10), tree:
+        await wait_until(lambda: len(runs) == 2 and child.is_running())
+    assert tree.worker_state is fluid.WorkerState.STOPPED
