@@ -437,7 +437,9 @@ async def test_a_supervised_worker_ended_by_a_stray_cancel_is_restarted() -> Non
             await self.sleep(60)
 
     child = Once(name="once")
-    tree = fluid.Workers(child, name="tree", strategy="one_for_one", backoff=fluid.Backoff(initial=0))
+    tree = fluid.Workers(
+        child, name="tree", strategy="one_for_one", backoff=fluid.Backoff(initial=0)
+    )
     async with asyncio.timeout(10), tree:
         await wait_until(lambda: len(runs) == 2 and child.is_running())
     assert tree.worker_state is fluid.WorkerState.STOPPED
