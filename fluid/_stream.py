@@ -127,7 +127,6 @@ class StreamConsumer(QueueConsumer[Entry]):
         "_read",
         "_reader",
         "_released",
-        "_reserved",
         "_retry_delay",
         "_room",
         "_stream_maxsize",
@@ -181,7 +180,6 @@ class StreamConsumer(QueueConsumer[Entry]):
         self._held: dict[str, float] = {}  # id -> when last taken or renewed (monotonic)
         # retries later than min_idle: id -> (renewed until, last renewed)
         self._parked: dict[str, tuple[float, float]] = {}
-        self._reserved = 0  # room promised to a read in progress
         self._acks: list[str] = []
         self._closing = False
         self._connected = False
@@ -350,9 +348,6 @@ class StreamConsumer(QueueConsumer[Entry]):
             QueueConsumer.send(self, entry)
         return poison
 
-    def _free_room(self) -> int:
-        return self._stream_maxsize - len(self._held) - self._reserved
-
     def _let_go(self, ids: list[str]) -> None:
         held = self._held
         for entry_id in ids:
@@ -376,14 +371,14 @@ class StreamConsumer(QueueConsumer[Entry]):
         room = self._room
         assert room is not None
         while self.is_running():  # on_stop_requested() cancels a read in progress
-            count = min(self._free_room(), 100)
+            # the only loop that adds entries: the room it sees holds until the read returns
+            count = min(self._stream_maxsize - len(self._held), 100)
             if count <= 0:
                 room.clear()
                 await room.wait()
                 continue
             now = loop.time()
             claiming = after is None and now >= next_claim
-            self._reserved += count
             try:
                 if after is not None:
                     entries, after = await broker.read_own(count, after)
@@ -404,8 +399,6 @@ class StreamConsumer(QueueConsumer[Entry]):
                 await asyncio.sleep(_jitter(delay))
                 delay = min(delay * 2, _BACKOFF_MAX)
                 continue
-            finally:
-                self._reserved -= count
             delay = _BACKOFF_FIRST
             self._connected = True
             for entry, reason in self._deliver(entries):
