@@ -12,12 +12,12 @@ import sys
 import pytest
 
 CASES = {
-    "fluid.redis": (("redis", "redis.asyncio"), "pip install 'fluid[redis]'"),
+    "fluid.redis": (("redis", "redis.asyncio"), "pip install 'fluid-workers[redis]'"),
     "fluid.integrations.starlette": (
         ("starlette", "starlette.requests", "starlette.responses", "starlette.routing"),
-        "pip install 'fluid[starlette]'",
+        "pip install 'fluid-workers[starlette]'",
     ),
-    "fluid.integrations.aiohttp": (("aiohttp", "aiohttp.web"), "pip install 'fluid[aiohttp]'"),
+    "fluid.integrations.aiohttp": (("aiohttp", "aiohttp.web"), "pip install 'fluid-workers[aiohttp]'"),
 }
 
 

@@ -26,7 +26,7 @@ try:
     from aiohttp import web
 except ImportError as exc:  # one sentence naming the extra, not a bare ModuleNotFoundError
     raise ImportError(
-        "fluid.integrations.aiohttp needs aiohttp: pip install 'fluid[aiohttp]'"
+        "fluid.integrations.aiohttp needs aiohttp: pip install 'fluid-workers[aiohttp]'"
     ) from exc
 
 from .._target import WorkerOrFactory, build_worker, check_target

@@ -32,7 +32,7 @@ try:
     from starlette.routing import Route
 except ImportError as exc:  # one sentence naming the extra, not a bare ModuleNotFoundError
     raise ImportError(
-        "fluid.integrations.starlette needs Starlette: pip install 'fluid[starlette]'"
+        "fluid.integrations.starlette needs Starlette: pip install 'fluid-workers[starlette]'"
     ) from exc
 
 from .._target import WorkerOrFactory, build_worker, check_target

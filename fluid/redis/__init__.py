@@ -1,6 +1,6 @@
 """fluid on Redis: stream consumers across processes and machines, once-per-cluster slots.
 
-Needs redis-py 5 or later (``pip install 'fluid[redis]'``); the core
+Needs redis-py 5 or later (``pip install 'fluid-workers[redis]'``); the core
 ``fluid`` package never imports this module, so it keeps its small
 dependency set.
 
@@ -20,7 +20,7 @@ from __future__ import annotations
 try:
     import redis.asyncio  # noqa: F401 - checked here, used by the modules below
 except ImportError as exc:  # one sentence naming the extra, not a bare ModuleNotFoundError
-    raise ImportError("fluid.redis needs redis-py 5 or later: pip install 'fluid[redis]'") from exc
+    raise ImportError("fluid.redis needs redis-py 5 or later: pip install 'fluid-workers[redis]'") from exc
 
 from ._slots import RedisSlotClaim
 from ._streams import JsonSerializer, Retry, Serializer, StreamConsumerWorker, StreamProducer
