@@ -98,6 +98,17 @@ def _yield_once() -> Generator[None, None, None]:
     yield
 
 
+def _path_part(name: str) -> str:
+    """``name`` if it can be one part of a worker path, else ``ValueError``.
+
+    ``/`` separates the names of a path: two workers named ``a/b`` and ``b``
+    under ``a`` would share one path, and ``find()`` would reach one of them.
+    """
+    if "/" in name:
+        raise ValueError(f"worker name {name!r} contains '/', which separates the names of a path")
+    return name
+
+
 _current_worker: contextvars.ContextVar[Worker | None] = contextvars.ContextVar(
     "fluid_current_worker", default=None
 )
@@ -124,7 +135,9 @@ class Worker(ABC):
 
     Raises:
         TypeError: ``name`` is not a string or the grace period not a number.
-        ValueError: the grace period is negative or not finite.
+        ValueError: the name (given or derived) contains ``/``, which
+            separates the names of a [worker path][fluid.Worker.worker_path];
+            or the grace period is negative or not finite.
 
     Example:
         ```python
@@ -168,11 +181,11 @@ class Worker(ABC):
         name: str = "",
         stopping_grace_period: float = STOPPING_GRACE_PERIOD,
     ) -> None:
-        if type(name) is str and name:  # the common case, checked in one test
+        if type(name) is str and name and "/" not in name:  # the common case
             self._name = name
             self._auto_name = False
         else:
-            self._name = check_name(name) or check_name(self.default_name())
+            self._name = _path_part(check_name(name) or check_name(self.default_name()))
             self._auto_name = not name
         self._grace = (
             stopping_grace_period
@@ -702,16 +715,17 @@ class Worker(ABC):
         called by ``Worker.__init__``: a subclass sets what it reads before
         calling ``super().__init__``. In a tree, a default name that is taken
         gets a numeric suffix (``poll-2``) where an explicit one is refused.
+        A name may not contain ``/``: it separates the names of a worker path.
 
         Example:
             ```python
             class Poller(fluid.Worker):
-                def __init__(self, url: str) -> None:
-                    self.url = url
+                def __init__(self, host: str) -> None:
+                    self.host = host
                     super().__init__()
 
                 def default_name(self) -> str:
-                    return f"poll {self.url}"
+                    return f"poll {self.host}"
             ```
         """
         return _class_name(self)

@@ -431,6 +431,35 @@ def test_name_must_be_a_string() -> None:
         Idle(name=3)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("name", ["a/b", "/", "trailing/"])
+def test_a_name_with_a_slash_is_refused_at_construction(name: str) -> None:
+    # "/" separates a worker path's names: "outer/a/b" would be two paths
+    with pytest.raises(ValueError, match="contains '/'"):
+        Idle(name=name)
+
+
+def test_a_derived_name_with_a_slash_is_refused_too() -> None:
+    class ByUrl(Idle):
+        def default_name(self) -> str:
+            return "poll http://host/path"
+
+    with pytest.raises(ValueError, match="'poll http://host/path' contains '/'"):
+        ByUrl()
+    assert ByUrl(name="poll host").worker_name == "poll host"
+
+
+async def test_every_worker_of_a_tree_has_a_path_of_its_own() -> None:
+    # before the check, Idle(name="a/b") in the root and Idle(name="b") in the
+    # tree "a" shared the path "root/a/b"; find() and paths now stay one-to-one
+    inner = fluid.Workers(Idle(name="b"), name="a")
+    with pytest.raises(ValueError, match="contains '/'"):
+        fluid.Workers(inner, Idle(name="a/b"), name="root")
+    root = fluid.Workers(inner, Idle(name="a-b"), name="root")
+    paths = [w.worker_path for w in root.workers()]
+    assert sorted(paths) == ["root/a-b", "root/a/b"]
+    assert [w.worker_path for w in root.find("b")] == ["root/a/b"]
+
+
 def test_workers_of_a_leaf_is_itself() -> None:
     worker = Idle()
     assert list(worker.workers()) == [worker]
