@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 
 from ._validate import check_async_callable, check_seconds, function_name
@@ -9,13 +11,28 @@ from ._worker import STOPPING_GRACE_PERIOD, Worker
 
 __all__ = ["WorkerFunction"]
 
+logger = logging.getLogger("fluid")
+
+# With no heartbeat, a function that never waits makes the loop call it
+# again at once, for ever: one core at 100% and nothing else to see. Every
+# _BUSY_CALLS calls the worker looks at the clock; if they took less than
+# _BUSY_SECONDS (under 60 us a call, yield included), it warns once per run.
+# A function that polls something (a socket, a queue that is often empty)
+# takes longer than that, since it waits.
+_BUSY_CALLS = 4096
+_BUSY_SECONDS = 0.25
+
 
 class WorkerFunction(Worker):
     """A worker that awaits ``run_function`` in a loop.
 
     After each call it sleeps ``heartbeat`` seconds; a stop request wakes that
     sleep at once, so the worker stops within milliseconds, not after the
-    heartbeat. An exception from ``run_function`` ends the worker with that
+    heartbeat. With the default ``heartbeat=0`` it only yields to the loop
+    between two calls: right for a function that waits for its work (a
+    queue, a socket), a busy loop for one that never waits. Such a worker
+    logs a warning once per run, when its calls come faster than one every
+    60 microseconds over 4,096 calls. An exception from ``run_function`` ends the worker with that
     error (``shutdown()`` raises it; a parent tree stops).
 
     If ``run_function`` returns ``False`` (that exact value, not just a falsy
@@ -81,6 +98,30 @@ class WorkerFunction(Worker):
         """Await the function, then sleep the heartbeat, until stopped or it returns False."""
         run_function = self._run_function
         heartbeat = self._heartbeat
+        if not heartbeat:
+            # the same loop, with a look at its pace every _BUSY_CALLS calls
+            clock = asyncio.get_running_loop().time
+            calls = 0
+            since = clock()
+            while self.is_running():
+                if await run_function() is False:
+                    return
+                await self.sleep(0)
+                calls += 1
+                if calls == _BUSY_CALLS:
+                    took = clock() - since
+                    if took < _BUSY_SECONDS:
+                        logger.warning(
+                            "worker %r called its function %d times in %.3f s with "
+                            "heartbeat=0: it never waits, so it keeps a core busy; "
+                            "give it a heartbeat",
+                            self.worker_name,
+                            calls,
+                            took,
+                        )
+                        break  # once per run: the plain loop goes on
+                    calls = 0
+                    since = clock()
         while self.is_running():
             if await run_function() is False:
                 return

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 
 import pytest
 
 import fluid
 from fluid import WorkerState
+from fluid import _function as fluid_function
 
 from .helpers import wait_until
 
@@ -122,3 +124,70 @@ async def test_a_falsy_value_other_than_false_does_not_stop_the_worker() -> None
     async with worker:
         await wait_until(lambda: calls >= 3)
         assert worker.is_running()
+
+
+# ------------------------------------------- heartbeat=0 and a busy loop
+
+
+def _busy_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "never waits" in r.getMessage()]
+
+
+async def test_a_function_that_never_waits_with_no_heartbeat_is_reported_once_per_run(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    calls = 0
+
+    async def spin() -> None:
+        nonlocal calls
+        calls += 1
+
+    worker = fluid.WorkerFunction(spin, name="spinner")
+    with caplog.at_level(logging.WARNING, logger="fluid"):
+        for run in (1, 2):
+            async with worker:
+                await wait_until(lambda run=run: len(_busy_warnings(caplog)) == run)  # type: ignore[misc]
+                # it goes on (a warning, not a stop), and warns no more in this run
+                enough = calls + 2 * fluid_function._BUSY_CALLS
+                await wait_until(lambda enough=enough: calls > enough)  # type: ignore[misc]
+            assert len(_busy_warnings(caplog)) == run
+    (message, *_) = _busy_warnings(caplog)
+    assert "'spinner'" in message
+    assert "heartbeat=0" in message
+    assert "give it a heartbeat" in message
+    assert worker.worker_state is WorkerState.STOPPED
+
+
+async def test_a_function_that_waits_with_no_heartbeat_is_not_reported(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 64 calls of at least 2 ms each take at least 128 ms: over the 50 ms bound
+    monkeypatch.setattr(fluid_function, "_BUSY_CALLS", 64)
+    monkeypatch.setattr(fluid_function, "_BUSY_SECONDS", 0.05)
+    calls = 0
+
+    async def poll() -> None:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.002)
+
+    with caplog.at_level(logging.WARNING, logger="fluid"):
+        async with fluid.WorkerFunction(poll):
+            await wait_until(lambda: calls >= 3 * 64)
+    assert _busy_warnings(caplog) == []
+
+
+async def test_a_heartbeat_turns_the_pace_check_off(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(fluid_function, "_BUSY_CALLS", 8)
+    calls = 0
+
+    async def quick() -> None:
+        nonlocal calls
+        calls += 1
+
+    with caplog.at_level(logging.WARNING, logger="fluid"):
+        async with fluid.WorkerFunction(quick, heartbeat=1e-6):
+            await wait_until(lambda: calls >= 64)
+    assert _busy_warnings(caplog) == []
