@@ -258,7 +258,7 @@ def machine_table(runs: Sequence[LoopRun], names: Sequence[str], chart: bool) ->
     mode = "quick (`--quick`: one run, small sizes)" if first["quick"] else "full"
     lines.append(["mode", f"{mode}, repeats scale {first['repeats']}/5"])
     lines.append(["time taken", "; ".join(duration(run) for run in runs)])
-    return markdown_table(["", ""], lines)
+    return markdown_table(["what", "which"], lines)
 
 
 def duration(run: LoopRun) -> str:

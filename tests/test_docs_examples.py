@@ -231,6 +231,9 @@ def test_example_runs_and_prints_what_the_page_says(name: str, results: dict[str
     run = results[name]
     assert not run.problem, f"{run.problem}\n{run.output}"
     assert run.status == 0, run.output
+    # an example that shows an error catches it and prints it: a logged
+    # traceback reads as if the example were broken
+    assert "Traceback" not in run.output, run.output
     promised = promised_prints(EXAMPLES[name])
     lines = EXAMPLES[name].splitlines()
     wrong = []
