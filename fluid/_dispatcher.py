@@ -32,16 +32,30 @@ How the hot path stays cheap: each event type has one route holding the tuple
 of its handlers (its own, then the catch-all ones) and its figures, rebuilt on
 registration. A dispatch is one dict lookup, one counter increment and the
 loop; failures are counted only on the error path.
+
+What a handler may be is settled at registration, as the hints say. An
+``AsyncDispatcher`` takes any callable returning an awaitable, as aio-fluid
+did (an ``async def`` function, a lambda wrapping a coroutine, a partial): a
+coroutine function is called as is, anything else through a wrapper made
+once, at registration, that awaits its result (and raises a ``TypeError``
+naming it if the result is not awaitable). A ``Dispatcher`` refuses a
+coroutine function, whose call it would never await; a handler that returns
+an awaitable anyway (a lambda wrapping a coroutine) fails with a
+``TypeError``, its coroutine closed, rather than leaving a "never awaited"
+warning behind. The route holds the callables to call; the handlers as
+registered are what ``get_handlers`` and ``register_handler`` give back.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import Awaitable, Callable
 from operator import length_hint
+from types import CoroutineType
 from typing import Generic, NamedTuple, Self, TypedDict, TypeVar
 
-from ._validate import check_async_callable
+from ._validate import async_callable, is_async_callable
 
 __all__ = [
     "AsyncDispatcher",
@@ -178,7 +192,11 @@ class BaseDispatcher(Generic[MessageT, HandlerT]):
                 )
             message_type = self.event_type  # an aio-fluid subclass: its event_type() routes
         self._message_type = message_type
+        # The handlers as registered, and what a dispatch calls for each (the
+        # same, or the wrapper that awaits a callable which is no coroutine
+        # function), both by event type, then tag.
         self._handlers: dict[str, dict[str, HandlerT]] = {}
+        self._calls: dict[str, dict[str, HandlerT]] = {}
         # One route per event type that has (or had) handlers of its own; the
         # messages of every other type take the catch-all route.
         self._routes: dict[str, _Route[HandlerT]] = {}
@@ -214,14 +232,16 @@ class BaseDispatcher(Generic[MessageT, HandlerT]):
         handlers of the message's own type.
 
         Raises:
-            TypeError: ``handler`` is not a function of the right kind.
+            TypeError: ``handler`` is not a function of the right kind: not
+                callable, or a coroutine function given to a sync ``Dispatcher``.
             ValueError: ``event`` is not ``type`` or ``type.tag``.
         """
-        self._check_handler(handler)
+        call = self._call_of(handler)
         ev = Event.from_string_or_event(event)
         handlers = self._handlers.setdefault(ev.type, {})
         previous = handlers.get(ev.tag)
         handlers[ev.tag] = handler
+        self._calls.setdefault(ev.type, {})[ev.tag] = call
         self._rebuild(ev.type)
         return previous
 
@@ -230,9 +250,11 @@ class BaseDispatcher(Generic[MessageT, HandlerT]):
         ev = Event.from_string_or_event(event)
         handlers = self._handlers.get(ev.type, {})
         handler = handlers.pop(ev.tag, None)
-        if not handlers:
-            self._handlers.pop(ev.type, None)
         if handler is not None:
+            calls = self._calls[ev.type]
+            del calls[ev.tag]
+            if not handlers:
+                del self._handlers[ev.type], self._calls[ev.type]
             self._rebuild(ev.type)
         return handler
 
@@ -286,17 +308,19 @@ class BaseDispatcher(Generic[MessageT, HandlerT]):
             self._fill(route, event_type)
 
     def _fill(self, route: _Route[HandlerT], event_type: str) -> None:
-        own = self._handlers.get(event_type, {}) if event_type != CATCH_ALL else {}
-        every = self._handlers.get(CATCH_ALL, {})
+        own = self._calls.get(event_type, {}) if event_type != CATCH_ALL else {}
+        every = self._calls.get(CATCH_ALL, {})
         route.handlers = (*own.values(), *every.values())
         route.names = (
             *(str(Event(event_type, tag)) for tag in own),
             *(str(Event(CATCH_ALL, tag)) for tag in every),
         )
 
-    def _check_handler(self, handler: object) -> None:
+    def _call_of(self, handler: HandlerT) -> HandlerT:
+        """What a dispatch calls for ``handler``; raise if it cannot be one."""
         if not callable(handler):
             raise TypeError(f"handler must be callable, got {handler!r}")
+        return handler
 
 
 def _raise(errors: list[Exception], count: int) -> None:
@@ -307,6 +331,12 @@ def _raise(errors: list[Exception], count: int) -> None:
 
 class Dispatcher(BaseDispatcher[MessageT, Callable[[MessageT], None]]):
     """Call the sync handlers of each message's type.
+
+    A coroutine function is refused at registration: its call here would only
+    make a coroutine that nobody awaits. Register it on an
+    [`AsyncDispatcher`][fluid.AsyncDispatcher]. A handler that returns an
+    awaitable anyway (a lambda wrapping a coroutine) fails with a
+    ``TypeError`` naming it, and a coroutine it returned is closed.
 
     Example:
         ```python
@@ -335,7 +365,10 @@ class Dispatcher(BaseDispatcher[MessageT, Callable[[MessageT], None]]):
         # which one failed, at no cost to the loop when none does.
         for handler in (left := iter(handlers)):
             try:
-                handler(message)
+                # A handler's result is dropped; only an awaitable is an error,
+                # and None (the usual result) costs one identity test.
+                if (result := handler(message)) is not None and inspect.isawaitable(result):
+                    _refuse_awaitable(handler, result)
             except Exception as exc:
                 errors = [exc] if errors is None else [*errors, exc]
                 route.failed(names, len(handlers) - length_hint(left) - 1)
@@ -343,9 +376,36 @@ class Dispatcher(BaseDispatcher[MessageT, Callable[[MessageT], None]]):
             _raise(errors, len(handlers))
         return len(handlers)
 
+    def _call_of(self, handler: Callable[[MessageT], None]) -> Callable[[MessageT], None]:
+        if is_async_callable(handler):
+            raise TypeError(
+                f"handler of a Dispatcher must be a plain function, got the coroutine "
+                f"function {handler!r}: register it on an AsyncDispatcher"
+            )
+        return super()._call_of(handler)
+
+
+def _refuse_awaitable(handler: object, result: object) -> None:
+    """Raise for a sync handler that returned an awaitable, closing a coroutine.
+
+    Closed, a coroutine that never ran gives no "never awaited" warning.
+    """
+    if type(result) is CoroutineType:
+        result.close()
+    raise TypeError(
+        f"handler {handler!r} of a Dispatcher returned an awaitable, which a "
+        "Dispatcher never awaits: register it on an AsyncDispatcher"
+    )
+
 
 class AsyncDispatcher(BaseDispatcher[MessageT, Callable[[MessageT], Awaitable[None]]]):
     """Await the async handlers of each message's type, in turn or concurrently.
+
+    A handler is a coroutine function, or any callable returning an awaitable
+    (a lambda wrapping a coroutine, a ``functools.partial``, an object whose
+    ``__call__`` returns one), as in aio-fluid. One that returns something
+    else fails with a ``TypeError`` naming it, at its first call; a built-in,
+    generator or async generator function is refused at registration.
 
     Args:
         message_type: a function giving the event type of a message (or
@@ -420,8 +480,8 @@ class AsyncDispatcher(BaseDispatcher[MessageT, Callable[[MessageT], Awaitable[No
             _raise(errors, len(handlers))
         return len(handlers)
 
-    def _check_handler(self, handler: object) -> None:
-        check_async_callable("handler", handler)
+    def _call_of(self, handler: _AsyncHandler[MessageT]) -> _AsyncHandler[MessageT]:
+        return async_callable("handler", handler)
 
 
 async def _dispatch_concurrently(

@@ -10,11 +10,13 @@ import functools
 import inspect
 import math
 import re
-from collections.abc import Callable
-from types import FunctionType, MethodType
+import reprlib
+from collections.abc import Awaitable, Callable
+from types import BuiltinFunctionType, CoroutineType, FunctionType, MethodType
 from typing import Any
 
 __all__ = [
+    "async_callable",
     "check_async_callable",
     "check_count",
     "check_name",
@@ -26,6 +28,10 @@ __all__ = [
 _ACRONYM = re.compile(r"([A-Z]+)([A-Z][a-z])")
 _CAMEL = re.compile(r"([a-z0-9])([A-Z])")
 _CO_COROUTINE = inspect.CO_COROUTINE
+# Code flags of functions whose call never gives an awaitable: a generator
+# (unless @types.coroutine made it an iterable coroutine) or an async generator.
+_CO_GENERATORS = inspect.CO_GENERATOR | inspect.CO_ASYNC_GENERATOR
+_CO_ITERABLE_COROUTINE = inspect.CO_ITERABLE_COROUTINE
 _INF = math.inf
 
 
@@ -87,6 +93,72 @@ def check_async_callable(what: str, fn: Any) -> Callable[..., Any]:
     if not is_async_callable(fn):
         raise TypeError(f"{what} must be a coroutine function (async def), got {fn!r}")
     return fn  # type: ignore[no-any-return]
+
+
+def async_callable(what: str, fn: Any) -> Callable[..., Awaitable[Any]]:
+    """``fn`` as a coroutine function: itself if it is one, else a wrapper that awaits its result.
+
+    The hints of fluid's handlers say ``Callable[..., Awaitable[...]]``, as
+    aio-fluid's did: besides ``async def`` functions they admit a lambda
+    wrapping a coroutine, a ``functools.partial`` of an async function, or an
+    object whose ``__call__`` returns a coroutine. This check admits the same.
+
+    An async callable (what [`check_async_callable`][] accepts) is returned
+    as is: calling it costs nothing more than before. Any other callable is
+    wrapped once, here, in a coroutine function that calls it and awaits what
+    it returns; whether that is awaitable can only be known by calling it, so
+    a plain function that returns ``None`` raises a ``TypeError`` naming it at
+    its first call. What can be told now is refused now: something not
+    callable, a built-in function (C code is never ``async def``), a
+    generator or async generator function.
+
+    Raises:
+        TypeError: ``fn`` is not callable, or surely returns no awaitable.
+    """
+    if type(fn) is FunctionType and fn.__code__.co_flags & _CO_COROUTINE:
+        return fn  # an async def function: one test
+    if is_async_callable(fn):
+        return fn  # type: ignore[no-any-return]
+    if not callable(fn) or _never_awaitable(fn):
+        raise TypeError(
+            f"{what} must be a coroutine function (async def) or a callable "
+            f"returning an awaitable, got {fn!r}"
+        )
+    return _awaiting(what, fn)
+
+
+def _never_awaitable(fn: object) -> bool:
+    """True for callables whose result is surely not awaitable."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    if isinstance(fn, BuiltinFunctionType):
+        return True
+    if type(fn) is MethodType:
+        fn = fn.__func__
+    if type(fn) is not FunctionType:
+        return False
+    flags = fn.__code__.co_flags
+    return bool(flags & _CO_GENERATORS) and not flags & _CO_ITERABLE_COROUTINE
+
+
+def _awaiting(what: str, fn: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
+    """A coroutine function that calls ``fn`` and awaits its result.
+
+    A closure, not an object with an async ``__call__``: a call is then one
+    frame less. It carries ``fn``'s name (for default worker names) and
+    ``__wrapped__``, as ``functools.wraps`` gives.
+    """
+
+    async def awaiting(*args: Any) -> Any:
+        result = fn(*args)
+        if type(result) is not CoroutineType and not inspect.isawaitable(result):
+            raise TypeError(
+                f"{what} {fn!r} returned {reprlib.repr(result)}, not an awaitable: it must be a "
+                "coroutine function (async def) or return an awaitable"
+            )
+        return await result
+
+    return functools.update_wrapper(awaiting, fn)
 
 
 def function_name(fn: object) -> str:

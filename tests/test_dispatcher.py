@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from typing import NamedTuple
+import gc
+import inspect
+import warnings
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from typing import Any, NamedTuple
 
 import pytest
 
@@ -135,10 +139,159 @@ async def test_registering_during_a_dispatch_does_not_break_it() -> None:
     assert got == ["registrar", "registrar", "late"]
 
 
-def test_async_dispatcher_rejects_sync_handlers() -> None:
+# ------------------------------------- what a handler may be (as the hints say)
+
+
+async def _record(got: list[str], what: str) -> None:
+    got.append(what)
+
+
+async def _record_message(got: list[str], what: str, message: Msg) -> None:
+    got.append(what)
+
+
+class _CallReturningCoroutine:
+    """A sync ``__call__`` returning a coroutine: aio-fluid awaited what it returned."""
+
+    def __init__(self, got: list[str]) -> None:
+        self.got = got
+
+    def __call__(self, message: Msg) -> Coroutine[Any, Any, None]:
+        return _record(self.got, "object")
+
+
+@pytest.mark.parametrize("concurrent", [False, True])
+async def test_async_dispatcher_takes_any_callable_returning_an_awaitable(
+    concurrent: bool,
+) -> None:
+    got: list[str] = []
+
+    def returns_coroutine(label: str, message: Msg) -> Coroutine[Any, Any, None]:
+        return _record(got, label)
+
+    def returns_future(message: Msg) -> asyncio.Future[None]:
+        future = asyncio.get_running_loop().create_future()
+        future.set_result(None)
+        got.append("future")
+        return future
+
+    handlers: dict[str, Callable[[Msg], Awaitable[None]]] = {
+        "a.lambda": lambda m: _record(got, "lambda"),
+        "a.partial": functools.partial(returns_coroutine, "partial"),
+        "a.object": _CallReturningCoroutine(got),
+        "a.future": returns_future,
+        "a.async_partial": functools.partial(_record_message, got, "async_partial"),
+    }
+    dispatcher = fluid.AsyncDispatcher[Msg](message_type=msg_type, concurrent=concurrent)
+    for event, handler in handlers.items():
+        assert dispatcher.register_handler(event, handler) is None
+    assert await dispatcher.dispatch(Msg("a")) == 5
+    assert sorted(got) == ["async_partial", "future", "lambda", "object", "partial"]
+    # The handlers as registered come back, not the wrappers that await them.
+    assert dispatcher.get_handlers(Msg("a")) == {e[2:]: h for e, h in handlers.items()}
+    assert dispatcher.register_handler("a.lambda", handlers["a.object"]) is handlers["a.lambda"]
+    assert dispatcher.unregister_handler("a.partial") is handlers["a.partial"]
+
+
+async def test_async_dispatcher_fails_a_handler_returning_no_awaitable_naming_it() -> None:
+    got: list[str] = []
+
+    def sync(message: Msg) -> None:
+        got.append("sync ran")
+
+    dispatcher = fluid.AsyncDispatcher[Msg](message_type=msg_type)
+    dispatcher.register_handler("a.sync", sync)  # type: ignore[arg-type]
+    dispatcher.register_handler("a.after", lambda m: _record(got, "after"))
+    with pytest.raises(TypeError) as caught:
+        await dispatcher.dispatch(Msg("a"))
+    assert str(caught.value) == (
+        f"handler {sync!r} returned None, not an awaitable: it must be a "
+        "coroutine function (async def) or return an awaitable"
+    )
+    assert got == ["sync ran", "after"]  # the others still got the message
+    assert dispatcher.dispatch_status()["a"]["failures"] == {"a.sync": 1}
+
+
+def _generator(message: Msg) -> Iterator[None]:
+    yield
+
+
+async def _async_generator(message: Msg) -> AsyncIterator[None]:
+    yield
+
+
+@pytest.mark.parametrize(
+    "handler",
+    [print, _generator, _async_generator, functools.partial(_generator), 42],
+    ids=["builtin", "generator", "async_generator", "partial_generator", "int"],
+)
+def test_async_dispatcher_refuses_what_surely_returns_no_awaitable(handler: object) -> None:
     dispatcher = fluid.AsyncDispatcher[Msg](message_type=msg_type)
     with pytest.raises(TypeError, match="handler must be a coroutine function"):
-        dispatcher.register_handler("a", lambda m: None)  # type: ignore[arg-type,return-value]
+        dispatcher.register_handler("a", handler)  # type: ignore[arg-type]
+    assert dispatcher.event_types() == []
+
+
+class _AsyncCall:
+    async def __call__(self, message: Msg) -> None:
+        pass
+
+
+async def _async_handler(message: Msg) -> None:
+    pass
+
+
+@pytest.mark.parametrize(
+    "handler",
+    [_async_handler, functools.partial(_async_handler), _AsyncCall()],
+    ids=["async_def", "partial", "async_call"],
+)
+def test_sync_dispatcher_refuses_coroutine_functions(handler: object) -> None:
+    dispatcher = fluid.Dispatcher[Msg](message_type=msg_type)
+    with pytest.raises(TypeError) as caught:
+        dispatcher.register_handler("a", handler)  # type: ignore[arg-type]
+    assert str(caught.value) == (
+        f"handler of a Dispatcher must be a plain function, got the coroutine "
+        f"function {handler!r}: register it on an AsyncDispatcher"
+    )
+    assert dispatcher.event_types() == []
+    assert dispatcher.dispatch(Msg("a")) == 0
+
+
+def test_sync_dispatcher_fails_a_handler_returning_a_coroutine_and_closes_it() -> None:
+    """No "coroutine never awaited" warning: the coroutine is closed, the handler failed."""
+    made: list[Coroutine[Any, Any, None]] = []
+    got: list[str] = []
+
+    def wraps_a_coroutine(message: Msg) -> None:
+        coroutine = _record(got, "never")
+        made.append(coroutine)
+        return coroutine  # type: ignore[return-value]
+
+    dispatcher = fluid.Dispatcher[Msg](message_type=msg_type)
+    dispatcher.register_handler("a.wrapped", wraps_a_coroutine)
+    dispatcher.register_handler("a.plain", lambda m: got.append("plain"))
+    with warnings.catch_warnings(record=True) as caught_warnings:
+        warnings.simplefilter("always")
+        with pytest.raises(TypeError) as caught:
+            dispatcher.dispatch(Msg("a"))
+        made[0].close()  # closing again is a no-op: it was closed, never started
+        assert inspect.getcoroutinestate(made[0]) == inspect.CORO_CLOSED
+        made.clear()
+        gc.collect()
+    assert [w for w in caught_warnings if issubclass(w.category, RuntimeWarning)] == []
+    assert str(caught.value) == (
+        f"handler {wraps_a_coroutine!r} of a Dispatcher returned an awaitable, which "
+        "a Dispatcher never awaits: register it on an AsyncDispatcher"
+    )
+    assert got == ["plain"]
+    assert dispatcher.dispatch_status()["a"]["failures"] == {"a.wrapped": 1}
+
+
+def test_sync_dispatcher_handlers_may_return_values_that_are_not_awaitable() -> None:
+    dispatcher = fluid.Dispatcher[Msg](message_type=msg_type)
+    dispatcher.register_handler("a", lambda m: 42)  # type: ignore[arg-type]
+    assert dispatcher.dispatch(Msg("a")) == 1
 
 
 def test_sync_dispatcher_rejects_non_callables() -> None:

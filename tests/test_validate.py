@@ -9,14 +9,16 @@ that nothing the shortcuts keep holds a user's function or class alive.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import gc
 import inspect
 import math
 import re
 import sys
+import types
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Generator, Iterator
 from typing import Any
 
 import pytest
@@ -26,6 +28,7 @@ from hypothesis import strategies as st
 import fluid
 from fluid import _validate
 from fluid._validate import (
+    async_callable,
     check_async_callable,
     check_seconds,
     default_name,
@@ -180,6 +183,9 @@ class Methods:
     async def klass(cls) -> None:
         pass
 
+    def gen(self) -> Iterator[None]:
+        yield
+
 
 def _sync() -> None:
     pass
@@ -287,6 +293,93 @@ def test_async_functions_and_methods_do_not_go_through_inspect(
     ):
         assert is_async_callable(candidate)
     fluid.WorkerFunction(_tick)
+
+
+# ------------------------------------------------ callables returning awaitables
+
+
+@pytest.mark.parametrize("candidate", _candidates(), ids=repr)
+def test_async_callables_are_taken_as_they_are(candidate: object) -> None:
+    """What ``check_async_callable`` accepts, ``async_callable`` returns itself: no wrapper."""
+    if is_async_callable(candidate):
+        assert async_callable("fn", candidate) is candidate
+
+
+@pytest.mark.parametrize(
+    "candidate",
+    [None, 42, "text", print, len, _agen, functools.partial(_agen)],
+    ids=repr,
+)
+def test_what_surely_returns_no_awaitable_is_refused_at_once(candidate: object) -> None:
+    with pytest.raises(TypeError) as caught:
+        async_callable("fn", candidate)
+    assert str(caught.value) == (
+        "fn must be a coroutine function (async def) or a callable returning an "
+        f"awaitable, got {candidate!r}"
+    )
+
+
+async def test_generator_functions_are_refused_but_iterable_coroutines_are_not() -> None:
+    def plain() -> Iterator[None]:
+        yield
+
+    def legacy() -> Generator[None, None, str]:
+        yield
+        return "done"
+
+    with pytest.raises(TypeError, match="must be a coroutine function"):
+        async_callable("fn", plain)
+    with pytest.raises(TypeError, match="must be a coroutine function"):
+        async_callable("fn", Methods().gen)
+    # @types.coroutine: a coroutine from before async def, awaitable, so taken
+    assert await async_callable("fn", types.coroutine(legacy))() == "done"
+
+
+async def test_a_callable_returning_an_awaitable_is_awaited() -> None:
+    def makes_coroutine(x: int) -> Coroutine[Any, Any, int]:
+        return _double(x)
+
+    def makes_future(x: int) -> asyncio.Future[int]:
+        future = asyncio.get_running_loop().create_future()
+        future.set_result(x * 3)
+        return future
+
+    class Calls:
+        def __call__(self, x: int) -> Coroutine[Any, Any, int]:
+            return _double(x)
+
+    wrapped = async_callable("fn", makes_coroutine)
+    assert await wrapped(2) == 4
+    assert wrapped.__name__ == "makes_coroutine"  # default worker names keep working
+    assert wrapped.__wrapped__ is makes_coroutine  # type: ignore[attr-defined]
+    assert await async_callable("fn", lambda x: _double(x))(5) == 10
+    assert await async_callable("fn", makes_future)(2) == 6
+    assert await async_callable("fn", functools.partial(makes_coroutine, 7))() == 14
+    assert await async_callable("fn", Calls())(1) == 2
+
+
+async def test_a_callable_returning_no_awaitable_fails_at_its_call_naming_it() -> None:
+    calls: list[int] = []
+
+    def sync(x: int) -> list[int]:
+        calls.append(x)
+        return calls
+
+    wrapped = async_callable("on_message", sync)
+    with pytest.raises(TypeError) as caught:
+        await wrapped(1)
+    assert str(caught.value) == (
+        f"on_message {sync!r} returned [1], not an awaitable: it must be a "
+        "coroutine function (async def) or return an awaitable"
+    )
+    assert calls == [1]  # it was called: its result is what is wrong
+    big = async_callable("fn", lambda: list(range(10_000)))
+    with pytest.raises(TypeError, match=r"returned \[0, 1, 2, 3, 4, 5, \.\.\.\]"):
+        await big()  # a big result is abbreviated in the message
+
+
+async def _double(x: int) -> int:
+    return x * 2
 
 
 # ------------------------------------------------------------ nothing kept alive
