@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint typecheck pytest stress docs bench run streams clean
+.PHONY: install test lint typecheck pytest stress docs bench run streams install-check clean
 
 install: $(STAMP)
 
@@ -83,6 +83,11 @@ run: $(STAMP)
 # its own redis-server (installed: apt-get install redis-server); Ctrl-C stops all.
 streams: $(STAMP)
 	$(BIN)/python examples/stream_group.py
+
+# pip install . in a fresh virtualenv, then the fluid command, a missing
+# extra's message and the [starlette] extra, as a user meets them (.ci/run).
+install-check: $(STAMP)
+	$(BIN)/python tests/install_check.py
 
 clean:
 	rm -rf $(VENV) site .mypy_cache .pytest_cache .ruff_cache
