@@ -10,8 +10,11 @@ stops after the last, and the status route says 200 while it runs and 503
 from __future__ import annotations
 
 import asyncio
+import gc
 import socket
-from collections.abc import AsyncIterator
+import warnings
+import weakref
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -21,6 +24,7 @@ import uvicorn
 from aiohttp import web
 from fastapi import FastAPI, Request
 from starlette.applications import Starlette
+from starlette.exceptions import StarletteDeprecationWarning
 
 import fluid
 from fluid import WorkerState
@@ -29,6 +33,11 @@ from fluid.integrations import health
 from fluid.integrations import starlette as fluid_starlette
 
 from .helpers import Idle, wait_until
+
+with warnings.catch_warnings():
+    # Starlette asks for httpx2 instead of httpx; the TestClient works with either.
+    warnings.simplefilter("ignore", StarletteDeprecationWarning)
+    from starlette.testclient import TestClient
 
 # ------------------------------------------------------------------ helpers
 
@@ -340,3 +349,203 @@ def test_bad_aiohttp_arguments_raise_at_the_call() -> None:
         fluid_aiohttp.cleanup_ctx(build_tree, key="workers")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="AppKey"):
         fluid_aiohttp.status_handler("workers")  # type: ignore[arg-type]
+
+
+# ------------------------------------- a second start: module-level workers
+#
+# Issue 14: a module-level consumer in a tree made by the factory failed at
+# the app's second start (a second TestClient) with "already belongs to tree".
+
+handled: list[str] = []
+
+
+async def record(job: str) -> None:
+    handled.append(job)
+
+
+def jobs_app(factory: Callable[[], fluid.Worker]) -> FastAPI:
+    """An app whose ``POST /jobs/{job}`` hands the job to the tree's ``jobs`` consumer."""
+    app = FastAPI(lifespan=fluid_starlette.lifespan(factory))
+
+    @app.post("/jobs/{job}")
+    async def post_job(job: str, request: Request) -> dict[str, bool]:
+        send_job(fluid_starlette.workers_of(request), job)
+        return {"queued": True}
+
+    return app
+
+
+def test_a_module_level_consumer_in_a_factory_tree_serves_a_second_testclient() -> None:
+    consumer = fluid.QueueConsumerWorker[str](record, name="jobs")  # made once, as at module level
+    trees: list[fluid.Workers] = []
+
+    def factory() -> fluid.Workers:
+        trees.append(tree := fluid.Workers(consumer, Idle(name="idle"), name="app_tree"))
+        return tree
+
+    app = jobs_app(factory)
+    handled.clear()
+    for round in range(3):
+        with TestClient(app) as client:
+            assert client.post(f"/jobs/{round}").json() == {"queued": True}
+        assert consumer.worker_state is WorkerState.STOPPED  # drained at each stop
+    assert handled == ["0", "1", "2"]
+    assert len(trees) == 3
+    assert trees[-1].children[0] is consumer
+    assert all(tree.worker_state is WorkerState.STOPPED for tree in trees)
+
+
+def test_a_new_app_at_each_test_can_reuse_a_module_level_consumer() -> None:
+    consumer = fluid.QueueConsumerWorker[str](record, name="jobs")
+    handled.clear()
+    for round in range(2):  # an app factory: a new app, a new lifespan each time
+        app = jobs_app(lambda: fluid.Workers(consumer, name="app_tree"))
+        with TestClient(app) as client:
+            client.post(f"/jobs/{round}")
+    assert handled == ["0", "1"]
+
+
+def test_a_stopped_tree_keeps_its_workers_until_a_factory_needs_them() -> None:
+    consumer = fluid.QueueConsumerWorker[str](record, name="jobs")
+    app = jobs_app(lambda: fluid.Workers(consumer, name="app_tree"))
+    with TestClient(app):
+        first = fluid_starlette.workers_of(app, fluid.Workers)
+    # after the app stopped, its tree is whole: a test can still look into it
+    assert first.find("jobs") == [consumer]
+    with TestClient(app):
+        second = fluid_starlette.workers_of(app, fluid.Workers)
+        assert second is not first
+        assert second.find("jobs") == [consumer]
+    assert first.children == ()  # let go when the second start needed its consumer
+
+
+def test_a_factory_returning_the_same_tree_keeps_its_children() -> None:
+    tree = build_tree()
+    app = jobs_app(lambda: tree)  # a cached get_workers(), say
+    for _ in range(2):
+        with TestClient(app) as client:
+            client.post("/jobs/hello")
+            assert fluid_starlette.workers_of(app) is tree
+            assert [w.worker_name for w in tree.children] == ["jobs", "idle"]
+    assert tree.worker_state is WorkerState.STOPPED
+
+
+def test_a_tree_that_failed_to_start_lets_its_workers_go_too() -> None:
+    consumer = fluid.QueueConsumerWorker[str](record, name="jobs")
+    attempts: list[int] = []
+
+    class Flaky(Idle):
+        async def on_startup(self) -> None:
+            attempts.append(1)
+            if len(attempts) == 1:
+                raise ConnectionError("database not up yet")
+
+    app = jobs_app(lambda: fluid.Workers(consumer, Flaky(name="flaky"), name="app_tree"))
+    with pytest.raises(ConnectionError), TestClient(app):
+        raise AssertionError("the app must not serve")
+    with TestClient(app):  # the next try of the test suite, or of the orchestrator
+        assert consumer.is_running()
+    assert len(attempts) == 2
+
+
+async def test_a_consumer_of_a_running_tree_is_not_taken_by_another_app() -> None:
+    consumer = fluid.QueueConsumerWorker[str](record, name="jobs")
+    first = fluid_starlette.lifespan(lambda: fluid.Workers(consumer, name="first"))
+    second = fluid_starlette.lifespan(lambda: fluid.Workers(consumer, name="second"))
+    async with first(Starlette()) as state:
+        with pytest.raises(ValueError, match="already belongs to tree 'first'"):
+            async with second(Starlette()):
+                raise AssertionError("the second app must not start")
+        assert state["workers"].children == (consumer,)  # still the first's
+        assert consumer.is_running()
+
+
+async def test_trees_nobody_uses_are_not_kept_alive() -> None:
+    app = Starlette()
+    factory = fluid_starlette.lifespan(lambda: fluid.Workers(fluid.Workers(name="inner")))
+    async with factory(app) as state:
+        tree = state["workers"]
+    del state, app
+    ref = weakref.ref(tree)
+    del tree
+    gc.collect()
+    assert ref() is None
+
+
+# -------------------------------------------- workers_of: the typed tree
+
+
+class AppTree(fluid.Workers):
+    def __init__(self) -> None:
+        self.jobs = fluid.QueueConsumerWorker[str](record, name="jobs")
+        super().__init__(self.jobs, name="app_tree")
+
+
+async def test_workers_of_gives_the_tree_typed_from_a_request_or_the_app() -> None:
+    app = Starlette()
+    seen: list[AppTree] = []
+
+    async def endpoint(request: Request) -> Any:
+        tree = fluid_starlette.workers_of(request, AppTree)
+        seen.append(tree)
+        tree.jobs.send("typed")  # AppTree's own attribute, checked by mypy
+        return fluid_starlette.JSONResponse({"name": tree.worker_name})
+
+    app.add_route("/", endpoint)
+    handled.clear()
+    async with fluid_starlette.lifespan(AppTree)(app):
+        assert isinstance(fluid_starlette.workers_of(app), AppTree)
+        assert fluid_starlette.workers_of(app, AppTree) is app.state.workers
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
+            response = await client.get("/")
+        assert response.json() == {"name": "app_tree"}
+        assert seen == [app.state.workers]
+    assert handled == ["typed"]
+
+
+def test_workers_of_without_the_lifespan_says_what_is_missing() -> None:
+    app = Starlette()
+    with pytest.raises(LookupError, match=r"no fluid worker named 'workers'.*lifespan"):
+        fluid_starlette.workers_of(app)
+    app.state.workers = Idle()
+    with pytest.raises(TypeError, match=r"not a tests\.test_integrations\.AppTree"):
+        fluid_starlette.workers_of(app, AppTree)
+    with pytest.raises(TypeError, match="expected a request"):
+        fluid_starlette.workers_of(42)  # type: ignore[call-overload]
+    with pytest.raises(ValueError, match="identifier"):
+        fluid_starlette.workers_of(app, name="not one")
+
+
+async def test_aiohttp_workers_of_gives_the_tree_typed() -> None:
+    app = web.Application()
+    with pytest.raises(LookupError, match="cleanup_ctx"):
+        fluid_aiohttp.workers_of(app)
+    app.cleanup_ctx.append(fluid_aiohttp.cleanup_ctx(AppTree))
+
+    async def endpoint(request: web.Request) -> web.Response:
+        tree = fluid_aiohttp.workers_of(request, AppTree)
+        return web.json_response({"name": tree.jobs.worker_path})
+
+    app.router.add_get("/", endpoint)
+    async with aiohttp_serving(app) as (url, _), httpx.AsyncClient(base_url=url) as client:
+        assert (await client.get("/")).json() == {"name": "app_tree/jobs"}
+        with pytest.raises(TypeError, match=r"not a tests\.helpers\.Idle"):
+            fluid_aiohttp.workers_of(app, Idle)
+    with pytest.raises(TypeError, match="expected an aiohttp request"):
+        fluid_aiohttp.workers_of(Starlette())  # type: ignore[call-overload]
+    with pytest.raises(TypeError, match="AppKey"):
+        fluid_aiohttp.workers_of(app, key="workers")  # type: ignore[call-overload]
+
+
+async def test_aiohttp_a_new_app_at_each_test_can_reuse_a_module_level_consumer() -> None:
+    consumer = fluid.QueueConsumerWorker[str](record, name="jobs")
+    handled.clear()
+    for round in range(2):
+        app = web.Application()
+        app.cleanup_ctx.append(
+            fluid_aiohttp.cleanup_ctx(lambda: fluid.Workers(consumer, name="app_tree"))
+        )
+        async with aiohttp_serving(app):
+            consumer.send(str(round))
+    assert handled == ["0", "1"]

@@ -18,16 +18,22 @@ How it fits together:
   failed shutdown instead of losing it.
 * A tree that crashes while the app serves does not stop the app: the status
   route answers 503 with the error, which is what health checks act on.
+* Handlers reach the tree with [`workers_of`][fluid.integrations.starlette.workers_of],
+  typed, rather than through the untyped ``request.app.state``.
+* The app can start again (a second ``TestClient``): a factory is called at
+  each start, and it may put workers made once, at module level, in the
+  new tree (see ``_tree.py`` in this package).
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, TypeVar, overload
 
 try:
-    from starlette.requests import Request
+    from starlette.applications import Starlette
+    from starlette.requests import HTTPConnection, Request
     from starlette.responses import JSONResponse, Response
     from starlette.routing import Route
 except ImportError as exc:  # one sentence naming the extra, not a bare ModuleNotFoundError
@@ -35,11 +41,14 @@ except ImportError as exc:  # one sentence naming the extra, not a bare ModuleNo
         "fluid.integrations.starlette needs Starlette: pip install 'fluid-workers[starlette]'"
     ) from exc
 
-from .._target import WorkerOrFactory, build_worker, check_target
+from .._target import WorkerOrFactory, check_target
 from .._worker import Worker
 from . import health
+from ._tree import build_app_tree
 
-__all__ = ["AppLifespan", "lifespan", "status_endpoint", "status_route"]
+__all__ = ["AppLifespan", "lifespan", "status_endpoint", "status_route", "workers_of"]
+
+WorkerT = TypeVar("WorkerT", bound=Worker)
 
 AppLifespan: TypeAlias = Callable[[Any], AbstractAsyncContextManager[Mapping[str, Any] | None]]
 """An app's own lifespan: a function of the app returning an async context manager."""
@@ -59,7 +68,9 @@ def lifespan(
 
     Args:
         worker: the worker (tree), or a function returning one, called at
-            each startup of the app, on its event loop.
+            each startup of the app, on its event loop. The tree it returns
+            may hold workers made once, at module level: when the app
+            starts again, the stopped tree of its last start lets them go.
         app_lifespan: the app's own lifespan, entered once the worker runs
             and exited before it stops; the state it yields is kept.
         name: the attribute and state key of the worker.
@@ -96,7 +107,7 @@ def lifespan(
 
     @asynccontextmanager
     async def fluid_lifespan(app: Any) -> AsyncIterator[dict[str, Any]]:
-        tree = build_worker(worker)
+        tree = await build_app_tree(worker)
         setattr(app.state, name, tree)
         async with AsyncExitStack() as stack:
             await tree.startup()
@@ -165,13 +176,82 @@ def status_route(
     )
 
 
+@overload
+def workers_of(source: HTTPConnection | Starlette, *, name: str = "workers") -> Worker: ...
+
+
+@overload
+def workers_of(
+    source: HTTPConnection | Starlette, kind: type[WorkerT], *, name: str = "workers"
+) -> WorkerT: ...
+
+
+def workers_of(
+    source: HTTPConnection | Starlette, kind: type[Worker] = Worker, *, name: str = "workers"
+) -> Worker:
+    """The app's worker (tree), typed: what ``request.app.state.workers`` holds, untyped.
+
+    It looks in the request's lifespan state, then in the app's state, where
+    [`lifespan`][fluid.integrations.starlette.lifespan] keeps the worker.
+    Pass your tree's class as ``kind`` to get that type back (checked).
+
+    Args:
+        source: a request or a websocket (any ``HTTPConnection``), or the app.
+        kind: the class the worker must be an instance of; ``fluid.Worker``
+            by default.
+        name: the name given to [`lifespan`][fluid.integrations.starlette.lifespan].
+
+    Returns:
+        The worker the lifespan started (or started and stopped, once the
+        app shut down).
+
+    Raises:
+        LookupError: there is none: the app has no fluid lifespan, or it
+            did not start (a ``TestClient`` used without ``with`` runs no
+            lifespan).
+        TypeError: the worker is not a ``kind``, or ``source`` is neither a
+            connection nor an app.
+        ValueError: ``name`` is not an identifier.
+
+    Example:
+        ```python
+        from fluid.integrations.starlette import workers_of
+
+        @app.post("/orders")
+        async def create_order(order: Order, request: Request) -> dict[str, Any]:
+            workers = workers_of(request, AppWorkers)  # an AppWorkers, for mypy too
+            workers.orders.send(order)
+            return {"queued": order["id"]}
+        ```
+    """
+    _check_name(name)
+    if not isinstance(source, HTTPConnection) and not hasattr(source, "state"):
+        raise TypeError(f"expected a request, a websocket or a Starlette app, got {source!r}")
+    worker = _find(source, name)
+    if worker is None:
+        raise LookupError(
+            f"the app has no fluid worker named {name!r}: pass "
+            "fluid.integrations.starlette.lifespan(...) as its lifespan, and start the app "
+            "(a TestClient runs the lifespan only inside `with TestClient(app)`)"
+        )
+    if not isinstance(worker, kind):
+        raise TypeError(
+            f"the app's worker {name!r} is {worker!r}, not a {kind.__module__}.{kind.__qualname__}"
+        )
+    return worker
+
+
 def _check_name(name: object) -> None:
     if not isinstance(name, str) or not name.isidentifier():
         raise ValueError(f"name must be an identifier, got {name!r}")
 
 
-def _find(request: Request, name: str) -> Worker | None:
-    for state in (request.state, request.app.state):
+def _find(source: HTTPConnection | Starlette, name: str) -> Worker | None:
+    """The worker under ``name`` in a connection's lifespan state or its app's state."""
+    states = (
+        (source.state, source.app.state) if isinstance(source, HTTPConnection) else (source.state,)
+    )
+    for state in states:
         worker = getattr(state, name, None)
         if isinstance(worker, Worker):
             return worker
