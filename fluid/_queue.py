@@ -48,7 +48,7 @@ from ._offload import RunIn, check_run_in, consume_offloaded
 from ._policy import OnError, check_on_error, handle_error
 from ._state import WorkerState
 from ._status import QueueStatus, WorkerStatus
-from ._validate import check_count, function_name
+from ._validate import async_callable, check_count, function_name
 from ._waiting import wait_even_if_cancelled
 from ._worker import STOPPING_GRACE_PERIOD, Worker
 
@@ -493,8 +493,12 @@ class _Messages(Generic[MessageT]):
 class QueueConsumerWorker(QueueConsumer[MessageT]):
     """A queue consumer that passes each message to one handler.
 
-    The handler is a coroutine function awaited on the event loop (the
-    default), or a plain function run in a pool of ``concurrency`` threads
+    The handler is awaited on the event loop (the default): a coroutine
+    function, or any callable returning an awaitable (a lambda wrapping a
+    coroutine, a ``functools.partial``, an object whose ``__call__`` returns
+    one), as in aio-fluid; one that returns something else fails the message
+    with a ``TypeError`` naming it. Or it is a plain function run in a pool of
+    ``concurrency`` threads
     (``run_in="thread"``: blocking I/O, sync libraries) or processes
     (``run_in="process"``: CPU-bound work). The pool belongs to the worker: it
     starts with it and is closed when it stops.
@@ -520,8 +524,9 @@ class QueueConsumerWorker(QueueConsumer[MessageT]):
             ``process_result``); if it raises, that is the message's failure.
 
     Raises:
-        TypeError: ``on_message`` is not a coroutine function (``run_in="loop"``),
-            is one (``"thread"``, ``"process"``), or does not pickle
+        TypeError: ``on_message`` surely returns no awaitable (``run_in="loop"``:
+            not callable, a built-in, a generator function), is a coroutine
+            function (``"thread"``, ``"process"``), or does not pickle
             (``"process"``); ``on_result`` is not callable.
         ValueError: ``on_error``, ``maxsize``, ``concurrency`` or ``run_in`` is invalid.
 
@@ -543,7 +548,7 @@ class QueueConsumerWorker(QueueConsumer[MessageT]):
         ```
     """
 
-    __slots__ = ("_on_message", "_on_result", "_run_in")
+    __slots__ = ("_call", "_on_message", "_on_result", "_run_in")
 
     def __init__(
         self,
@@ -559,7 +564,16 @@ class QueueConsumerWorker(QueueConsumer[MessageT]):
         run_in: RunIn = "loop",
         on_result: Callable[[MessageT, Any], Any] | None = None,
     ) -> None:
-        self._run_in = check_run_in(run_in, on_message)
+        if run_in == "loop":
+            # What run() awaits: on_message itself if it is a coroutine function
+            # (no cost per message), else a wrapper awaiting what it returns.
+            self._call: Callable[[MessageT], Awaitable[Any]] = async_callable(
+                "on_message", on_message
+            )
+            self._run_in: RunIn = "loop"
+        else:
+            self._run_in = check_run_in(run_in, on_message)
+            self._call = on_message
         self._on_message = on_message
         if on_result is not None and not callable(on_result):
             raise TypeError(f"on_result must be callable, got {on_result!r}")
@@ -575,6 +589,18 @@ class QueueConsumerWorker(QueueConsumer[MessageT]):
         )
 
     @property
+    def on_message(self) -> Callable[[MessageT], Any]:
+        """The handler each message is passed to, as given (aio-fluid's attribute).
+
+        Example:
+            ```python
+            consumer = fluid.QueueConsumerWorker(store)
+            assert consumer.on_message is store
+            ```
+        """
+        return self._on_message
+
+    @property
     def run_in(self) -> RunIn:
         """Where the handler runs: ``"loop"``, ``"thread"`` or ``"process"``."""
         return self._run_in
@@ -584,9 +610,9 @@ class QueueConsumerWorker(QueueConsumer[MessageT]):
         run_in = self._run_in
         if run_in == "loop":
             if self._on_result is None:
-                await self.consume(self._on_message)
+                await self.consume(self._call)
             else:
-                await self.consume(self._with_result(self._on_message))
+                await self.consume(self._with_result(self._call))
             return
         await consume_offloaded(
             run_in,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import math
@@ -471,6 +472,84 @@ def test_bad_on_error_and_handler_are_rejected() -> None:
         fluid.QueueConsumerWorker(handle, on_error="ignore")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="on_message must be a coroutine function"):
         fluid.QueueConsumerWorker(print)
+
+
+# ------------------------------------- handlers returning awaitables (aio-fluid's)
+
+
+class _ReturnsCoroutine:
+    """A sync ``__call__`` that returns a coroutine, as aio-fluid code may pass."""
+
+    def __init__(self, recorder: Recorder) -> None:
+        self.recorder = recorder
+
+    def __call__(self, message: object) -> Awaitable[None]:
+        return self.recorder(("object", message))
+
+
+@pytest.mark.parametrize("concurrency", [1, 3])
+async def test_a_handler_returning_an_awaitable_is_awaited(concurrency: int) -> None:
+    recorder = Recorder()
+
+    def relay(tag: str, message: object) -> Awaitable[None]:
+        return recorder((tag, message))
+
+    handlers: list[Callable[[object], Awaitable[None]]] = [
+        lambda m: recorder(("lambda", m)),
+        functools.partial(relay, "partial"),
+        _ReturnsCoroutine(recorder),
+    ]
+    for handler in handlers:
+        consumer = fluid.QueueConsumerWorker(handler, concurrency=concurrency)
+        assert consumer.on_message is handler  # as given, not the wrapper awaiting it
+        async with consumer:
+            consumer.send(1)
+            await recorder.wait_for(len(recorder.messages) + 1)
+    assert recorder.messages == [("lambda", 1), ("partial", 1), ("object", 1)]
+
+
+async def test_a_handler_returning_an_awaitable_gives_its_result_to_on_result() -> None:
+    results: list[tuple[object, object]] = []
+
+    async def double(message: int) -> int:
+        return message * 2
+
+    consumer = fluid.QueueConsumerWorker[int](
+        lambda m: double(m), on_result=lambda m, r: results.append((m, r))
+    )
+    async with consumer:
+        consumer.send(4)
+        await wait_until(lambda: results == [(4, 8)])
+
+
+async def test_a_handler_returning_no_awaitable_fails_the_message_naming_it() -> None:
+    handled: list[object] = []
+
+    def sync_store(message: object) -> None:
+        handled.append(message)
+
+    consumer = fluid.QueueConsumerWorker(sync_store, on_error="stop")
+    assert consumer.worker_name == "sync_store"
+    await consumer.startup()
+    consumer.send("order")
+    with pytest.raises(TypeError) as caught:
+        await consumer.wait_for_shutdown()
+    assert str(caught.value) == (
+        f"on_message {sync_store!r} returned None, not an awaitable: it must be a "
+        "coroutine function (async def) or return an awaitable"
+    )
+    assert handled == ["order"]
+
+
+def test_a_coroutine_function_is_awaited_as_is() -> None:
+    """The fast path: an async def handler gets no wrapper, so no cost per message."""
+
+    async def store(message: object) -> None:
+        pass
+
+    consumer = fluid.QueueConsumerWorker(store)
+    assert consumer.on_message is store
+    assert consumer._call is store
 
 
 # ------------------------------------------------- QueueConsumer for subclasses
