@@ -25,6 +25,7 @@ from aiohttp import web
 from fastapi import FastAPI, Request
 from starlette.applications import Starlette
 from starlette.exceptions import StarletteDeprecationWarning
+from starlette.responses import JSONResponse
 
 import fluid
 from fluid import WorkerState
@@ -485,11 +486,11 @@ async def test_workers_of_gives_the_tree_typed_from_a_request_or_the_app() -> No
     app = Starlette()
     seen: list[AppTree] = []
 
-    async def endpoint(request: Request) -> Any:
+    async def endpoint(request: Request) -> JSONResponse:
         tree = fluid_starlette.workers_of(request, AppTree)
         seen.append(tree)
         tree.jobs.send("typed")  # AppTree's own attribute, checked by mypy
-        return fluid_starlette.JSONResponse({"name": tree.worker_name})
+        return JSONResponse({"name": tree.worker_name})
 
     app.add_route("/", endpoint)
     handled.clear()
