@@ -37,8 +37,8 @@ What a handler may be is settled at registration, as the hints say. An
 ``AsyncDispatcher`` takes any callable returning an awaitable, as aio-fluid
 did (an ``async def`` function, a lambda wrapping a coroutine, a partial): a
 coroutine function is called as is, anything else through a wrapper made
-once, at registration, that awaits its result (and raises a ``TypeError``
-naming it if the result is not awaitable). A ``Dispatcher`` refuses a
+once, at registration, that hands its result on to be awaited (or raises a
+``TypeError`` naming it if the result is not awaitable). A ``Dispatcher`` refuses a
 coroutine function, whose call it would never await; a handler that returns
 an awaitable anyway (a lambda wrapping a coroutine) fails with a
 ``TypeError``, its coroutine closed, rather than leaving a "never awaited"
