@@ -247,9 +247,11 @@ def test_the_callable_check_reads_the_code_as_it_is_now() -> None:
     changing.__code__ = _sync.__code__
     assert not is_async_callable(changing)
     with pytest.raises(TypeError, match="must be a coroutine function"):
-        fluid.WorkerFunction(changing)
+        check_async_callable("fn", changing)
+    assert async_callable("fn", changing) is not changing  # wrapped: its result is checked
     changing.__code__ = _tick.__code__
     assert is_async_callable(changing)
+    assert async_callable("fn", changing) is changing
 
 
 def test_an_async_call_method_added_later_counts() -> None:
