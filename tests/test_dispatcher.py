@@ -193,13 +193,16 @@ async def test_async_dispatcher_takes_any_callable_returning_an_awaitable(
     assert dispatcher.unregister_handler("a.partial") is handlers["a.partial"]
 
 
-async def test_async_dispatcher_fails_a_handler_returning_no_awaitable_naming_it() -> None:
+@pytest.mark.parametrize("concurrent", [False, True])
+async def test_async_dispatcher_fails_a_handler_returning_no_awaitable_naming_it(
+    concurrent: bool,
+) -> None:
     got: list[str] = []
 
     def sync(message: Msg) -> None:
         got.append("sync ran")
 
-    dispatcher = fluid.AsyncDispatcher[Msg](message_type=msg_type)
+    dispatcher = fluid.AsyncDispatcher[Msg](message_type=msg_type, concurrent=concurrent)
     dispatcher.register_handler("a.sync", sync)  # type: ignore[arg-type]
     dispatcher.register_handler("a.after", lambda m: _record(got, "after"))
     with pytest.raises(TypeError) as caught:

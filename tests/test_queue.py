@@ -541,6 +541,20 @@ async def test_a_handler_returning_no_awaitable_fails_the_message_naming_it() ->
     assert handled == ["order"]
 
 
+async def test_a_forced_stop_puts_back_the_message_of_a_wrapped_handler() -> None:
+    """Through the wrapper, a cancelled handler still gives its message back."""
+    gate = Gate()
+    consumer = fluid.QueueConsumerWorker[str](lambda m: gate(m), stopping_grace_period=0.05)
+    await consumer.startup()
+    consumer.send("stuck")
+    await wait_until(lambda: gate.entered == ["stuck"])
+    began = time.monotonic()
+    await consumer.shutdown()
+    assert 0.05 <= time.monotonic() - began < 10
+    assert consumer.worker_state is WorkerState.FORCE_STOPPED
+    assert consumer.take_undelivered() == ["stuck"]
+
+
 def test_a_coroutine_function_is_awaited_as_is() -> None:
     """The fast path: an async def handler gets no wrapper, so no cost per message."""
 
