@@ -6,11 +6,13 @@
   ``cleanup_ctx`` for aiohttp apps, and a status handler.
 
 Both start the tree before the app serves its first request and stop it
-after the last, on the app's own event loop, keep it where handlers find it,
-and answer the status route with the tree's status as JSON: 200 while it
-runs, 503 once it failed or stopped or while its broker is away, so that a load balancer or an
-orchestrator takes the app out of service. This package imports neither
-framework: import the module of the one you use.
+after the last, on the app's own event loop, keep it where handlers find it
+(``workers_of(request, MyTree)`` returns it typed), let an app start again
+with workers made once at module level (a second ``TestClient``), and
+answer the status route with the tree's status as JSON: 200 while it runs,
+503 once it failed or stopped or while its broker is away, so that a load
+balancer or an orchestrator takes the app out of service. This package
+imports neither framework: import the module of the one you use.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ How it fits together:
   class, and says what is missing when the cleanup context is not there.
 * A factory is called at each start (a new app per test, say), and it may
   put workers made once, at module level, in the new tree: the stopped tree
-  of an earlier start lets them go (see ``_tree.py`` in this package).
+  of an earlier start lets them go (see ``_app_tree.py`` in this package).
 * A tree that crashes while the app serves does not stop the app: the status
   handler answers 503 with the error, which is what health checks act on.
 """
@@ -38,7 +38,7 @@ except ImportError as exc:  # one sentence naming the extra, not a bare ModuleNo
 from .._target import WorkerOrFactory, check_target
 from .._worker import Worker
 from . import health
-from ._tree import build_app_tree
+from ._app_tree import build_app_tree
 
 __all__ = ["WORKERS", "cleanup_ctx", "status_handler", "workers_of"]
 

@@ -22,7 +22,7 @@ How it fits together:
   typed, rather than through the untyped ``request.app.state``.
 * The app can start again (a second ``TestClient``): a factory is called at
   each start, and it may put workers made once, at module level, in the
-  new tree (see ``_tree.py`` in this package).
+  new tree (see ``_app_tree.py`` in this package).
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ except ImportError as exc:  # one sentence naming the extra, not a bare ModuleNo
 from .._target import WorkerOrFactory, check_target
 from .._worker import Worker
 from . import health
-from ._tree import build_app_tree
+from ._app_tree import build_app_tree
 
 __all__ = ["AppLifespan", "lifespan", "status_endpoint", "status_route", "workers_of"]
 
