@@ -1,56 +1,59 @@
-"""Cron expressions: the five classic fields, and the next fire time in a time zone.
+"""Cron expressions: fluid's syntax and errors in front of cronsim's arithmetic.
 
-Why a parser of our own and not croniter: the job is a few hundred lines over
-``zoneinfo`` (standard library; the ``tzdata`` package supplies the zone
-database where the system has none). croniter's author declared it abandoned
-at the end of 2024 ("do not use" on its PyPI page, with a threat to
-unpublish); it has since moved to pallets-eco, but its future is uncertain
-and its DST handling has a long history of bug reports. A parser of our own
-keeps fluid's runtime dependencies at anyio and uvloop, and keeps the DST
-rules below ours to define, document and test.
+The time arithmetic, DST changes included, is cronsim's
+(https://github.com/cuu508/cronsim, no dependencies, maintained; it computes
+the schedules of Healthchecks.io). This module adds what cronsim leaves to
+its callers: the accepted syntax (a subset of cronsim's), errors that name
+the offending field, the zone, and instants rather than local times.
 
-The syntax is Vixie cron's: ``minute hour day-of-month month day-of-week``
-with ``*``, ``a``, ``a-b``, ``*/n``, ``a-b/n``, ``a/n`` and lists joined by
-``,``; month and weekday names (``jan``, ``mon``); 0 or 7 for Sunday; and the
-macros ``@yearly`` (``@annually``), ``@monthly``, ``@weekly``, ``@daily``
-(``@midnight``) and ``@hourly``. When both day fields are restricted, a day
-matches if either does (a field starting with ``*`` does not count as
-restricted), as in Vixie cron.
+The syntax: ``minute hour day-of-month month day-of-week`` with ``*``, ``a``,
+``a-b``, ``*/n``, ``a-b/n``, ``a/n`` and lists joined by ``,``; month and
+weekday names (``jan``, ``mon``); 0 or 7 for Sunday; and the macros
+``@yearly`` (``@annually``), ``@monthly``, ``@weekly``, ``@daily``
+(``@midnight``) and ``@hourly``. When both day fields are restricted a day
+matches if either does; a day field starting with ``*`` does not count as
+restricted. cronsim's extensions (a seconds field, ``L``, ``LW``, ``#``) are
+refused: they are not part of the documented syntax.
 
-Times are wall-clock times in the expression's zone. Across a DST change:
+Across a DST change the rules are those cronsim takes from Debian cron,
+which sorts jobs by the first character of the minute and hour fields:
 
-* a time the spring change skips (01:30 when clocks go from 01:00 to 02:00)
-  fires as if the clock had not changed yet: at 02:30 the new time, exactly
-  24 h after the day before's 01:30. Times that land on the same instant fire
-  once.
-* a time the autumn change repeats (01:30 happens twice) fires once, at its
-  first occurrence, unless the hour field is ``*`` (every hour): then it
-  fires in both, so an hourly job still runs every hour.
+* a *fixed-time* job (neither field starts with ``*``: ``30 1 * * *``,
+  ``@daily``) runs in the first minute after a spring gap if one of its times
+  fell in the gap (once, however many did), and runs only in the first of
+  the two occurrences of an autumn repeat;
+* a *wildcard* job (``*/15 * * * *``, ``0 * * * *``, ``@hourly``) follows
+  the wall clock: its times in a gap never show and do not run, its times in
+  a repeat show twice and run twice.
 
-How the next time is found: walk the matching local times in order, turn each
-into one or two instants (``zoneinfo`` with ``fold=0`` and ``fold=1``) and keep
-the earliest after the given instant. Near an offset change the local order
-and the instant order differ by up to the size of the change, so the walk
-then starts and ends ``_MARGIN`` (3 h, more than any DST change in use) around
-the answer. Far from any change one local time is enough, and that is the
-common path.
+Fixed-time jobs are cronsim's work, given the zone. It walks naive local
+times for them, and from a start in the second occurrence of a repeated hour
+it answers times of the first one, already past: those are passed over.
+
+Wildcard jobs are computed here from cronsim's answers in fixed offsets:
+cronsim's own walk in a zone steps whole hours from a wall time, and ends
+off the clock after a change by 30 minutes (Lord Howe) or at midnight
+(Santiago, Beirut). In a fixed offset its arithmetic is exact, so the search
+runs in the offset in force and starts again at each change of offset before
+its answer. tests/test_cron.py holds both kinds to a minute-by-minute reading
+of the rules in such zones.
 """
 
 from __future__ import annotations
 
-import calendar
-from collections.abc import Iterator
-from datetime import UTC, date, datetime, timedelta, tzinfo
+import math
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from cronsim import CronSim, CronSimError
+
 __all__ = ["CronExpression", "check_tz"]
 
-_MARGIN = timedelta(hours=3)
-_MINUTE = timedelta(minutes=1)
-_DAY = timedelta(days=1)
-_EPOCH = datetime(1970, 1, 1)  # naive: local wall times are counted from it
-_MAX_YEARS = 30  # a fire that exists happens within this many years (Feb 1 on a Monday: 11)
+_HORIZON_YEARS = 50  # cronsim's search gives up after this many years
+# Offset changes in the tz database are at least 6.9 days apart since 1970
+# (Brazil, October 2000): a probe this far ahead cannot step over two.
+_PROBE = 2 * 86400
 
 _MACROS = {
     "@yearly": "0 0 1 1 *",
@@ -64,6 +67,7 @@ _MACROS = {
 
 _MONTHS = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"]
 _DAYS = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"]
+_LONGEST_MONTH = [0, 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31]  # February of a leap year
 
 
 class _Field(NamedTuple):
@@ -102,9 +106,12 @@ class CronExpression:
     Five fields, ``minute hour day-of-month month day-of-week``, with the
     usual syntax: ``*``, values, ranges ``a-b``, steps ``*/n`` and ``a-b/n``,
     lists ``a,b``, names (``jan``, ``mon``) and the ``@daily``-style macros.
-    Across DST changes a skipped time fires as if the clock had not changed
-    yet, and a repeated time fires once, or in both occurrences when the hour
-    field is ``*`` (so that an hourly job still runs every hour).
+    Across DST changes the rules are Debian cron's, computed by cronsim: a
+    job whose minute and hour fields do not start with ``*`` runs once at the
+    end of a spring gap if one of its times fell in it, and once in an
+    autumn repeat (the first occurrence); a job with ``*`` there follows the
+    new wall clock (no run in the gap, runs in both occurrences of the
+    repeat), so an hourly job still runs every hour.
 
     Args:
         expression: the cron expression.
@@ -114,7 +121,8 @@ class CronExpression:
     Raises:
         ValueError: the expression is malformed (the message names the
             field), can never fire (``0 0 30 2 *``), or the zone is unknown.
-        TypeError: ``expression`` is not a string.
+        TypeError: ``expression`` is not a string, or ``tz`` is neither a
+            name nor a ``tzinfo``.
 
     Example:
         ```python
@@ -124,45 +132,25 @@ class CronExpression:
         london = ZoneInfo("Europe/London")
         nightly = fluid.CronExpression("30 1 * * *", tz=london)
         print(nightly.next_after(datetime(2024, 3, 30, 12, tzinfo=london)))
-        # 2024-03-31 02:30:00+01:00: 01:30 does not exist that night
+        # 2024-03-31 02:00:00+01:00: 01:30 does not exist that night,
+        # the job runs when the clock has jumped
         ```
     """
 
-    __slots__ = (
-        "_days",
-        "_dom_star",
-        "_dow_star",
-        "_every_hour",
-        "_expression",
-        "_hours",
-        "_minutes",
-        "_months",
-        "_tz",
-        "_weekdays",
-    )
+    __slots__ = ("_expression", "_fields", "_tz", "_wildcard")
 
     def __init__(self, expression: str, tz: tzinfo | str | None = None) -> None:
         if not isinstance(expression, str):
             raise TypeError(f"cron must be a string, got {expression!r}")
         self._expression = expression
         self._tz = check_tz(tz)
-        text = _MACROS.get(expression.strip().lower(), expression)
-        parts = text.split()
-        if len(parts) != len(_FIELDS):
-            raise ValueError(
-                f"cron expression {expression!r} must have 5 fields (minute hour "
-                f"day-of-month month day-of-week), got {len(parts)}"
-            )
-        sets = [_parse_field(expression, p, field) for p, field in zip(parts, _FIELDS, strict=True)]
-        self._minutes, self._hours, self._days, self._months, weekdays = (sorted(s) for s in sets)
-        self._weekdays = frozenset(day % 7 for day in weekdays)  # 7 is Sunday too
-        self._dom_star = parts[2].startswith("*")
-        self._dow_star = parts[4].startswith("*")
-        self._every_hour = len(self._hours) == 24
-        if self._dow_star and not any(
-            day <= _days_in(month) for month in self._months for day in self._days
-        ):
-            raise ValueError(f"cron expression {expression!r} can never fire: no such date")
+        self._fields = _validate(expression)
+        # Debian cron's two kinds of job, told apart as cronsim does.
+        self._wildcard = self._fields.startswith("*") or self._fields.split()[1].startswith("*")
+        try:  # cronsim's own checks, after ours: an error here is a disagreement
+            CronSim(self._fields, datetime(2000, 1, 1))
+        except CronSimError as exc:
+            raise ValueError(f"cron expression {expression!r}: {exc}") from exc
 
     def __repr__(self) -> str:
         return f"CronExpression({self._expression!r}, tz={self._tz!s})"
@@ -184,8 +172,9 @@ class CronExpression:
             when: an aware datetime, in any zone.
 
         Raises:
-            ValueError: ``when`` is naive, or no fire time exists within 30
-                years (e.g. ``0 0 1 2 1`` with a Monday that never comes).
+            ValueError: ``when`` is naive, or no fire time exists within 50
+                years (cronsim's horizon: no accepted expression is that
+                rare, but the calendar ends in the year 9999).
 
         Example:
             ```python
@@ -196,95 +185,96 @@ class CronExpression:
         """
         if when.tzinfo is None or when.utcoffset() is None:
             raise ValueError(f"when must be timezone-aware, got {when!r}")
-        return datetime.fromtimestamp(self.next_timestamp(when.timestamp()), self._tz)
+        return datetime.fromtimestamp(self._next(when.timestamp()), self._tz)
 
     def next_timestamp(self, after: float) -> float:
         """Like [`next_after`][fluid.CronExpression.next_after] with POSIX timestamps."""
-        found = self._search(after, timedelta(0), exact=False)
-        if found is not None and self._steady(after, found):
-            return found
-        found = self._search(after, _MARGIN, exact=True)
+        return self._next(after)
+
+    def _next(self, after: float) -> float:
+        try:
+            if self._wildcard:
+                found = self._next_on_the_clock(after)
+            else:
+                found = self._next_fixed_time(after)
+        except (OverflowError, OSError, ValueError):  # the calendar ends in the year 9999
+            found = None
         if found is None:
             raise ValueError(
-                f"cron expression {self._expression!r} does not fire within {_MAX_YEARS} years"
+                f"cron expression {self._expression!r} does not fire within {_HORIZON_YEARS} years"
             )
         return found
 
-    # ------------------------------------------------------------- internals
+    def _next_fixed_time(self, after: float) -> float | None:
+        # cronsim walks naive local times here; from a start in the second
+        # occurrence of a repeated hour it answers times of the first one,
+        # which have happened: the loop passes them.
+        for fire in CronSim(self._fields, datetime.fromtimestamp(after, self._tz)):
+            instant = fire.timestamp()
+            if instant > after:
+                return instant
+        return None
 
-    def _steady(self, after: float, found: float) -> bool:
-        # No offset change between ``after`` and ``found`` (margins included):
-        # local order is instant order and one local time was enough. Two
-        # changes that cancel out within two days do not happen in practice.
-        if found - after > 2 * 86400:
-            return False
-        margin = _MARGIN.total_seconds()
-        offsets = {self._offset(t) for t in (after - margin, after, found, found + margin)}
-        return len(offsets) == 1
+    def _next_on_the_clock(self, after: float) -> float | None:
+        # The first instant after ``after`` whose wall time matches. cronsim's
+        # own walk in a zone with DST steps whole hours from a wall time and
+        # lands off the clock after a change by 30 minutes (Lord Howe) or at
+        # midnight (Santiago, Beirut). In a fixed offset it is exact: search
+        # in the offset in force, again from each change before the answer.
+        while True:
+            first = math.floor(after) + 1  # the first whole second after ``after``
+            offset = self._offset_at(first)
+            # Naive wall times of the offset: cronsim's plain calendar arithmetic.
+            start = datetime.fromtimestamp(after, UTC).replace(tzinfo=None) + offset
+            wall = next(CronSim(self._fields, start), None)
+            if wall is None:
+                return None
+            fire = (wall - offset).replace(tzinfo=UTC).timestamp()
+            change = self._offset_change(first, int(fire), offset)
+            if change is None:
+                return fire
+            after = change - 1
 
-    def _offset(self, timestamp: float) -> timedelta | None:
-        return datetime.fromtimestamp(timestamp, self._tz).utcoffset()
+    def _offset_change(self, low: int, high: int, offset: timedelta) -> int | None:
+        """The first second in ``[low, high]`` whose UTC offset is not ``offset``.
 
-    def _search(self, after: float, margin: timedelta, *, exact: bool) -> float | None:
-        local = datetime.fromtimestamp(after, self._tz).replace(tzinfo=None)
-        start = local.replace(second=0, microsecond=0) - margin
-        best: float | None = None
-        limit: datetime | None = None
-        for candidate in self._local_times(start):
-            if limit is not None and candidate > limit:
-                break
-            for instant in self._instants(candidate):
-                if instant > after and (best is None or instant < best):
-                    best = instant
-                    limit = candidate + margin
-            if best is not None and not exact:
-                break
-        return best
-
-    def _instants(self, local: datetime) -> tuple[float, ...]:
-        """The instants a local wall time stands for: none is dropped, see the module doc."""
-        naive = (local - _EPOCH).total_seconds()
-        first = local.replace(tzinfo=self._tz).utcoffset()
-        second = local.replace(tzinfo=self._tz, fold=1).utcoffset()
-        assert first is not None
-        assert second is not None
-        at_first = naive - first.total_seconds()
-        if first == second:
-            return (at_first,)
-        at_second = naive - second.total_seconds()
-        if at_first < at_second and self._every_hour:  # a repeated hour, both occurrences
-            return (at_first, at_second)
-        # A repeated time fires at its first occurrence; a skipped one (where
-        # fold=0 gives the later instant) as if the clock had not changed.
-        return (at_first,)
-
-    def _local_times(self, start: datetime) -> Iterator[datetime]:
-        """Matching local wall times from ``start`` on, in order."""
-        day = start.date()
-        end = date(min(day.year + _MAX_YEARS, 9999), 1, 1)
-        first_day = True
-        while day < end:
-            if day.month not in self._months:
-                day = _first_of_next_month(day)
-                first_day = False
+        ``low`` is in ``offset``. Probes every ``_PROBE`` seconds, less than
+        the time between any two changes, then halves the probe step that
+        holds the change.
+        """
+        while low < high:
+            end = min(low + _PROBE, high)
+            if self._offset_at(end) == offset:
+                low = end
                 continue
-            if self._day_matches(day):
-                for hour in self._hours:
-                    if first_day and hour < start.hour:
-                        continue
-                    for minute in self._minutes:
-                        if first_day and hour == start.hour and minute < start.minute:
-                            continue
-                        yield datetime(day.year, day.month, day.day, hour, minute)
-            day += _DAY
-            first_day = False
+            while end - low > 1:
+                middle = (low + end) // 2
+                if self._offset_at(middle) == offset:
+                    low = middle
+                else:
+                    end = middle
+            return end
+        return None
 
-    def _day_matches(self, day: date) -> bool:
-        in_month = day.day in self._days
-        in_week = (day.weekday() + 1) % 7 in self._weekdays  # cron counts from Sunday
-        if self._dom_star or self._dow_star:
-            return in_month and in_week
-        return in_month or in_week
+    def _offset_at(self, instant: float) -> timedelta:
+        offset = datetime.fromtimestamp(instant, self._tz).utcoffset()
+        assert offset is not None  # an aware datetime from fromtimestamp
+        return offset
+
+
+def _validate(expression: str) -> str:
+    """The five fields of ``expression``, macros expanded, or a ValueError naming the field."""
+    parts = _MACROS.get(expression.strip().lower(), expression).split()
+    if len(parts) != len(_FIELDS):
+        raise ValueError(
+            f"cron expression {expression!r} must have 5 fields (minute hour "
+            f"day-of-month month day-of-week), got {len(parts)}"
+        )
+    values = [_parse_field(expression, p, field) for p, field in zip(parts, _FIELDS, strict=True)]
+    days, months = values[2], values[3]
+    if parts[4].startswith("*") and min(days) > max(_LONGEST_MONTH[m] for m in months):
+        raise ValueError(f"cron expression {expression!r} can never fire: no such date")
+    return " ".join(parts)
 
 
 def _parse_field(expression: str, text: str, field: _Field) -> set[int]:
@@ -335,13 +325,3 @@ def _number(text: str, alternative: str) -> int:
             f"{text!r} is not a number" + (f" or a {alternative}" if alternative else "")
         )
     return int(text)
-
-
-def _days_in(month: int) -> int:
-    return 29 if month == 2 else calendar.monthrange(2001, month)[1]
-
-
-def _first_of_next_month(day: date) -> date:
-    if day.month == 12:
-        return date(day.year + 1, 1, 1)
-    return date(day.year, day.month + 1, 1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 from datetime import UTC, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
@@ -129,6 +130,12 @@ def test_when_may_be_in_any_zone() -> None:
         ("1,,2 * * * *", "bad minute field '1,,2': empty list item"),
         ("-5 * * * *", "bad minute field '-5'"),
         ("@reboot", "must have 5 fields"),
+        # cronsim's extensions are not fluid's syntax
+        ("0 0 L * *", "bad day-of-month field 'L'"),
+        ("0 0 LW * *", "bad day-of-month field 'LW'"),
+        ("0 0 * * mon#2", "bad day-of-week field 'mon#2'"),
+        ("0 0 * * 5L", "bad day-of-week field '5L'"),
+        ("0 0 0 * * *", "got 6"),
         ("0 0 30 2 *", "can never fire"),
         ("0 0 31 4,6,9,11 *", "can never fire"),
     ],
@@ -149,46 +156,92 @@ def test_other_bad_input() -> None:
         CronExpression("* * * * *").next_after(datetime(2024, 1, 1))
 
 
+@pytest.mark.parametrize("expression", ["0 0 1 1 *", "0 * 1 1 *"])
+def test_the_calendar_ends(expression: str) -> None:
+    cron = CronExpression(expression, tz=LONDON)
+    with pytest.raises(ValueError, match="does not fire within 50 years"):
+        cron.next_after(datetime(9999, 6, 1, tzinfo=UTC))
+
+
 # -------------------------------------------------------------------- DST
+#
+# Two kinds of job (docs/schedules.md, "Cron and time zones"): a fixed-time
+# job (neither the minute nor the hour field starts with *) runs once at the
+# end of a spring gap that swallowed one of its times, and once in an autumn
+# repeat; a wildcard job follows the wall clock: nothing in the gap, both
+# occurrences of the repeat.
+#
+# London 2024: 03-31 01:00 GMT -> 02:00 BST; 10-27 02:00 BST -> 01:00 GMT.
+# New York 2024: 03-10 02:00 EST -> 03:00 EDT; 11-03 02:00 EDT -> 01:00 EST.
 
 
-def test_london_spring_a_skipped_time_fires_as_if_the_clock_had_not_changed() -> None:
-    # 2024-03-31: at 01:00 GMT the clocks go to 02:00 BST; 01:30 does not exist.
+def hours_between(times: list[str]) -> set[float]:
+    instants = [datetime.fromisoformat(t) for t in times]
+    return {(b - a) / timedelta(hours=1) for a, b in itertools.pairwise(instants)}
+
+
+def test_london_spring_a_fixed_time_in_the_gap_runs_when_the_clock_has_jumped() -> None:
     start = datetime(2024, 3, 29, 12, tzinfo=LONDON)
     assert fires("30 1 * * *", start, 4, LONDON) == [
         "2024-03-30T01:30:00+00:00",
-        "2024-03-31T02:30:00+01:00",  # 01:30 GMT: exactly 24 h after the day before
+        "2024-03-31T02:00:00+01:00",  # 01:30 does not exist: the first minute after the jump
         "2024-04-01T01:30:00+01:00",
         "2024-04-02T01:30:00+01:00",
     ]
 
 
+def test_london_spring_several_fixed_times_in_the_gap_run_once() -> None:
+    start = datetime(2024, 3, 31, 0, 50, tzinfo=LONDON)
+    assert fires("0,20,40 1 * * *", start, 3, LONDON) == [
+        "2024-03-31T02:00:00+01:00",  # 01:00, 01:20 and 01:40 were all skipped
+        "2024-04-01T01:00:00+01:00",
+        "2024-04-01T01:20:00+01:00",
+    ]
+    assert fires("15 1,2 * * *", start, 3, LONDON) == [
+        "2024-03-31T02:00:00+01:00",  # for 01:15
+        "2024-03-31T02:15:00+01:00",  # its own time
+        "2024-04-01T01:15:00+01:00",
+    ]
+
+
+def test_london_spring_wildcard_jobs_follow_the_new_clock() -> None:
+    start = datetime(2024, 3, 31, 0, 40, tzinfo=LONDON)
+    assert fires("*/15 * * * *", start, 3, LONDON) == [
+        "2024-03-31T00:45:00+00:00",
+        "2024-03-31T02:00:00+01:00",  # 15 minutes later: 01:xx never showed
+        "2024-03-31T02:15:00+01:00",
+    ]
+    hourly = fires("0 * * * *", datetime(2024, 3, 30, 23, 30, tzinfo=LONDON), 4, LONDON)
+    assert hourly == [
+        "2024-03-31T00:00:00+00:00",
+        "2024-03-31T02:00:00+01:00",
+        "2024-03-31T03:00:00+01:00",
+        "2024-03-31T04:00:00+01:00",
+    ]
+    assert hours_between(hourly) == {1.0}
+    # A wildcard minute with fixed hours: the times of hour 1 are not run at all.
+    assert fires("*/20 1,2 * * *", start, 4, LONDON) == [
+        "2024-03-31T02:00:00+01:00",
+        "2024-03-31T02:20:00+01:00",
+        "2024-03-31T02:40:00+01:00",
+        "2024-04-01T01:00:00+01:00",
+    ]
+
+
 def test_london_spring_an_hourly_cron_stays_one_hour_apart() -> None:
     start = datetime(2024, 3, 30, 23, 0, tzinfo=LONDON)
-    got = [datetime.fromisoformat(t) for t in fires("30 * * * *", start, 5, LONDON)]
-    assert [t.isoformat() for t in got] == [
+    got = fires("30 * * * *", start, 5, LONDON)
+    assert got == [
         "2024-03-30T23:30:00+00:00",
         "2024-03-31T00:30:00+00:00",
         "2024-03-31T02:30:00+01:00",
         "2024-03-31T03:30:00+01:00",
         "2024-03-31T04:30:00+01:00",
     ]
-    assert {b - a for a, b in itertools.pairwise(got)} == {timedelta(hours=1)}
+    assert hours_between(got) == {1.0}
 
 
-def test_london_spring_times_in_the_gap_do_not_fire_twice() -> None:
-    start = datetime(2024, 3, 31, 0, 50, tzinfo=LONDON)
-    assert fires("*/20 1,2 * * *", start, 5, LONDON) == [
-        "2024-03-31T02:00:00+01:00",  # 01:00, 01:20, 01:40 shifted by the gap ...
-        "2024-03-31T02:20:00+01:00",  # ... land on 02:00, 02:20, 02:40: once each
-        "2024-03-31T02:40:00+01:00",
-        "2024-04-01T01:00:00+01:00",
-        "2024-04-01T01:20:00+01:00",
-    ]
-
-
-def test_london_autumn_a_repeated_time_fires_once() -> None:
-    # 2024-10-27: at 02:00 BST the clocks go back to 01:00 GMT; 01:30 happens twice.
+def test_london_autumn_a_fixed_time_in_the_repeat_runs_once() -> None:
     start = datetime(2024, 10, 25, 12, tzinfo=LONDON)
     assert fires("30 1 * * *", start, 4, LONDON) == [
         "2024-10-26T01:30:00+01:00",
@@ -198,37 +251,81 @@ def test_london_autumn_a_repeated_time_fires_once() -> None:
     ]
 
 
+def test_london_autumn_wildcard_jobs_run_in_both_occurrences() -> None:
+    start = datetime(2024, 10, 27, 0, 50, tzinfo=LONDON)
+    assert fires("*/15 * * * *", start, 10, LONDON) == [
+        "2024-10-27T01:00:00+01:00",
+        "2024-10-27T01:15:00+01:00",
+        "2024-10-27T01:30:00+01:00",
+        "2024-10-27T01:45:00+01:00",
+        "2024-10-27T01:00:00+00:00",  # the clock went back: 01:00 again
+        "2024-10-27T01:15:00+00:00",
+        "2024-10-27T01:30:00+00:00",
+        "2024-10-27T01:45:00+00:00",
+        "2024-10-27T02:00:00+00:00",
+        "2024-10-27T02:15:00+00:00",
+    ]
+    hourly = fires("0 * * * *", start, 4, LONDON)
+    assert hourly == [
+        "2024-10-27T01:00:00+01:00",
+        "2024-10-27T01:00:00+00:00",
+        "2024-10-27T02:00:00+00:00",
+        "2024-10-27T03:00:00+00:00",
+    ]
+    assert hours_between(hourly) == {1.0}
+    # A wildcard minute is enough, even with the hour fixed.
+    assert fires("*/30 1 * * *", start, 5, LONDON) == [
+        "2024-10-27T01:00:00+01:00",
+        "2024-10-27T01:30:00+01:00",
+        "2024-10-27T01:00:00+00:00",
+        "2024-10-27T01:30:00+00:00",
+        "2024-10-28T01:00:00+00:00",
+    ]
+
+
 def test_london_autumn_an_hourly_cron_fires_in_both_repeated_hours() -> None:
     start = datetime(2024, 10, 26, 23, 50, tzinfo=LONDON)
-    got = [datetime.fromisoformat(t) for t in fires("30 * * * *", start, 5, LONDON)]
-    assert [t.isoformat() for t in got] == [
+    got = fires("30 * * * *", start, 5, LONDON)
+    assert got == [
         "2024-10-27T00:30:00+01:00",
         "2024-10-27T01:30:00+01:00",
         "2024-10-27T01:30:00+00:00",
         "2024-10-27T02:30:00+00:00",
         "2024-10-27T03:30:00+00:00",
     ]
-    assert {b - a for a, b in itertools.pairwise(got)} == {timedelta(hours=1)}
+    assert hours_between(got) == {1.0}
 
 
 def test_london_autumn_from_inside_the_repeated_hour() -> None:
     first_0150 = datetime(2024, 10, 27, 1, 50, tzinfo=LONDON)  # BST, fold=0
-    second_0110 = datetime(2024, 10, 27, 1, 10, fold=1, tzinfo=LONDON)  # GMT
+    second_0105 = datetime(2024, 10, 27, 1, 5, fold=1, tzinfo=LONDON)  # GMT
+    second_0110 = datetime(2024, 10, 27, 1, 10, fold=1, tzinfo=LONDON)
     every_hour = CronExpression("10 * * * *", tz=LONDON)
     got = every_hour.next_after(first_0150)  # the clock goes back: 01:10 comes again
     assert got.isoformat() == "2024-10-27T01:10:00+00:00"
     assert every_hour.next_after(second_0110).isoformat() == "2024-10-27T02:10:00+00:00"
     once = CronExpression("10 1 * * *", tz=LONDON)
     assert once.next_after(first_0150).isoformat() == "2024-10-28T01:10:00+00:00"
+    # 01:10 ran in the first occurrence, 65 minutes before: not again, and
+    # never an answer before the given instant.
+    assert once.next_after(second_0105).isoformat() == "2024-10-28T01:10:00+00:00"
+    assert once.next_timestamp(second_0105.timestamp()) > second_0105.timestamp()
 
 
 def test_new_york_spring_and_autumn() -> None:
-    # 2024-03-10 02:00 EST -> 03:00 EDT; 2024-11-03 02:00 EDT -> 01:00 EST.
     spring = datetime(2024, 3, 9, 12, tzinfo=NEW_YORK)
     assert fires("30 2 * * *", spring, 3, NEW_YORK) == [
-        "2024-03-10T03:30:00-04:00",  # 02:30 does not exist: 07:30 UTC as if still EST
+        "2024-03-10T03:00:00-04:00",  # 02:30 does not exist: when the clock has jumped
         "2024-03-11T02:30:00-04:00",
         "2024-03-12T02:30:00-04:00",
+    ]
+    night = datetime(2024, 3, 10, 1, 0, tzinfo=NEW_YORK)
+    assert fires("*/15 * * * *", night, 5, NEW_YORK) == [
+        "2024-03-10T01:15:00-05:00",
+        "2024-03-10T01:30:00-05:00",
+        "2024-03-10T01:45:00-05:00",
+        "2024-03-10T03:00:00-04:00",
+        "2024-03-10T03:15:00-04:00",
     ]
     autumn = datetime(2024, 11, 2, 12, tzinfo=NEW_YORK)
     assert fires("30 1 * * *", autumn, 3, NEW_YORK) == [
@@ -244,6 +341,44 @@ def test_new_york_spring_and_autumn() -> None:
         "2024-11-03T01:00:00-05:00",
         "2024-11-03T01:30:00-05:00",
         "2024-11-03T02:00:00-05:00",
+    ]
+    assert fires("0 * * * *", night, 4, NEW_YORK) == [
+        "2024-11-03T01:00:00-04:00",
+        "2024-11-03T01:00:00-05:00",
+        "2024-11-03T02:00:00-05:00",
+        "2024-11-03T03:00:00-05:00",
+    ]
+
+
+def test_a_wildcard_job_across_a_half_hour_change() -> None:
+    # Lord Howe 2024-04-07: at 02:00 +11 the clocks go back to 01:30 +10:30.
+    # cronsim's own walk (whole hours from 18:00) would answer 04:30.
+    lord_howe = ZoneInfo("Australia/Lord_Howe")
+    start = datetime(2024, 4, 6, 18, 32, tzinfo=lord_howe)
+    assert fires("*/5 4-11 * * *", start, 2, lord_howe) == [
+        "2024-04-07T04:00:00+10:30",
+        "2024-04-07T04:05:00+10:30",
+    ]
+
+
+def test_a_wildcard_job_on_a_day_that_starts_at_one() -> None:
+    # Santiago 2024-09-08 (a Sunday): the clocks go from 00:00 to 01:00.
+    # cronsim's own walk (from a midnight that does not exist) would answer
+    # 02:00 for the first, 00:00 (01:00 by the clock) for the second.
+    santiago = ZoneInfo("America/Santiago")
+    start = datetime(2024, 9, 7, 23, 59, tzinfo=santiago)
+    assert fires("* 1-12 * * 0", start, 2, santiago) == [
+        "2024-09-08T01:00:00-03:00",
+        "2024-09-08T01:01:00-03:00",
+    ]
+    assert fires("*/30 */2 * * 0", start, 2, santiago) == [
+        "2024-09-08T02:00:00-03:00",
+        "2024-09-08T02:30:00-03:00",
+    ]
+    # A fixed-time job at the missing midnight runs when the clock has jumped.
+    assert fires("0 0 * * *", start, 2, santiago) == [
+        "2024-09-08T01:00:00-03:00",
+        "2024-09-09T00:00:00-03:00",
     ]
 
 
@@ -329,3 +464,78 @@ def test_next_after_is_the_first_matching_minute(
         assert not matches(expression, at), f"{expression} matches {at} before {got}"
         at += timedelta(minutes=1)
         steps += 1
+
+
+# --------------------------------------- against brute force, in real zones
+
+ZONES = [
+    "Europe/London",
+    "America/New_York",
+    "Australia/Lord_Howe",  # changes by 30 minutes
+    "America/Santiago",  # changes at midnight
+    "Asia/Beirut",  # changes at midnight
+]
+
+
+@functools.cache
+def changes(name: str) -> list[float]:
+    """The instants of 2024 when the UTC offset of zone ``name`` changes."""
+    zone = ZoneInfo(name)
+    t = datetime(2024, 1, 1, tzinfo=UTC).timestamp()
+    found: list[float] = []
+    offset = datetime.fromtimestamp(t, zone).utcoffset()
+    while len(found) < 2:
+        t += 60
+        if datetime.fromtimestamp(t, zone).utcoffset() != offset:
+            found.append(t)
+            offset = datetime.fromtimestamp(t, zone).utcoffset()
+    return found
+
+
+def fires_at(expression: str, zone: ZoneInfo, instant: float) -> bool:
+    """The documented rules, minute by minute: does the job run at ``instant``?"""
+    minute, hour = expression.split()[:2]
+    wildcard = minute.startswith("*") or hour.startswith("*")
+    wall = datetime.fromtimestamp(instant, zone)
+    if matches(expression, wall) and (wildcard or wall.fold == 0):
+        return True  # a fixed-time job runs in the first occurrence only
+    if wildcard:
+        return False
+    # A fixed-time job runs at the end of a gap that swallowed one of its times.
+    skipped = datetime.fromtimestamp(instant - 60, zone).replace(tzinfo=None) + timedelta(minutes=1)
+    while skipped < wall.replace(tzinfo=None):
+        if matches(expression, skipped):
+            return True
+        skipped += timedelta(minutes=1)
+    return False
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    minute=FIELD,
+    hour=FIELD,
+    dom=MONTH_DAY,
+    dow=DAY,
+    zone=st.sampled_from(ZONES),
+    change=st.integers(0, 1),
+    minutes=st.integers(-26 * 60, 2 * 60),
+    seconds=st.floats(0, 59.999),
+)
+def test_next_after_follows_the_dst_rules_minute_by_minute(
+    minute: str, hour: str, dom: str, dow: str, zone: str, change: int, minutes: int, seconds: float
+) -> None:
+    # Start within a day before a change or soon after it; compare with the
+    # rules read minute by minute up to 3 hours after the change.
+    expression = f"{minute} {hour} {dom} * {dow}"
+    tz = ZoneInfo(zone)
+    at_change = changes(zone)[change]
+    after = at_change + minutes * 60 + seconds
+    got = CronExpression(expression, tz).next_timestamp(after)
+    assert got > after
+    end = at_change + 3 * 3600
+    t = after // 60 * 60 + 60
+    while t < min(got, end):
+        assert not fires_at(expression, tz, t), f"runs at {datetime.fromtimestamp(t, tz)}"
+        t += 60
+    if got < end:
+        assert fires_at(expression, tz, got)
