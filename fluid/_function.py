@@ -6,7 +6,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from ._validate import check_async_callable, check_seconds, function_name
+from ._validate import async_callable, check_seconds, function_name
 from ._worker import STOPPING_GRACE_PERIOD, Worker
 
 __all__ = ["WorkerFunction"]
@@ -82,7 +82,7 @@ class WorkerFunction(Worker):
         name: str = "",
         stopping_grace_period: float = STOPPING_GRACE_PERIOD,
     ) -> None:
-        self._run_function = check_async_callable("run_function", run_function)
+        self._run_function = async_callable("run_function", run_function)
         self._heartbeat = check_seconds("heartbeat", heartbeat)
         super().__init__(name, stopping_grace_period)
 

@@ -21,7 +21,7 @@ from ._policy import OnError, check_on_error, handle_error
 from ._state import WorkerState
 from ._status import ScheduleStatus, WorkerStatus
 from ._timed import TimedWorker
-from ._validate import check_async_callable, check_seconds, function_name
+from ._validate import async_callable, check_seconds, function_name
 from ._worker import STOPPING_GRACE_PERIOD
 
 __all__ = ["OneShotWorker"]
@@ -102,7 +102,7 @@ class OneShotWorker(TimedWorker, Generic[RetT]):
         name: str = "",
         stopping_grace_period: float = STOPPING_GRACE_PERIOD,
     ) -> None:
-        self._fn: Callable[[], Awaitable[RetT]] = check_async_callable("fn", fn)
+        self._fn: Callable[[], Awaitable[RetT]] = async_callable("fn", fn)
         if delay is not None and at is not None:
             raise ValueError("give delay or at, not both")
         self._delay = check_seconds("delay", 0 if delay is None else delay)

@@ -34,7 +34,7 @@ from ._policy import OnError, check_on_error, handle_error
 from ._state import WorkerState
 from ._status import ScheduleStatus, WorkerStatus
 from ._timed import TimedWorker
-from ._validate import check_async_callable, check_count, check_seconds, function_name
+from ._validate import async_callable, check_count, check_seconds, function_name
 from ._worker import STOPPING_GRACE_PERIOD
 
 __all__ = ["ScheduledWorker"]
@@ -168,7 +168,7 @@ class ScheduledWorker(TimedWorker):
         name: str = "",
         stopping_grace_period: float = STOPPING_GRACE_PERIOD,
     ) -> None:
-        self._fn: RunFunction = check_async_callable("fn", fn)
+        self._fn: RunFunction = async_callable("fn", fn)
         self._interval, self._delay, self._cron = check_mode(interval, delay, cron, tz)
         self._initial_delay = check_seconds("initial_delay", initial_delay)
         self._max_count = None if max_count is None else check_count("max_count", max_count, 1)

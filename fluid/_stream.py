@@ -61,7 +61,7 @@ from ._broker import Broker, Entry, describe
 from ._policy import OnError, check_on_error
 from ._queue import QueueConsumer
 from ._status import StreamStatus, WorkerStatus
-from ._validate import check_async_callable, check_count, check_seconds, function_name
+from ._validate import async_callable, check_count, check_seconds, function_name
 from ._waiting import wait_even_if_cancelled
 from ._worker import STOPPING_GRACE_PERIOD
 
@@ -149,7 +149,7 @@ class StreamConsumer(QueueConsumer[Entry]):
         retry_delay: float = 0.0,
         block: float = 5.0,
     ) -> None:
-        self._handler = check_async_callable("handler", handler)
+        self._handler = async_callable("handler", handler)
         check_on_error(on_error)
         self._broker = broker
         self._stream_maxsize = check_count("maxsize", maxsize, 1)

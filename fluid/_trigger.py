@@ -28,7 +28,7 @@ from ._policy import OnError, check_on_error, handle_error
 from ._state import WorkerState
 from ._status import TriggerStatus, WorkerStatus
 from ._timed import TimedWorker
-from ._validate import check_async_callable, function_name
+from ._validate import async_callable, function_name
 from ._worker import STOPPING_GRACE_PERIOD
 
 __all__ = ["EventWorker", "TriggerWorker"]
@@ -98,7 +98,7 @@ class TriggerWorker(TimedWorker):
         stopping_grace_period: float = STOPPING_GRACE_PERIOD,
         on_error: OnError[int] = "log",
     ) -> None:
-        self._fn: Callable[[], Awaitable[bool | None]] = check_async_callable("fn", fn)
+        self._fn: Callable[[], Awaitable[bool | None]] = async_callable("fn", fn)
         check_on_error(on_error)
         super().__init__(name, stopping_grace_period)
         self._on_error = on_error

@@ -33,6 +33,11 @@ _CO_COROUTINE = inspect.CO_COROUTINE
 _CO_GENERATORS = inspect.CO_GENERATOR | inspect.CO_ASYNC_GENERATOR
 _CO_ITERABLE_COROUTINE = inspect.CO_ITERABLE_COROUTINE
 _INF = math.inf
+_UNSAID = object()
+_PLAIN_RETURNS = frozenset(
+    [None, "None", bool, "bool", int, "int", float, "float", str, "str", bytes, "bytes"]
+)
+"""Return annotations that say a function returns no awaitable (as objects or strings)."""
 
 
 def check_seconds(what: str, value: object) -> float:
@@ -108,9 +113,11 @@ def async_callable(what: str, fn: Any) -> Callable[..., Awaitable[Any]]:
     wrapped once, here, in a function that calls it and returns what it
     returns, for the caller to await; whether that is awaitable can only be
     known by calling it, so a plain function that returns ``None`` raises a
-    ``TypeError`` naming it at its first call. What can be told now is refused now: something not
-    callable, a built-in function (C code is never ``async def``), a
-    generator or async generator function.
+    ``TypeError`` naming it at its first call. What can be told now is
+    refused now: something not callable, a built-in function (C code is
+    never ``async def``), a generator or async generator function, and a
+    plain function annotated as returning ``None``, a ``bool``, a number or
+    a string (``def job() -> None``: the usual slip).
 
     Raises:
         TypeError: ``fn`` is not callable, or surely returns no awaitable.
@@ -138,7 +145,16 @@ def _never_awaitable(fn: object) -> bool:
     if type(fn) is not FunctionType:
         return False
     flags = fn.__code__.co_flags
-    return bool(flags & _CO_GENERATORS) and not flags & _CO_ITERABLE_COROUTINE
+    if flags & _CO_GENERATORS:
+        return not flags & _CO_ITERABLE_COROUTINE
+    # a plain function annotated as returning a plain value (the usual slip:
+    # a sync ``def job() -> None`` given where a coroutine function goes);
+    # an unannotated one, like a lambda, may return a coroutine
+    returns = fn.__annotations__.get("return", _UNSAID) if fn.__annotations__ else _UNSAID
+    try:
+        return returns in _PLAIN_RETURNS
+    except TypeError:  # an annotation that is not hashable says nothing we know
+        return False
 
 
 def _awaiting(what: str, fn: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:

@@ -322,11 +322,6 @@ async def _record(got: list[object], message: object) -> None:
     got.append(message)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="fluid/_function.py still checks run_function with check_async_callable: "
-    "it needs async_callable (the lead's file)",
-)
 async def test_a_worker_function_of_a_lambda_wrapping_a_coroutine_runs() -> None:
     got: list[object] = []
     worker = WorkerFunction(lambda: _record(got, "tick"), heartbeat=0.01)

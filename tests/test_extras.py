@@ -17,7 +17,10 @@ CASES = {
         ("starlette", "starlette.requests", "starlette.responses", "starlette.routing"),
         "pip install 'fluid-workers[starlette]'",
     ),
-    "fluid.integrations.aiohttp": (("aiohttp", "aiohttp.web"), "pip install 'fluid-workers[aiohttp]'"),
+    "fluid.integrations.aiohttp": (
+        ("aiohttp", "aiohttp.web"),
+        "pip install 'fluid-workers[aiohttp]'",
+    ),
 }
 
 

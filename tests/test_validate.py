@@ -248,6 +248,10 @@ def test_the_callable_check_reads_the_code_as_it_is_now() -> None:
     assert not is_async_callable(changing)
     with pytest.raises(TypeError, match="must be a coroutine function"):
         check_async_callable("fn", changing)
+    # a plain function saying "-> None" surely returns no awaitable: refused
+    with pytest.raises(TypeError, match="or a callable returning an awaitable"):
+        async_callable("fn", changing)
+    changing.__annotations__ = {}  # says nothing: it may return one
     assert async_callable("fn", changing) is not changing  # wrapped: its result is checked
     changing.__code__ = _tick.__code__
     assert is_async_callable(changing)
@@ -467,3 +471,39 @@ def test_seconds_of_any_number_are_checked_as_before(value: float) -> None:
     assert got == outcome(lambda: reference_check_seconds("grace", value))
     if got[0] == "float":
         assert math.copysign(1, check_seconds("grace", value)) == math.copysign(1, float(value))
+
+
+def _returns_none() -> None:
+    pass
+
+
+def _returns_flag() -> bool:
+    return True
+
+
+def _returns_unhashable():  # type: ignore[no-untyped-def]
+    return None
+
+
+_returns_unhashable.__annotations__ = {"return": {"an unhashable": "annotation"}}
+
+
+def _says_nothing():  # type: ignore[no-untyped-def]
+    return None
+
+
+@pytest.mark.parametrize("fn", [_returns_none, _returns_flag])
+def test_a_plain_function_annotated_with_a_plain_result_is_refused_at_once(fn: object) -> None:
+    # the usual slip, `def job() -> None` where a coroutine function goes,
+    # fails at the call that made the worker, not at its first run
+    with pytest.raises(TypeError, match="or a callable returning an awaitable"):
+        async_callable("fn", fn)
+    with pytest.raises(TypeError, match="run_function"):
+        fluid.WorkerFunction(fn)  # type: ignore[arg-type]
+
+
+def test_a_plain_function_whose_annotation_says_nothing_known_is_checked_at_its_call() -> None:
+    for fn in (_returns_unhashable, _says_nothing, lambda: None):
+        wrapped = async_callable("fn", fn)
+        with pytest.raises(TypeError, match="returned None, not an awaitable"):
+            wrapped()

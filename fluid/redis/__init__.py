@@ -20,7 +20,9 @@ from __future__ import annotations
 try:
     import redis.asyncio  # noqa: F401 - checked here, used by the modules below
 except ImportError as exc:  # one sentence naming the extra, not a bare ModuleNotFoundError
-    raise ImportError("fluid.redis needs redis-py 5 or later: pip install 'fluid-workers[redis]'") from exc
+    raise ImportError(
+        "fluid.redis needs redis-py 5 or later: pip install 'fluid-workers[redis]'"
+    ) from exc
 
 from ._slots import RedisSlotClaim
 from ._streams import JsonSerializer, Retry, Serializer, StreamConsumerWorker, StreamProducer
