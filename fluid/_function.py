@@ -41,14 +41,20 @@ class WorkerFunction(Worker):
     value go on.
 
     Args:
-        run_function: the coroutine function to await on each iteration;
+        run_function: the coroutine function (or any callable returning an
+            awaitable, such as a lambda wrapping a coroutine) to await on
+            each iteration;
             returning ``False`` stops the worker.
         heartbeat: seconds to sleep between two calls (0: just yield).
         name: the worker's name; by default the function's name.
         stopping_grace_period: seconds given to a graceful stop.
 
     Raises:
-        TypeError: ``run_function`` is not a coroutine function.
+        TypeError: ``run_function`` surely returns no awaitable (not
+            callable, a built-in, a generator function, or a plain function
+            annotated ``-> None``). A plain function that returns something
+            else than an awaitable fails the worker at its first call, with
+            a ``TypeError`` naming it.
         ValueError: ``heartbeat`` or the grace period is negative.
 
     Example:

@@ -58,7 +58,8 @@ class OneShotWorker(TimedWorker, Generic[RetT]):
         stopping_grace_period: seconds given to a graceful stop.
 
     Raises:
-        TypeError: ``fn`` is not a coroutine function, or ``at`` is not a
+        TypeError: ``fn`` surely returns no awaitable (see
+            [`WorkerFunction`][fluid.WorkerFunction]), or ``at`` is not a
             datetime.
         ValueError: both ``delay`` and ``at``; a negative delay; a naive
             ``at``; a bad ``on_error``.

@@ -104,7 +104,8 @@ class ScheduledWorker(TimedWorker):
         stopping_grace_period: seconds given to a graceful stop.
 
     Raises:
-        TypeError: ``fn`` is not a coroutine function, or an argument has
+        TypeError: ``fn`` surely returns no awaitable (see
+            [`WorkerFunction`][fluid.WorkerFunction]), or an argument has
             the wrong type.
         ValueError: none or several of ``interval``, ``delay`` and ``cron``;
             a negative or zero period; a bad cron expression (the message

@@ -66,7 +66,8 @@ class TriggerWorker(TimedWorker):
             run's number, 1 for the first run since the worker was created.
 
     Raises:
-        TypeError: ``fn`` is not a coroutine function.
+        TypeError: ``fn`` surely returns no awaitable (see
+            [`WorkerFunction`][fluid.WorkerFunction]).
         ValueError: ``on_error`` is not one of the accepted values.
 
     Example:
