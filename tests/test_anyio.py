@@ -57,6 +57,8 @@ from fluid import WorkerState
 from fluid.integrations import aiohttp as fluid_aiohttp
 from fluid.integrations import starlette as fluid_starlette
 
+from ._process_targets import wait_until_stopped
+
 with warnings.catch_warnings():
     # Starlette asks for httpx2 instead of httpx; the TestClient works with either.
     warnings.simplefilter("ignore", StarletteDeprecationWarning)
@@ -447,17 +449,42 @@ def test_a_tree_that_fails_in_a_task_group_raises_its_error_there(
     assert kit.tree.worker_state is WorkerState.STOPPED
 
 
+@pytest.mark.parametrize("backend_options", BACKENDS)
+def test_a_process_worker_in_a_tree_stopped_by_a_scope_leaves_no_process(
+    backend_options: dict[str, Any],
+) -> None:
+    """The child process is joined before the cancellation goes on (the suite checks it)."""
+    process = fluid.ProcessWorker(wait_until_stopped, name="process", stopping_grace_period=GRACE)
+    tree = fluid.Workers(process, name="tree", stopping_grace_period=GRACE)
+    pid: list[int | None] = []
+
+    async def scenario() -> None:
+        with anyio.fail_after(BOUND) as outer:  # the bound of the whole scenario
+            with anyio.CancelScope() as scope:
+                async with tree:
+                    pid.append((await process.status())["process"]["pid"])
+                    scope.cancel()
+                    await anyio.sleep_forever()
+            assert scope.cancelled_caught
+        assert not outer.cancel_called
+
+    run(backend_options, scenario)
+    assert pid[0] is not None
+    assert process.worker_state is WorkerState.FORCE_STOPPED
+
+
 @pytest.mark.xfail(
     strict=True,
     reason=(
         "core (fluid/_worker.py, _wait_exit_uninterrupted): each re-delivery of an anyio "
         "scope's cancellation re-cancels the forced worker, so its on_shutdown is "
-        "cancelled at its first await and a ThreadWorker's thread can be abandoned at once"
+        "cancelled at its first await, a ThreadWorker's thread can be abandoned at once "
+        "and a ProcessWorker's child is killed (SIGKILL) without its SIGTERM's time"
     ),
 )
 @pytest.mark.parametrize("backend_options", BACKENDS)
 def test_a_tree_forced_by_a_cancel_scope_is_cancelled_once_and_its_hooks_complete(
-    backend_options: dict[str, Any],
+    backend_options: dict[str, Any], caplog: pytest.LogCaptureFixture
 ) -> None:
     """A scope's cancellation forces the tree once; the forced workers close as after any force.
 
@@ -482,7 +509,10 @@ def test_a_tree_forced_by_a_cancel_scope_is_cancelled_once_and_its_hooks_complet
     kit = Kit()
     outer = Closes(name="outer", stopping_grace_period=GRACE)
     inner = Closes(name="inner", stopping_grace_period=GRACE)
-    kit.tree.add_workers(outer, fluid.Workers(inner, name="nested", stopping_grace_period=GRACE))
+    process = fluid.ProcessWorker(wait_until_stopped, name="process", stopping_grace_period=GRACE)
+    kit.tree.add_workers(
+        outer, fluid.Workers(inner, name="nested", stopping_grace_period=GRACE), process
+    )
     abandoned: list[bool] = []
 
     async def scenario() -> None:
@@ -496,6 +526,7 @@ def test_a_tree_forced_by_a_cancel_scope_is_cancelled_once_and_its_hooks_complet
     assert kit.tree.worker_state is WorkerState.FORCE_STOPPED
     assert (outer.closed, inner.closed) == (True, True)
     assert abandoned == [False]  # its thread was told to stop and given its grace period
+    assert "SIGKILL" not in caplog.text  # the child process had its SIGTERM and time to end
 
 
 # ---------------------------------------------- a lifespan run by anyio itself
