@@ -18,6 +18,11 @@ How it fits together:
   failed shutdown instead of losing it.
 * A tree that crashes while the app serves does not stop the app: the status
   route answers 503 with the error, which is what health checks act on.
+* Starlette runs the lifespan under anyio. A lifespan cancelled by an anyio
+  cancel scope (the app's own code around it, a task group whose other
+  task failed) forces the tree at once and lets the cancellation go on,
+  once every worker ended: anyio cancels whatever is awaited in a cancelled
+  scope, a graceful stop included (``tests/test_anyio.py``).
 * Handlers reach the tree with [`workers_of`][fluid.integrations.starlette.workers_of],
   typed, rather than through the untyped ``request.app.state``.
 * The app can start again (a second ``TestClient``): a factory is called at
