@@ -1,18 +1,23 @@
 """Targets: what ``fluid.run``, the ``fluid`` command and ``Prefork`` are given to run.
 
 A target is a [`Worker`][fluid.Worker], or a function without arguments
-that returns one (a factory), or, where it must cross a process boundary or
+that returns one (a factory: a function, a class, any callable that can be
+called with no argument), or, where it must cross a process boundary or
 a command line, a string ``"package.module:attribute"`` naming either. This
 module is the one place that reads and checks a target, so that the three
 callers agree on what is accepted and say it with the same words:
 
-* ``check_target``: a Worker or a callable, at the call (``fluid.run``,
-  the web integrations);
+* ``check_target``: a Worker or a callable without required arguments, at
+  the call (``fluid.run``, the web integrations);
 * ``check_sendable_target``: a spec or a picklable factory, for child
   processes (``Prefork``): a Worker cannot cross a process boundary;
 * ``load_target``: import a spec and check what it names (the ``fluid``
   command in its process, each prefork child in its own);
 * ``build_worker``: call a factory and check that it returned a Worker.
+
+A callable that needs arguments is refused by all three, naming them: it
+would only fail later, when called, with a ``TypeError`` that looks like a
+bug of the caller's (a traceback from the runner) rather than a wrong target.
 
 The errors are ``TargetError`` (a spec that cannot be loaded) and
 ``NotAWorker`` (a factory that returned something else), both in
@@ -29,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import inspect
 import os
 import pickle
 import traceback
@@ -71,21 +77,24 @@ def split_spec(spec: str) -> tuple[str, str]:
 
 
 def check_target(target: object) -> None:
-    """Raise ``TypeError`` unless ``target`` is a Worker or a callable.
+    """Raise ``TypeError`` unless ``target`` is a Worker or a callable without arguments.
 
     What a callable returns is checked when it is called, by ``build_worker``.
 
     Raises:
-        TypeError: ``target`` is neither.
+        TypeError: ``target`` is neither, or it is a callable with required
+            parameters (the message names them).
 
     Example:
         ```python
         check_target(build)  # a factory: fine
         check_target(42)  # TypeError: expected a fluid.Worker or a function ...
+        check_target(connect)  # TypeError: ... needs arguments (host, port) ...
         ```
     """
     if not _is_target(target):
         raise TypeError(f"expected a fluid.Worker or a function returning one, got {target!r}")
+    _check_no_arguments(target, repr(target), TypeError)
 
 
 def check_sendable_target(target: object) -> None:
@@ -99,7 +108,8 @@ def check_sendable_target(target: object) -> None:
     Raises:
         TargetError: ``target`` is a string that is not
             ``"package.module:attribute"`` (also a ``ValueError``).
-        TypeError: ``target`` is a Worker, is not callable, or does not pickle.
+        TypeError: ``target`` is a Worker, is not callable, needs arguments,
+            or does not pickle.
 
     Example:
         ```python
@@ -117,6 +127,7 @@ def check_sendable_target(target: object) -> None:
         return
     if not callable(target):
         raise TypeError(f"target must be a function returning a Worker, got {target!r}")
+    _check_no_arguments(target, repr(target), TypeError)
     try:
         pickle.dumps(target)
     except Exception as exc:
@@ -126,17 +137,25 @@ def check_sendable_target(target: object) -> None:
         ) from exc
 
 
-def load_target(spec: str) -> WorkerOrFactory:
+def load_target(spec: str, *, app_dir: str | None = None) -> WorkerOrFactory:
     """Import ``"package.module:attribute"`` and return the attribute, checked.
 
     The attribute may be dotted (``module:app.tree``). It must be a
-    [`Worker`][fluid.Worker] or a callable (a function or class returning
-    one); what a callable returns is checked when it is called.
+    [`Worker`][fluid.Worker] or a callable without required arguments (a
+    function or class returning one); what a callable returns is checked
+    when it is called.
+
+    Args:
+        spec: ``"package.module:attribute"``.
+        app_dir: the directory the module is looked for in first (the
+            command line's ``--app-dir``), named by the message of a module
+            not found; by default the current directory.
 
     Raises:
         TargetError: the spec is malformed, the module is not found or fails
             to import (the message has its traceback), the attribute is
-            missing, or it is neither a Worker nor callable.
+            missing, it is neither a Worker nor callable, or it needs
+            arguments (the message names them).
 
     Example:
         ```python
@@ -152,8 +171,9 @@ def load_target(spec: str) -> WorkerOrFactory:
     except ModuleNotFoundError as exc:
         missing = exc.name or ""
         if missing and (module_name == missing or module_name.startswith(missing + ".")):
+            where = os.path.abspath(app_dir) if app_dir is not None else os.getcwd()
             raise TargetError(
-                f"module {module_name!r} not found (is {os.getcwd()!r} the right directory?)"
+                f"module {module_name!r} not found (is {where!r} the right directory?)"
             ) from None
         raise TargetError(_import_failed(module_name, exc)) from exc
     except Exception as exc:
@@ -168,6 +188,7 @@ def load_target(spec: str) -> WorkerOrFactory:
         raise TargetError(
             f"{spec!r} is {target!r}, not a fluid.Worker nor a function returning one"
         )
+    _check_no_arguments(target, repr(spec), TargetError)
     return target
 
 
@@ -206,6 +227,37 @@ def build_worker(target: WorkerOrFactory) -> Worker:
 
 def _is_target(target: object) -> TypeGuard[WorkerOrFactory]:
     return isinstance(target, Worker) or callable(target)
+
+
+def _check_no_arguments(target: object, name: str, error: type[Exception]) -> None:
+    """Raise ``error`` if ``target`` is a callable that cannot be called without arguments.
+
+    A Worker is never called. A callable whose signature cannot be read (a
+    builtin, some extension types) is let through: calling it says the rest.
+    """
+    if isinstance(target, Worker):
+        return
+    needed = _required_parameters(target)
+    if needed:
+        kind = "class" if isinstance(target, type) else "function"
+        raise error(
+            f"{name} is a {kind} that needs arguments ({', '.join(needed)}): a target is a "
+            "fluid.Worker or a function without arguments that returns one"
+        )
+
+
+def _required_parameters(target: object) -> list[str]:
+    """The parameters ``target(...)`` must be given: no default, not ``*args``/``**kwargs``."""
+    try:
+        signature = inspect.signature(target)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return []
+    variadic = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    return [
+        parameter.name
+        for parameter in signature.parameters.values()
+        if parameter.default is inspect.Parameter.empty and parameter.kind not in variadic
+    ]
 
 
 def _import_failed(module: str, exc: BaseException) -> str:

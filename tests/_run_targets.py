@@ -51,3 +51,19 @@ def deaf_to_sigterm() -> fluid.Worker:
     """In a prefork child: a worker that ignores stops, in a process that blocks SIGTERM."""
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
     return Stubborn()
+
+
+def needs_arguments(host: str, port: int, *, debug: bool = False) -> fluid.Worker:
+    """A factory that needs arguments: not a target (nothing can pass them)."""
+    return Quick()
+
+
+class NeedsASocket(fluid.Worker):
+    """A worker class whose constructor needs an argument: not a target either."""
+
+    def __init__(self, sock: object, *args: object, **kwargs: object) -> None:
+        super().__init__()
+        self.sock = sock
+
+    async def run(self) -> None:
+        print(f"serving {self.sock!r}", flush=True)

@@ -79,9 +79,25 @@ async def test_a_module_not_found_exits_2_with_a_readable_message() -> None:
     assert "Traceback" not in program.output
 
 
+@pytest.mark.parametrize("processes", [[], ["--processes", "2"]], ids=["run", "prefork"])
+async def test_a_factory_that_needs_arguments_exits_2_with_one_sentence(
+    processes: list[str],
+) -> None:
+    async with await Program.fluid(
+        "run", "tests._run_targets:needs_arguments", *processes
+    ) as program:
+        assert await program.wait() == 2, program.output
+    assert program.output == (
+        "fluid run: error: 'tests._run_targets:needs_arguments' is a function that needs "
+        "arguments (host, port): a target is a fluid.Worker or a function without arguments "
+        "that returns one\n"
+    )
+
+
 @pytest.mark.parametrize(
     ("target", "message"),
     [
+        ("tests._run_targets:NeedsASocket", "is a class that needs arguments (sock)"),
         ("examples.pipeline:no_such_tree", "module 'examples.pipeline' has no attribute"),
         ("tests._run_targets:not_a_worker", "is 42, not a fluid.Worker nor a function"),
         ("tests._run_targets:returns_a_string", "returned 'not a worker', not a fluid.Worker"),

@@ -24,7 +24,7 @@ import pytest
 import fluid
 from fluid import _errors, _target, cli
 
-from ._run_targets import Quick
+from ._run_targets import NeedsASocket, Quick, needs_arguments
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "fluid"
@@ -183,6 +183,47 @@ def test_the_cli_run_and_prefork_refuse_a_malformed_spec_with_the_same_words(
     assert words in str(from_prefork.value)
     with pytest.raises(ValueError, match=words):  # still a ValueError, as before
         fluid.Prefork("examples.pipeline", processes=1)
+
+
+# ------------------------------------------------- callables that need arguments
+
+
+def with_defaults(host: str = "localhost", *args: object, **kwargs: object) -> fluid.Worker:
+    return Quick()
+
+
+@pytest.mark.parametrize("target", [with_defaults, Quick, fluid.Workers, module_level_factory])
+def test_a_callable_without_required_arguments_is_a_target(target: object) -> None:
+    _target.check_target(target)
+    _target.check_sendable_target(target)
+
+
+@pytest.mark.parametrize(
+    ("target", "spec", "message"),
+    [
+        (
+            needs_arguments,
+            "tests._run_targets:needs_arguments",
+            r"a function that needs arguments \(host, port\)",
+        ),
+        (NeedsASocket, "tests._run_targets:NeedsASocket", r"a class that needs arguments \(sock\)"),
+    ],
+)
+def test_a_callable_that_needs_arguments_is_refused_by_every_caller_naming_them(
+    target: object, spec: str, message: str
+) -> None:
+    # Before, it was accepted and failed when called: a TypeError from the
+    # runner (exit 1 with a traceback), from a prefork child, from a web app.
+    with pytest.raises(TypeError, match=message):
+        _target.check_target(target)
+    with pytest.raises(TypeError, match=message):
+        _target.check_sendable_target(target)
+    with pytest.raises(TypeError, match=message):
+        fluid.run(target)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=message):
+        fluid.Prefork(target, processes=1)  # type: ignore[arg-type]
+    with pytest.raises(_errors.TargetError, match=f"'{spec}' is {message}"):
+        _target.load_target(spec)
 
 
 # ------------------------------------------------------------ no import cycle
