@@ -181,11 +181,14 @@ def _parser() -> argparse.ArgumentParser:
 def _run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
     app_dir = os.path.abspath(args.app_dir)
+    if not os.path.isdir(app_dir):
+        what = "is not a directory" if os.path.exists(app_dir) else "does not exist"
+        return _error(f"--app-dir {args.app_dir!r} {what}")
     if app_dir not in sys.path:
         sys.path.insert(0, app_dir)
     try:
         loop_factory(args.uvloop)
-        target = load_target(args.target)
+        target = load_target(args.target, app_dir=app_dir)
     except (RuntimeError, TargetError) as exc:
         return _error(str(exc))
     if args.processes is not None:

@@ -141,6 +141,29 @@ def test_the_app_dir_is_searched_first(
     assert "hello from my_app" in capsys.readouterr().out
 
 
+async def test_a_module_not_found_names_the_app_dir_it_was_looked_for_in(tmp_path: Path) -> None:
+    async with await Program.fluid("run", "my_app:build", "--app-dir", str(tmp_path)) as program:
+        assert await program.wait() == 2, program.output
+    assert program.output == (
+        f"fluid run: error: module 'my_app' not found (is {str(tmp_path)!r} the right directory?)\n"
+    )
+
+
+@pytest.mark.parametrize("kind", ["missing", "a file"])
+async def test_an_app_dir_that_is_not_a_directory_exits_2_with_one_sentence(
+    kind: str, tmp_path: Path
+) -> None:
+    app_dir = tmp_path / "app"
+    if kind == "a file":
+        app_dir.write_text("")
+    async with await Program.fluid(
+        "run", "examples.pipeline:build", "--app-dir", str(app_dir)
+    ) as program:
+        assert await program.wait() == 2, program.output
+    what = "does not exist" if kind == "missing" else "is not a directory"
+    assert program.output == f"fluid run: error: --app-dir {str(app_dir)!r} {what}\n"
+
+
 LATE = """
 import atexit, os, signal
 import fluid
