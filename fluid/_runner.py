@@ -19,9 +19,14 @@ Why it is shaped this way:
   who presses Ctrl-C twice wants the program to end now, and the forced stop
   still runs the ``on_shutdown`` hooks.
 * The outcome is an exit status, never an exception: 0 after a clean stop, 1
-  after a failure (its traceback logged), ``128 + signal`` after a forced
-  stop (130 for SIGINT, 143 for SIGTERM, as a shell reports a program killed
-  by that signal). The CLI uses 2 for a bad command line or target.
+  after a failure, ``128 + signal`` after a forced stop (130 for SIGINT, 143
+  for SIGTERM, as a shell reports a program killed by that signal). The CLI
+  uses 2 for a bad command line or target.
+* A traceback is logged once. A worker logs its own errors where they
+  happen (``run()``, ``on_shutdown``, a tree giving up), so the failure line
+  of the run names the error in one line instead of logging its traceback a
+  second time; an error no worker logged (a failed start, a failing
+  factory) is logged here with its traceback.
 * uvloop is chosen with ``asyncio.Runner(loop_factory=...)``, not with an
   event loop policy: policies are deprecated from Python 3.14 and global.
 """
@@ -141,10 +146,11 @@ def run(
       ``on_shutdown`` hooks still run; a third cancels it again at once.
 
     The exit status is ``0`` after a clean stop, ``1`` if the worker failed
-    to start or ended with an error (logged with its traceback on the
-    ``fluid`` logger), and ``128 + signal number`` after a forced stop:
-    ``130`` for SIGINT, ``143`` for SIGTERM. Signal handlers are installed
-    only in the main thread, and the ones found before are restored after.
+    to start or ended with an error (its traceback logged once on the
+    ``fluid`` logger, a cancellation the worker raised itself included), and
+    ``128 + signal number`` after a forced stop: ``130`` for SIGINT, ``143``
+    for SIGTERM. Signal handlers are installed only in the main thread, and
+    the ones found before are restored after.
 
     Args:
         worker: the worker, or a function without arguments returning one;
@@ -410,9 +416,11 @@ async def _run_to_the_end(worker: Worker, task: asyncio.Task[Any], signals: _Sig
         # A forced stop cancels this task: the worker is then forced and waited for.
         await run_worker(worker, started=started, reason="the program was forced to stop")
     except asyncio.CancelledError:
-        if not signals.forced:
+        if signals.forced:
+            task.uncancel()
+        elif task.cancelling():  # code of the program cancelled this task: not ours
             raise
-        task.uncancel()
+        # else: the worker's own error, a cancellation it raised: raised again below
     except Exception as exc:
         if not running:
             logger.error(
@@ -423,9 +431,13 @@ async def _run_to_the_end(worker: Worker, task: asyncio.Task[Any], signals: _Sig
     signals.done = True
     try:
         await worker.wait_for_shutdown()
+    except asyncio.CancelledError as exc:
+        if task.cancelling():
+            raise
+        # the worker logged it without a traceback: where run() raised it is here only
+        return _failed(name, exc, with_traceback=True)
     except Exception as exc:
-        logger.error("worker %r failed: exit status %d", name, EXIT_FAILURE, exc_info=exc)
-        return EXIT_FAILURE
+        return _failed(name, exc)
     if signals.forced:
         code = 128 + signals.forced_by
         logger.warning("worker %r was forced to stop: exit status %d", name, code)
@@ -435,3 +447,17 @@ async def _run_to_the_end(worker: Worker, task: asyncio.Task[Any], signals: _Sig
         return EXIT_FAILURE
     logger.info("worker %r stopped: exit status %d", name, EXIT_OK)
     return EXIT_OK
+
+
+def _failed(name: str, error: BaseException, *, with_traceback: bool = False) -> int:
+    """Log the failure of the worker in one line: its traceback was logged where it failed."""
+    notes = "".join(f"; {note}" for note in getattr(error, "__notes__", ()))
+    summary = f"{type(error).__name__}: {error}".removesuffix(": ") + notes
+    logger.error(
+        "worker %r failed (%s): exit status %d",
+        name,
+        summary,
+        EXIT_FAILURE,
+        exc_info=error if with_traceback else None,
+    )
+    return EXIT_FAILURE

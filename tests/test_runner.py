@@ -314,16 +314,50 @@ def test_a_hung_run_fails_the_suite_instead_of_hanging_it(tmp_path: Path) -> Non
 # ----------------------------------------------------------------- failures
 
 
-def test_a_failure_exits_1_and_logs_the_traceback(
+def tracebacks(caplog: pytest.LogCaptureFixture) -> list[BaseException | None]:
+    """The errors whose tracebacks were logged, in order."""
+    return [r.exc_info[1] for r in caplog.records if r.exc_info]
+
+
+def test_a_failure_exits_1_and_logs_the_traceback_once(
     unhandled: Received, caplog: pytest.LogCaptureFixture
 ) -> None:
     worker = Failing()
     assert run(worker) == 1
-    final = [r for r in caplog.records if "exit status 1" in r.getMessage()]
-    assert final, caplog.text
-    assert final[0].levelno == logging.ERROR
-    assert final[0].exc_info is not None
-    assert "boom from the failing worker" in str(final[0].exc_info[1])
+    (error,) = tracebacks(caplog)  # logged where it happened; it was logged twice
+    assert "boom from the failing worker" in str(error)
+    final = caplog.records[-1]
+    assert final.levelno == logging.ERROR
+    assert final.getMessage() == (
+        "worker 'failing' failed (ValueError: boom from the failing worker): exit status 1"
+    )
+
+
+def test_the_failure_of_a_tree_logs_the_traceback_once_and_names_the_child(
+    unhandled: Received, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert run(fluid.Workers(Failing(), name="app")) == 1
+    (error,) = tracebacks(caplog)
+    assert isinstance(error, ValueError)
+    assert caplog.records[-1].getMessage() == (
+        "worker 'app' failed (ValueError: boom from the failing worker; raised by worker "
+        "'failing' of tree 'app'): exit status 1"
+    )
+
+
+def test_a_cancellation_the_worker_raised_itself_exits_1_with_its_traceback(
+    unhandled: Received, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Cancels(fluid.Worker):
+        async def run(self) -> None:
+            raise asyncio.CancelledError  # nobody asked: its error, not a stop
+
+    assert run(Cancels()) == 1  # it escaped run() as a CancelledError
+    (error,) = tracebacks(caplog)
+    assert isinstance(error, asyncio.CancelledError)
+    assert caplog.records[-1].getMessage() == (
+        "worker 'cancels' failed (CancelledError): exit status 1"
+    )
 
 
 def test_a_failure_to_start_exits_1(unhandled: Received, caplog: pytest.LogCaptureFixture) -> None:
