@@ -68,6 +68,7 @@ logger = logging.getLogger("fluid")
 _RUNNING = WorkerState.RUNNING
 _STOPPING = WorkerState.STOPPING
 _STARTED = frozenset((_RUNNING, _STOPPING))  # a worker in these states cannot be added
+_ENDED = frozenset((WorkerState.STOPPED, WorkerState.FORCE_STOPPED))
 
 
 class Workers(Worker):
@@ -223,6 +224,13 @@ class Workers(Worker):
         All are checked before any is added. A child whose name was derived
         from its class gets a numeric suffix (``poll-2``) if the name is taken.
 
+        A worker belongs to one tree at a time. It may move: a worker of a
+        tree that ran and stopped (and whose trees above stopped too) leaves
+        that tree when another adds it, so a module-level worker can serve
+        the tree each start of an app builds (a second ``TestClient``, a new
+        app per test). The tree it left no longer has it, also if restarted.
+        A worker of a tree that is running, or was never started, is refused.
+
         Args:
             *workers: the children to add, in start order.
             restart: their restart type; by default the tree's ``restart``.
@@ -230,11 +238,27 @@ class Workers(Worker):
         Raises:
             TypeError: one is not a Worker.
             DuplicateWorkerName: an explicit name is already taken in this tree.
-            ValueError: one belongs to a tree already, is running, or is this
-                tree or one of its ancestors.
+            ValueError: one belongs to a tree that has not stopped, is
+                running, or is this tree or one of its ancestors.
+
+        Example:
+            ```python
+            consumer = fluid.QueueConsumerWorker(handle, name="orders")
+
+            async def serve_once() -> None:
+                async with fluid.Workers(consumer, name="app"):  # each start, a new tree
+                    consumer.send({"id": 1})
+
+            await serve_once()
+            await serve_once()  # the consumer moves from the first, stopped tree
+            ```
         """
         restart = self._default_restart if restart is None else check_restart(restart)
         names = self._check_new(workers)
+        for worker in workers:
+            slot = worker._slot
+            if worker._parent is not None and slot is not None:  # checked: its trees stopped
+                slot.tree._forget(slot)
         on_exit = self._on_child_exit
         slots = [
             Slot(self, worker, name, restart, on_exit)
@@ -465,7 +489,7 @@ class Workers(Worker):
             if key in ancestors:
                 raise ValueError(f"worker {worker.worker_name!r} cannot be its own descendant")
             parent = worker._parent
-            if parent is not None or key in seen:
+            if key in seen or (parent is not None and not _all_stopped(parent)):
                 owner = parent.worker_name if parent is not None else self._name
                 raise ValueError(f"worker {worker.worker_name!r} already belongs to tree {owner!r}")
             if worker._state in _STARTED:
@@ -674,6 +698,15 @@ class Workers(Worker):
             await waiter
         finally:
             self._wakeup = None
+
+
+def _all_stopped(tree: Worker | None) -> bool:
+    """True if ``tree`` and every tree above it ran and stopped: they let their workers go."""
+    while tree is not None:
+        if tree._state not in _ENDED:
+            return False
+        tree = tree._parent
+    return True
 
 
 def _new_names(workers: Sequence[Worker]) -> list[str] | None:

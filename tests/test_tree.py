@@ -182,6 +182,63 @@ def test_a_worker_belongs_to_one_tree_and_trees_have_no_cycles() -> None:
         fluid.Workers("not a worker")  # type: ignore[arg-type]
 
 
+async def test_a_worker_moves_from_a_stopped_tree_to_the_tree_adding_it() -> None:
+    # a module-level worker in the tree each start of an app builds
+    async def handle(message: int) -> None:
+        pass
+
+    consumer = fluid.QueueConsumerWorker(handle, name="orders")
+    first = fluid.Workers(consumer, name="first")
+    async with first:
+        consumer.send(1)
+    second = fluid.Workers(consumer, name="second")
+    assert first.children == ()
+    assert second.children == (consumer,)
+    assert consumer.worker_path == "second/orders"
+    async with second:
+        consumer.send(2)
+    assert (await consumer.status())["queue"]["handled"] == 2
+    # the tree it left runs without it
+    async with first:
+        assert first.children == ()
+    assert consumer.worker_path == "second/orders"
+
+
+async def test_only_a_tree_that_ran_and_stopped_with_all_above_it_lets_a_worker_go() -> None:
+    child = Idle(name="child")
+    never_started = fluid.Workers(child, name="never")
+    with pytest.raises(ValueError, match="already belongs to tree 'never'"):
+        fluid.Workers(child)
+    held = Idle(name="held")
+    inner = fluid.Workers(held, name="inner")
+    outer = fluid.Workers(inner, name="outer")
+    async with outer:
+        with pytest.raises(ValueError, match="already belongs to tree 'inner'"):
+            fluid.Workers(held)  # its tree is running
+        await outer.stop_workers("inner")
+        assert inner.is_stopped()
+        with pytest.raises(ValueError, match="already belongs to tree 'inner'"):
+            fluid.Workers(held)  # its tree stopped, but the tree above runs
+    taker = fluid.Workers(held, name="taker")
+    assert held.worker_path == "taker/held"
+    assert inner.children == ()
+    assert never_started.children == (child,)
+    assert taker.children == (held,)
+
+
+async def test_a_batch_that_fails_its_checks_moves_nobody() -> None:
+    mover = Idle(name="mover")
+    old = fluid.Workers(mover, name="old")
+    async with old:
+        pass
+    clash = Idle(name="clash")
+    new = fluid.Workers(Idle(name="clash"), name="new")
+    with pytest.raises(fluid.DuplicateWorkerName):
+        new.add_workers(mover, clash)
+    assert old.children == (mover,)
+    assert mover.worker_path == "old/mover"
+
+
 async def test_a_running_worker_cannot_be_added() -> None:
     async with Idle() as worker:
         with pytest.raises(ValueError, match="add workers to a tree before starting"):
@@ -770,7 +827,11 @@ def _expected_names(tree: fluid.Workers, workers: list[Any]) -> list[str] | tupl
         if id(worker) in ancestors:
             return "ValueError", f"worker {worker.worker_name!r} cannot be its own descendant"
         parent = worker._parent
-        if parent is not None or id(worker) in seen:
+        node, let_go = parent, parent is not None
+        while node is not None:  # a tree that ran and stopped, with all above it, lets go
+            let_go = let_go and node.is_stopped()
+            node = node._parent
+        if (parent is not None and not let_go) or id(worker) in seen:
             owner = parent.worker_name if parent is not None else tree.worker_name
             return "ValueError", f"worker {worker.worker_name!r} already belongs to tree {owner!r}"
         if worker.is_running() or worker.is_stopping():

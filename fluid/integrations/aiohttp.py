@@ -16,8 +16,9 @@ How it fits together:
   [`workers_of`][fluid.integrations.aiohttp.workers_of] gives your tree's own
   class, and says what is missing when the cleanup context is not there.
 * A factory is called at each start (a new app per test, say), and it may
-  put workers made once, at module level, in the new tree: the stopped tree
-  of an earlier start lets them go (see ``_app_tree.py`` in this package).
+  put workers made once, at module level, in the new tree: a worker moves
+  from a tree that stopped to the tree that adds it
+  ([`Workers.add_workers`][fluid.Workers.add_workers]).
 * A tree that crashes while the app serves does not stop the app: the status
   handler answers 503 with the error, which is what health checks act on.
 """
@@ -35,10 +36,9 @@ except ImportError as exc:  # one sentence naming the extra, not a bare ModuleNo
         "fluid.integrations.aiohttp needs aiohttp: pip install 'fluid-workers[aiohttp]'"
     ) from exc
 
-from .._target import WorkerOrFactory, check_target
+from .._target import WorkerOrFactory, build_worker, check_target
 from .._worker import Worker
 from . import health
-from ._app_tree import build_app_tree
 
 __all__ = ["WORKERS", "cleanup_ctx", "status_handler", "workers_of"]
 
@@ -85,7 +85,7 @@ def cleanup_ctx(
         raise TypeError(f"key must be an aiohttp.web.AppKey, got {key!r}")
 
     async def fluid_workers(app: web.Application) -> AsyncIterator[None]:
-        tree = await build_app_tree(worker)
+        tree = build_worker(worker)
         app[key] = tree
         await tree.startup()
         try:

@@ -27,7 +27,8 @@ How it fits together:
   typed, rather than through the untyped ``request.app.state``.
 * The app can start again (a second ``TestClient``): a factory is called at
   each start, and it may put workers made once, at module level, in the
-  new tree (see ``_app_tree.py`` in this package).
+  new tree: a worker moves from a tree that stopped to the tree that adds
+  it ([`Workers.add_workers`][fluid.Workers.add_workers]).
 """
 
 from __future__ import annotations
@@ -46,10 +47,9 @@ except ImportError as exc:  # one sentence naming the extra, not a bare ModuleNo
         "fluid.integrations.starlette needs Starlette: pip install 'fluid-workers[starlette]'"
     ) from exc
 
-from .._target import WorkerOrFactory, check_target
+from .._target import WorkerOrFactory, build_worker, check_target
 from .._worker import Worker
 from . import health
-from ._app_tree import build_app_tree
 
 __all__ = ["AppLifespan", "lifespan", "status_endpoint", "status_route", "workers_of"]
 
@@ -112,7 +112,7 @@ def lifespan(
 
     @asynccontextmanager
     async def fluid_lifespan(app: Any) -> AsyncIterator[dict[str, Any]]:
-        tree = await build_app_tree(worker)
+        tree = build_worker(worker)
         setattr(app.state, name, tree)
         async with AsyncExitStack() as stack:
             await tree.startup()
