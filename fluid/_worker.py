@@ -1152,17 +1152,24 @@ class Worker(ABC):
         """Wait for the end of a forced worker, even if the caller is cancelled again.
 
         A worker that swallows the cancel is cancelled again after each grace
-        period, and at once each time the caller is cancelled again. The
+        period (at least a second). A new cancellation of the caller meanwhile
+        is the same stop asked again, not a new one: anyio re-delivers the
+        cancel of a cancelled scope at every loop turn, and cancelling the
+        worker at each would cut its ``on_shutdown()`` at its first await. The
         callers raise their own cancellation afterwards.
         """
+        loop = asyncio.get_running_loop()
+        period = max(self._grace, 1.0)
+        deadline = loop.time() + period
         while not self._state.is_final:
             try:
-                if await self._wait_exit(max(self._grace, 1.0)):
+                if await self._wait_exit(max(0.0, deadline - loop.time())):
                     return
-                logger.error("worker %r is still running after cancel", self._name)
             except asyncio.CancelledError:
-                pass
+                continue  # asked again: the worker is forced already
+            logger.error("worker %r is still running after cancel", self._name)
             self._cancel_again()
+            deadline = loop.time() + period
 
 
 # Worker's own hooks, for _overridden_hooks

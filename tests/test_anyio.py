@@ -473,15 +473,6 @@ def test_a_process_worker_in_a_tree_stopped_by_a_scope_leaves_no_process(
     assert process.worker_state is WorkerState.FORCE_STOPPED
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "core (fluid/_worker.py, _wait_exit_uninterrupted): each re-delivery of an anyio "
-        "scope's cancellation re-cancels the forced worker, so its on_shutdown is "
-        "cancelled at its first await, a ThreadWorker's thread can be abandoned at once "
-        "and a ProcessWorker's child is killed (SIGKILL) without its SIGTERM's time"
-    ),
-)
 @pytest.mark.parametrize("backend_options", BACKENDS)
 def test_a_tree_forced_by_a_cancel_scope_is_cancelled_once_and_its_hooks_complete(
     backend_options: dict[str, Any], caplog: pytest.LogCaptureFixture

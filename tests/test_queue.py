@@ -522,12 +522,18 @@ async def test_a_handler_returning_an_awaitable_gives_its_result_to_on_result() 
         await wait_until(lambda: results == [(4, 8)])
 
 
+def _says_none(message: object) -> None:
+    pass
+
+
 async def test_a_handler_returning_no_awaitable_fails_the_message_naming_it() -> None:
     handled: list[object] = []
 
-    def sync_store(message: object) -> None:
-        handled.append(message)
+    def sync_store(message: object):  # type: ignore[no-untyped-def]
+        handled.append(message)  # no "-> None": nothing says it returns no awaitable
 
+    with pytest.raises(TypeError, match="or a callable returning an awaitable"):
+        fluid.QueueConsumerWorker(_says_none)  # this one says so: refused at once
     consumer = fluid.QueueConsumerWorker(sync_store, on_error="stop")
     assert consumer.worker_name == "sync_store"
     await consumer.startup()
