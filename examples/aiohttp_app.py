@@ -17,7 +17,7 @@ from typing import Any
 from aiohttp import web
 
 import fluid
-from fluid.integrations.aiohttp import WORKERS, cleanup_ctx, status_handler
+from fluid.integrations.aiohttp import cleanup_ctx, status_handler, workers_of
 
 Order = dict[str, Any]
 
@@ -44,8 +44,7 @@ class AppWorkers(fluid.Workers):
 
 async def create_order(request: web.Request) -> web.Response:
     order: Order = await request.json()
-    workers = request.app[WORKERS]
-    assert isinstance(workers, AppWorkers)
+    workers = workers_of(request, AppWorkers)
     workers.orders.send(order)
     return web.json_response({"queued": order.get("id")})
 

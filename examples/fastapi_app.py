@@ -20,7 +20,7 @@ import uvicorn
 from fastapi import FastAPI, Request
 
 import fluid
-from fluid.integrations.starlette import lifespan, status_route
+from fluid.integrations.starlette import lifespan, status_route, workers_of
 
 Order = dict[str, Any]
 
@@ -48,7 +48,7 @@ class AppWorkers(fluid.Workers):
 @asynccontextmanager
 async def app_lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
     """The app's own lifespan: entered once the workers run, left before they stop."""
-    workers: AppWorkers = app.state.workers
+    workers = workers_of(app, AppWorkers)
     print(f"app lifespan: {workers.num_workers} workers running", flush=True)
     yield {"region": "eu"}
     print("app lifespan: done, the workers stop next", flush=True)
@@ -60,7 +60,7 @@ app.router.routes.append(status_route("/status"))
 
 @app.post("/orders")
 async def create_order(order: Order, request: Request) -> dict[str, Any]:
-    workers: AppWorkers = request.app.state.workers
+    workers = workers_of(request, AppWorkers)
     workers.orders.send(order)
     return {"queued": order.get("id"), "region": request.state.region}
 
