@@ -12,6 +12,24 @@ Why it is shaped this way:
   children at once to stop gracefully, then sends SIGTERM (the child forces
   its worker, whose ``on_shutdown`` hooks still run), then SIGKILL; and
   ``fluid.run`` gives the master its signals and exit status.
+* A clean end is not a crash. The children are ``transient``: one that
+  exits with code 0 and no error (its worker ended by itself) is done and is
+  not respawned; when every child is done the master stops, and ``fluid
+  run`` exits 0, as it does without ``--processes`` for a worker that ends.
+  gunicorn and uvicorn respawn any worker that exits, because theirs are
+  HTTP servers that end only by crashing or to be recycled; a fluid child
+  runs any worker tree, a batch that finishes included, and respawning it
+  would run the batch again (and, five times in a minute, fail the master
+  with ``TooManyRestarts``). A non-zero exit code, a signal or an error of
+  the child's worker is a crash, respawned; each line about it says which.
+* Two figures, from one function: each child gets the grace period given
+  (``--stopping-grace-period``), then SIGTERM, then SIGKILL ``kill_after``
+  later; the master's own grace period (``master_grace_period``) is that
+  plus ``kill_after`` plus a second, so that the children's stop, SIGKILL
+  included, ends before ``fluid.run`` would force the master (a forced
+  master cancels its children's stop, and they would get SIGKILL at once,
+  without their ``on_shutdown`` hooks). The master says both figures when it
+  stops, and ``fluid run --help`` computes them with the same function.
 * Sockets travel by pickling. With the ``spawn`` start method, a socket
   pickled while a child is being started has its descriptor passed to that
   child (``pass_fds``): every child accepts on the very same listening
@@ -41,7 +59,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from ._child import KILL_AFTER
+from ._child import KILL_AFTER, ProcessWorkerError, describe_exit
 from ._lifecycle import Transition
 from ._processes import ProcessWorker
 from ._runner import check_grace_period, loop_factory
@@ -108,11 +126,14 @@ class Prefork(Workers):
     Each child runs the worker made by ``target`` on its own event loop (a
     tree, typically a web server and its background workers), serving the
     listening ``sockets`` the master opened: the kernel spreads connections
-    among the children. A child that dies (crash, SIGKILL, its worker
-    ended) is respawned after a backoff delay; more than ``max_restarts``
-    deaths within ``period`` seconds stop the master with
-    [`TooManyRestarts`][fluid.TooManyRestarts]. A stop asks every child to
-    stop gracefully, sends SIGTERM to those still running when their grace
+    among the children. A child that crashes (an error of its worker, a
+    non-zero exit code, a signal such as SIGKILL) is respawned after a
+    backoff delay; more than ``max_restarts`` crashes within ``period``
+    seconds stop the master with [`TooManyRestarts`][fluid.TooManyRestarts].
+    A child whose worker ends by itself (exit code 0, no error) is done: it
+    is not respawned, and once every child is done the master stops (exit
+    status 0 under [`fluid.run`][fluid.run]). A stop asks every child to
+    stop gracefully, sends SIGTERM to those still running when the grace
     period (``stopping_grace_period`` seconds) is over (their workers are
     then cancelled, ``on_shutdown`` hooks still run) and SIGKILL
     ``kill_after`` seconds later.
@@ -136,15 +157,16 @@ class Prefork(Workers):
             given to stop gracefully before SIGTERM; by default
             [`STOPPING_GRACE_PERIOD`][fluid.STOPPING_GRACE_PERIOD]. The
             master's own grace period (its ``stopping_grace_period``) is
-            this plus ``kill_after`` plus one second: what the children's
-            stop may take.
+            what the children's stop may take:
+            ``master_grace_period(stopping_grace_period, kill_after)``, this
+            plus ``kill_after`` plus one second.
         kill_after: seconds between SIGTERM and SIGKILL: not a grace period
             (the worker is already being cancelled), the time a child gets
             to run its ``on_shutdown`` hooks before it is killed.
         backoff: the delay before a respawn; by default 0.5 s doubling up
             to 10 s.
-        max_restarts: respawns allowed within ``period``; by default 5 per
-            child.
+        max_restarts: respawns (crashes) allowed within ``period``; by
+            default 5 per child.
         period: the window of ``max_restarts``, in seconds.
         use_uvloop: the children's loop: ``None`` uvloop when installed,
             ``True`` uvloop, ``False`` asyncio's.
@@ -179,7 +201,7 @@ class Prefork(Workers):
         ```
     """
 
-    __slots__ = ("_capture", "_entries", "_relays", "_sockets")
+    __slots__ = ("_capture", "_done", "_entries", "_relays", "_sockets", "_stop_plan", "_why")
 
     def __init__(
         self,
@@ -225,18 +247,21 @@ class Prefork(Workers):
             name=name,
             # the children stop together: each within its grace period, then
             # SIGTERM, then SIGKILL kill_after later
-            stopping_grace_period=grace_period + kill_after + 1.0,
+            stopping_grace_period=master_grace_period(grace_period, kill_after),
             strategy="one_for_one",
-            restart="permanent",
+            restart="transient",  # a clean end is not a crash: see the module docstring
             max_restarts=5 * processes if max_restarts is None else max_restarts,
             period=period,
             backoff=backoff or Backoff(initial=0.5, maximum=10.0),
             concurrent_stop=True,
         )
         self._entries = entries
+        self._stop_plan = (grace_period, kill_after)  # each child's grace, then SIGKILL after
         self._sockets = shared
         self._capture = bool(capture_output)
         self._relays: dict[str, tuple[_Relay, _Relay]] = {}
+        self._done: set[str] = set()  # children whose worker ended by itself: not respawned
+        self._why: dict[str, str] = {}  # how each child's last process ended
         self.add_observer(self._on_transition)
 
     @property
@@ -253,6 +278,8 @@ class Prefork(Workers):
         """Tell where the master listens and prepare the children's output relays."""
         for sock in self._sockets:
             logger.info("%s: listening on %s", self._name, describe_socket(sock))
+        self._done.clear()
+        self._why.clear()
         config = _logging_config()
         loop = asyncio.get_running_loop()
         for entry in self._entries:
@@ -274,27 +301,86 @@ class Prefork(Workers):
 
     def _on_transition(self, event: Transition) -> None:
         child = event.worker
+        if child is self and event.kind == "stopping":
+            self._announce_stop()
+            return
         if not isinstance(child, ProcessWorker) or child not in self.children:
             return
+        name = child.worker_name
         if event.kind in _FINAL:
-            for relay in self._relays.get(child.worker_name, ()):
+            for relay in self._relays.get(name, ()):
                 relay.flush()
-            if event.kind == "crashed" and self.is_running():
-                logger.warning(
-                    "%s: %s (pid %s) ended: %s; respawning it",
-                    self._name,
-                    child.worker_name,
-                    child.pid,
-                    event.error,
-                )
+            if not self.is_running():  # stopped by the master: nothing to say
+                return
+            why = self._why[name] = f"pid {child.pid} {_how_it_ended(event.error)}"
+            if event.kind == "crashed":  # respawned, unless too often: the supervisor says
+                logger.warning("%s: %s crashed: %s", self._name, name, why)
+            elif event.kind == "stopped":
+                self._child_done(name, why)
         elif event.kind == "restarted":
+            self._done.discard(name)
             logger.info(
-                "%s: %s respawned (pid %s) after %.2fs",
+                "%s: %s respawned (pid %s) after %.2fs: %s",
                 self._name,
-                child.worker_name,
+                name,
                 child.pid,
                 event.delay or 0.0,
+                self._why.get(name, "it ended"),
             )
+
+    def _announce_stop(self) -> None:
+        """Say what the stop of the children may take: the figures ``--help`` gives."""
+        grace, kill_after = self._stop_plan
+        count = self.processes
+        logger.info(
+            "%s: stopping %d %s: %gs each to stop gracefully, then SIGTERM, "
+            "then SIGKILL %gs later (%gs in all)",
+            self._name,
+            count,
+            "child" if count == 1 else "children",
+            grace,
+            kill_after,
+            self.stopping_grace_period,
+        )
+
+    def _child_done(self, name: str, why: str) -> None:
+        """A child's worker ended by itself: not respawned; the last one stops the master."""
+        self._done.add(name)
+        running = self.processes - len(self._done)
+        logger.info(
+            "%s: %s ended by itself (%s): not respawned, a clean end is not a crash; "
+            "%d of %d children still running",
+            self._name,
+            name,
+            why,
+            running,
+            self.processes,
+        )
+        if not running:
+            # Not from inside the child's transition: the tree handles the
+            # child's end first, on its own loop turn.
+            asyncio.get_running_loop().call_soon(self._stop_if_all_done)
+
+    def _stop_if_all_done(self) -> None:
+        if self.is_running() and len(self._done) == self.processes:
+            logger.info("%s: every child ended by itself: stopping", self._name)
+            self.gracefully_stop()
+
+
+def master_grace_period(grace: float, kill_after: float = KILL_AFTER) -> float:
+    """The grace period of a prefork master whose children each get ``grace`` seconds.
+
+    What the children's stop may take: ``grace``, then SIGTERM, SIGKILL
+    ``kill_after`` seconds later, and one second for the master to see them
+    end. The one place this figure is computed: ``Prefork`` and ``fluid run
+    --help`` both use it.
+
+    Example:
+        ```python
+        assert master_grace_period(10.0, 0.5) == 11.5
+        ```
+    """
+    return grace + kill_after + 1.0
 
 
 def describe_socket(sock: socket.socket) -> str:
@@ -307,6 +393,17 @@ def describe_socket(sock: socket.socket) -> str:
 
 
 # ------------------------------------------------------------- internals
+
+
+def _how_it_ended(error: BaseException | None) -> str:
+    """``"exited with code 0"``, ``"was killed by SIGKILL"``, ``"raised ValueError: boom"``."""
+    if error is None:
+        return describe_exit(0)  # no error: the child's exit code was 0
+    if isinstance(error, ProcessWorkerError) and error.exitcode is not None:
+        return describe_exit(error.exitcode)
+    if isinstance(error, ProcessWorkerError):
+        return str(error)
+    return f"exited after its worker raised {type(error).__name__}: {error}"
 
 
 def _logging_config() -> _Logging | None:

@@ -353,7 +353,7 @@ class _Signals:
         if self.count == 1:
             self.signum = signum
             logger.warning(
-                "received %s: stopping worker %r gracefully within %ss (again to force)",
+                "received %s: stopping worker %r gracefully within %gs (again to force)",
                 name,
                 worker,
                 self._grace,
@@ -371,9 +371,9 @@ class _Signals:
         if not self.done:
             worker = self._worker.worker_name
             logger.warning(
-                "worker %r did not stop within %ss: forcing it to stop", worker, self._grace
+                "worker %r did not stop within %gs: forcing it to stop", worker, self._grace
             )
-            self._force(f"worker {worker!r} did not stop within {self._grace}s", self.signum)
+            self._force(f"worker {worker!r} did not stop within {self._grace:g}s", self.signum)
 
     def _force(self, reason: str, signum: int) -> None:
         if not self.done and not self.forced:

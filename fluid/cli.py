@@ -24,7 +24,8 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from . import __version__
-from ._prefork import Prefork, describe_socket
+from ._child import KILL_AFTER
+from ._prefork import Prefork, describe_socket, master_grace_period
 from ._runner import EXIT_FAILURE, EXIT_USAGE, loop_factory, run
 from ._target import NotAWorker, TargetError, load_target
 from ._validate import check_seconds
@@ -140,7 +141,9 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="the grace period: seconds to stop gracefully after the first signal "
         "before forcing (default: the worker's own stopping_grace_period; with "
-        f"--processes, {STOPPING_GRACE_PERIOD:g} per child)",
+        f"--processes, {STOPPING_GRACE_PERIOD:g} for each child, then SIGTERM and SIGKILL "
+        f"{KILL_AFTER:g} later: {master_grace_period(STOPPING_GRACE_PERIOD):g} in all "
+        "for the master)",
     )
     cmd.add_argument(
         "--log-level",
@@ -159,7 +162,9 @@ def _parser() -> argparse.ArgumentParser:
         "--processes",
         type=_count,
         metavar="N",
-        help="prefork N child processes, each running the target (respawned if they die)",
+        help="prefork N child processes, each running the target (respawned if they "
+        "crash; a child whose worker ends by itself is not, and when all have ended the "
+        "master exits)",
     )
     cmd.add_argument(
         "--bind",

@@ -67,3 +67,26 @@ class NeedsASocket(fluid.Worker):
 
     async def run(self) -> None:
         print(f"serving {self.sock!r}", flush=True)
+
+
+def crash_then_quick() -> fluid.Worker:
+    """In a prefork child: the first one to run exits with code 3, its respawn ends cleanly.
+
+    The file named by ``FLUID_TEST_MARKER`` says a child already ran: it is
+    created by the first one. The crash comes once the child's worker runs
+    (after the master's startup), as a crash in production would.
+    """
+    marker = os.environ["FLUID_TEST_MARKER"]
+    if os.path.exists(marker):
+        return Quick()
+    with open(marker, "w"):
+        pass
+    return ExitsWith3()
+
+
+class ExitsWith3(fluid.Worker):
+    """Ends its process with exit code 3 once running, as a crash of C code would."""
+
+    async def run(self) -> None:
+        await asyncio.sleep(0.05)
+        os._exit(3)

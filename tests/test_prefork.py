@@ -16,12 +16,14 @@ import socket
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
 
 import fluid
 from fluid import cli
+from fluid._prefork import master_grace_period
 
 from ._programs import Program, children_of, wait_gone
 
@@ -67,7 +69,14 @@ async def test_three_children_serve_one_port_a_killed_one_is_respawned_sigterm_s
             assert pid != pids[2]
         respawned = int((await master.expect(r"\[child 2\] child 2 serving \(pid (\d+)\)"))[1])
         assert respawned != pids[2]
-        delay = float((await master.expect(r"child-2 respawned \(pid \d+\) after ([\d.]+)s"))[1])
+        delay = float(
+            (
+                await master.expect(
+                    rf"child-2 respawned \(pid \d+\) after ([\d.]+)s: pid {pids[2]} was killed "
+                    "by SIGKILL"
+                )
+            )[1]
+        )
         assert delay > 0  # after a backoff
         for _ in range(10):
             await http_get(port)
@@ -95,6 +104,73 @@ async def test_children_that_ignore_the_stop_get_sigterm_after_the_grace_period(
     assert master.output.count("stubborn on_shutdown ran") == 2
     assert "[child 1] stubborn on_shutdown ran" in master.output
     await wait_gone(children)
+
+
+@pytest.mark.parametrize(
+    ("option", "grace"), [((), fluid.STOPPING_GRACE_PERIOD), (("--grace", "0.25"), 0.25)]
+)
+async def test_the_stop_logs_the_figures_help_gives(option: tuple[str, ...], grace: float) -> None:
+    async with await Program.fluid("run", "--help") as done:
+        assert await done.wait() == 0, done.output
+    help_text = " ".join(done.output.split())
+    master = master_grace_period(fluid.STOPPING_GRACE_PERIOD)
+    assert (
+        f"with --processes, {fluid.STOPPING_GRACE_PERIOD:g} for each child, then SIGTERM and "
+        f"SIGKILL 0.5 later: {master:g} in all for the master" in help_text
+    )
+    master = master_grace_period(grace)
+    async with await Program.fluid(
+        "run", "tests._run_targets:Stubborn", "--processes", "1", *option
+    ) as program:
+        await program.expect(r"\[child 1\] stubborn started")
+        await program.expect("worker 'prefork' is running")
+        program.send(signal.SIGTERM)
+        # the master's figure; it was the only one said, where --help said the child's
+        await program.expect(f"stopping worker 'prefork' gracefully within {master:g}s ")
+        await program.expect(
+            f"prefork: stopping 1 child: {grace:g}s each to stop gracefully, then SIGTERM, "
+            f"then SIGKILL 0.5s later \\({master:g}s in all\\)"
+        )
+        program.send(signal.SIGTERM)  # no need to wait it out: force it
+        assert await program.wait() == 143, program.output
+
+
+async def test_a_child_that_ends_cleanly_is_not_respawned_and_the_master_exits_0() -> None:
+    start = time.monotonic()
+    async with await Program.fluid(
+        "run", "tests._run_targets:Quick", "--processes", "2", "--no-uvloop"
+    ) as master:
+        assert await master.wait() == 0, master.output  # it was 1, TooManyRestarts, ~21 s
+    assert time.monotonic() - start < 10  # no backoff waited: nothing was respawned
+    output = master.output
+    assert output.count("quick ran on asyncio") == 2  # once per child, not again
+    assert "respawned (pid" not in output
+    assert "restarting it" not in output
+    assert "TooManyRestarts" not in output
+    for child in (1, 2):
+        assert re.search(
+            rf"prefork: child-{child} ended by itself \(pid \d+ exited with code 0\): "
+            "not respawned, a clean end is not a crash",
+            output,
+        ), output
+    assert "prefork: every child ended by itself: stopping" in output
+    assert "worker 'prefork' stopped: exit status 0" in output
+
+
+async def test_a_crashed_child_is_respawned_and_the_respawn_line_says_why(
+    tmp_path: Path,
+) -> None:
+    env = {"FLUID_TEST_MARKER": str(tmp_path / "crashed")}
+    async with await Program.fluid(
+        "run", "tests._run_targets:crash_then_quick", "--processes", "1", env=env
+    ) as master:
+        crashed = await master.expect(r"prefork: child-1 crashed: pid (\d+) exited with code 3")
+        await master.expect(
+            rf"prefork: child-1 respawned \(pid \d+\) after [\d.]+s: pid {crashed[1]} "
+            "exited with code 3"
+        )
+        assert await master.wait() == 0, master.output  # its respawn ended cleanly
+    assert "[child 1] quick ran on" in master.output
 
 
 async def test_children_that_ignore_sigterm_are_killed() -> None:
@@ -253,3 +329,4 @@ def test_the_grace_period_is_stopping_grace_period_and_grace_still_works() -> No
         # each child gets the grace period; the master, what the children's stop may take
         assert [child.stopping_grace_period for child in master.children] == [grace, grace]
         assert master.stopping_grace_period == grace + kill_after + 1.0
+        assert master.stopping_grace_period == master_grace_period(grace, kill_after)
