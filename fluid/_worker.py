@@ -78,6 +78,7 @@ _READY = _Ready()
 # workers). Looked up at each start, not when the class is made, so that a
 # hook patched onto the class or set on the instance is never skipped.
 _BEFORE, _STOP, _AFTER, _ON_STARTUP, _ON_SHUTDOWN, _AFTER_SHUTDOWN = 1, 2, 4, 8, 16, 32
+_AWAITED_AT_START = _ON_STARTUP | _BEFORE  # the hooks startup() awaits
 _ALL_HOOKS = 63
 _HOOKS = (
     (_BEFORE, "before_run"),
@@ -398,24 +399,28 @@ class Worker(ABC):
         self._error = self._traceback = None
         self._forced = 0
         self._state = _RUNNING  # from INIT, STOPPED or FORCE_STOPPED: checked above
-        # force_stop() during on_startup() cancels this task (a hung connect
-        # must not outlast the grace period); the cancel is told apart from
-        # the caller's own by the _forced flag and uncancel().
-        self._starting = asyncio.current_task()
-        self._hooked = self._overridden_hooks()
-        opened = False
-        try:
-            if self._hooked & _ON_STARTUP:
-                await self.on_startup()
-            opened = True
-            if self._hooked & _BEFORE:  # a plain worker awaits no empty hook
-                await self.before_run()
-                await self._before_run()  # the type's own start, last: nothing to undo after
-        except BaseException as exc:
+        self._hooked = hooked = self._overridden_hooks()
+        if hooked & _AWAITED_AT_START:
+            # force_stop() during on_startup() cancels this task (a hung
+            # connect must not outlast the grace period); the cancel is told
+            # apart from the caller's own by the _forced flag and uncancel().
+            # Without such hooks nothing is awaited until the task exists,
+            # so nobody can see the start in progress (a tree starting ten
+            # thousand children looks its task up for none of them).
+            self._starting = asyncio.current_task()
+            opened = False
+            try:
+                if hooked & _ON_STARTUP:
+                    await self.on_startup()
+                opened = True
+                if hooked & _BEFORE:  # a plain worker awaits no empty hook
+                    await self.before_run()
+                    await self._before_run()  # the type's own start, last: nothing to undo
+            except BaseException as exc:
+                self._starting = None
+                await self._abort_startup(exc, opened)
+                raise
             self._starting = None
-            await self._abort_startup(exc, opened)
-            raise
-        self._starting = None
         if self._forced:  # forced while on_startup swallowed the cancel: never run
             await self._abort_startup(asyncio.CancelledError(), opened=True)
             raise asyncio.CancelledError  # the caller's own, swallowed with ours
