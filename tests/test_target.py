@@ -226,6 +226,21 @@ def test_a_callable_that_needs_arguments_is_refused_by_every_caller_naming_them(
         _target.load_target(spec)
 
 
+@pytest.mark.parametrize("integration", ["starlette", "aiohttp"])
+def test_the_web_integrations_refuse_a_factory_that_needs_arguments(integration: str) -> None:
+    pytest.importorskip(integration)
+    if integration == "starlette":
+        from fluid.integrations.starlette import lifespan
+
+        with pytest.raises(TypeError, match=r"needs arguments \(host, port\)"):
+            lifespan(needs_arguments)  # type: ignore[arg-type]
+    else:
+        from fluid.integrations.aiohttp import cleanup_ctx
+
+        with pytest.raises(TypeError, match=r"needs arguments \(host, port\)"):
+            cleanup_ctx(needs_arguments)  # type: ignore[arg-type]
+
+
 # ------------------------------------------------------------ no import cycle
 
 
