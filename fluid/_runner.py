@@ -167,8 +167,9 @@ def run(
         The exit status, for ``sys.exit``.
 
     Raises:
-        TypeError: ``worker`` is neither a Worker nor callable, the grace
-            period is not a number or is given under both names.
+        TypeError: ``worker`` is neither a Worker nor callable, or is a
+            callable that needs arguments (the message names them); the
+            grace period is not a number or is given under both names.
         NotAWorker: the factory returned something else than a Worker (a
             ``TypeError``).
         ValueError: the grace period is negative or not finite.
