@@ -25,6 +25,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 import fluid
+import fluid.redis
 from fluid import WorkerState
 from fluid.utils.errors import ValidationError
 
@@ -125,8 +126,11 @@ class Poller:
         lambda fn: fluid.ScheduledWorker(fn, interval=60),
         lambda fn: fluid.TriggerWorker(fn),
         lambda fn: fluid.OneShotWorker(fn),
+        lambda fn: fluid.redis.StreamConsumerWorker(
+            fn, redis="redis://127.0.0.1:1/0", stream="jobs", group="g"
+        ),
     ],
-    ids=["worker_function", "scheduled", "trigger", "one_shot"],
+    ids=["worker_function", "scheduled", "trigger", "one_shot", "stream_consumer"],
 )
 def test_a_callable_object_does_not_name_its_worker_after_fluids_wrapper(
     build: Callable[[Callable[[], Awaitable[None]]], fluid.Worker],
@@ -217,6 +221,7 @@ async def _block(event: asyncio.Event) -> None:
     await event.wait()
 
 
+@pytest.mark.interleave
 async def test_an_eager_task_from_a_lambda_handler_is_cancelled_on_a_forced_stop() -> None:
     """The lambda makes a Task at once; a forced stop cancels it and puts the message back."""
     never = asyncio.Event()
@@ -377,6 +382,7 @@ class SlowStart(fluid.Workers):
         await self.gate.wait()
 
 
+@pytest.mark.interleave
 async def test_a_worker_cannot_move_while_its_old_tree_restarts() -> None:
     worker = fluid.WorkerFunction(tick, name="w")
     old = SlowStart(worker, name="old")
@@ -396,6 +402,7 @@ async def test_a_worker_cannot_move_while_its_old_tree_restarts() -> None:
     await old.shutdown()
 
 
+@pytest.mark.interleave
 async def test_a_worker_cannot_move_while_its_old_tree_is_stopping() -> None:
     gate = asyncio.Event()
 
@@ -414,6 +421,7 @@ async def test_a_worker_cannot_move_while_its_old_tree_is_stopping() -> None:
     assert fluid.Workers(worker, name="new").children == (worker,)
 
 
+@pytest.mark.interleave
 async def test_a_worker_of_a_stopped_subtree_of_a_running_tree_does_not_move() -> None:
     worker = fluid.WorkerFunction(tick, name="w")
     sub = fluid.Workers(worker, name="sub")
@@ -427,6 +435,7 @@ async def test_a_worker_of_a_stopped_subtree_of_a_running_tree_does_not_move() -
         assert worker.worker_path == "root/sub/w"
 
 
+@pytest.mark.interleave
 async def test_a_force_stopped_tree_lets_its_workers_go() -> None:
     worker = fluid.WorkerFunction(tick, name="w")
     stuck = fluid.WorkerFunction(lambda: asyncio.sleep(60), name="stuck")
@@ -438,6 +447,7 @@ async def test_a_force_stopped_tree_lets_its_workers_go() -> None:
     assert names(old) == ["stuck"]
 
 
+@pytest.mark.interleave
 async def test_a_moved_subtree_takes_its_paths_status_and_observers_along() -> None:
     leaf = fluid.WorkerFunction(tick, name="leaf")
     sub = fluid.Workers(leaf, name="sub")
@@ -579,3 +589,28 @@ def test_validation_error_pickles_with_its_fields_and_text() -> None:
     assert isinstance(copy, ValueError)
     assert isinstance(copy, fluid.FluidError)
     assert str(pickle.loads(pickle.dumps(ValidationError("f")))) == "validation error"
+
+
+@pytest.mark.interleave
+@pytest.mark.parametrize("concurrent", [False, True])
+async def test_a_dispatcher_handler_task_is_cancelled_and_its_message_kept_on_a_forced_stop(
+    concurrent: bool,
+) -> None:
+    never = asyncio.Event()
+    made: list[asyncio.Future[None]] = []
+
+    def eager(message: str) -> asyncio.Future[None]:
+        made.append(asyncio.ensure_future(_block(never)))
+        return made[-1]
+
+    dispatcher = fluid.AsyncDispatcher[str](message_type=lambda m: "a", concurrent=concurrent)
+    dispatcher.register_handler("a.one", eager)
+    dispatcher.register_handler("a.two", eager)
+    consumer = fluid.AsyncConsumer[str](dispatcher, stopping_grace_period=0.05)
+    await consumer.startup()
+    consumer.send("stuck")
+    await wait_until(lambda: len(made) >= 1)
+    await consumer.shutdown()
+    assert consumer.worker_state is WorkerState.FORCE_STOPPED
+    assert consumer.take_undelivered() == ["stuck"]
+    assert all(task.cancelled() for task in made)
