@@ -53,7 +53,7 @@ from ._status import ProcessStatus, WorkerStatus
 from ._sync_body import check_sync_target, run_body
 from ._validate import check_seconds, function_name
 from ._waiting import release
-from ._worker import STOPPING_GRACE_PERIOD, Worker
+from ._worker import STOPPING_GRACE_PERIOD, Worker, logged_where_raised
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
@@ -415,7 +415,9 @@ class ProcessWorker(Worker):
     def _child_error(self, child: Child) -> BaseException | None:
         where = f"the process of worker {self._name!r} (pid {child.pid})"
         if self._outcome is not None:
-            return unpack_error(self._outcome, where)
+            error = unpack_error(self._outcome, where)
+            # an async tree in the child logged its failure there already
+            return error if self._factory is None else logged_where_raised(error)
         code = child.exitcode
         if code:
             return ProcessWorkerError(f"{where} {describe_exit(code)}", exitcode=code)

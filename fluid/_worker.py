@@ -110,6 +110,20 @@ def _path_part(name: str) -> str:
     return name
 
 
+_LOGGED_WHERE_RAISED = "__fluid_logged_where_raised__"
+
+
+def logged_where_raised(error: BaseException) -> BaseException:
+    """Mark ``error`` as logged, with its traceback, where it was raised; return it.
+
+    A process worker's child logs its worker's failure itself (relayed on the
+    child's stderr); the same error, raised again in the parent, then ends
+    the parent's worker, which logs one line instead of the traceback again.
+    """
+    setattr(error, _LOGGED_WHERE_RAISED, True)
+    return error
+
+
 _current_worker: contextvars.ContextVar[Worker | None] = contextvars.ContextVar(
     "fluid_current_worker", default=None
 )
@@ -904,7 +918,15 @@ class Worker(ABC):
                 logger.error("worker %r ended by a cancellation nobody asked for", self._name)
                 self._fail(exc)
         except Exception as exc:
-            logger.error("worker %r failed", self._name, exc_info=exc)
+            if getattr(exc, _LOGGED_WHERE_RAISED, False):
+                logger.error(
+                    "worker %r failed: %s: %s (its traceback is logged where it was raised)",
+                    self._name,
+                    type(exc).__name__,
+                    exc,
+                )
+            else:
+                logger.error("worker %r failed", self._name, exc_info=exc)
             self._fail(exc)
         except GeneratorExit:  # the coroutine is being closed: no await is possible
             self._watch_end(task)

@@ -261,6 +261,31 @@ async def test_the_error_of_the_async_tree_comes_back_with_its_traceback(tmp_pat
     assert "raised by worker 'file_logged' of tree 'child_tree'" in text
 
 
+async def test_the_async_trees_failure_is_logged_with_its_traceback_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # the child logs the failure with its traceback (on its stderr); the
+    # parent's worker, failing with the same error, logs one line
+    worker = fluid.ProcessWorker(
+        worker_factory=functools.partial(targets.make_tree, tmp_path / "tree", "fail"),
+        name="pw",
+    )
+    with caplog.at_level(logging.ERROR, logger="fluid"):
+        await worker.startup()
+        with pytest.raises(RuntimeError, match="async child failed") as info:
+            await worker.wait_for_shutdown()
+    child_stderr = capfd.readouterr().err
+    assert child_stderr.count("in fail_in_async_child") == 1
+    (record,) = [r for r in caplog.records if r.getMessage().startswith("worker 'pw' failed")]
+    assert record.exc_info is None
+    assert record.getMessage() == (
+        "worker 'pw' failed: RuntimeError: async child failed "
+        "(its traceback is logged where it was raised)"
+    )
+    # the error raised to the caller still carries the child's traceback
+    assert "in fail_in_async_child" in "".join(traceback.format_exception(info.value))
+
+
 async def test_sigterm_forces_the_async_tree_and_its_hooks_still_run(tmp_path: Path) -> None:
     log = tmp_path / "tree"
     worker = fluid.ProcessWorker(
