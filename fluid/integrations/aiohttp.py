@@ -64,8 +64,8 @@ def cleanup_ctx(
         An async generator function for ``app.cleanup_ctx.append``.
 
     Raises:
-        TypeError: ``worker`` is neither a Worker nor callable, or ``key``
-            is not a ``web.AppKey``.
+        TypeError: ``worker`` is neither a Worker nor a callable without
+            arguments, or ``key`` is not a ``web.AppKey``.
 
     It raises what ``startup()`` raised at the app's startup, and the
     worker's error at cleanup.

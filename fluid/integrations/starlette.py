@@ -84,8 +84,8 @@ def lifespan(
         A lifespan for ``Starlette(lifespan=...)`` or ``FastAPI(lifespan=...)``.
 
     Raises:
-        TypeError: ``worker`` is neither a Worker nor callable, or
-            ``app_lifespan`` is not callable.
+        TypeError: ``worker`` is neither a Worker nor a callable without
+            arguments, or ``app_lifespan`` is not callable.
         ValueError: ``name`` is not an identifier.
 
     The returned lifespan raises what ``startup()`` raised at startup, and
