@@ -662,3 +662,34 @@ async def test_each_function_worker_runs_a_lambda_a_partial_and_a_callable_objec
         await wait_until(lambda: len(set(calls)) == 12)
     assert tree.worker_state is WorkerState.STOPPED
     assert (await tree.status())["error"] is None
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="run_in='thread': a handler that returns a coroutine (a lambda wrapping an async "
+    "def, the slip issue 14 closed for the sync Dispatcher) has its coroutine dropped "
+    "unawaited, and the message is counted handled though nothing ran",
+)
+async def test_a_thread_handler_returning_a_coroutine_fails_its_message() -> None:
+    ran: list[str] = []
+    made: list[Coroutine[Any, Any, None]] = []
+
+    async def store(message: str) -> None:
+        ran.append(message)
+
+    def slip(message: str) -> Coroutine[Any, Any, None]:
+        made.append(store(message))
+        return made[-1]
+
+    consumer = fluid.QueueConsumerWorker[str](slip, run_in="thread", name="c")
+    try:
+        async with fluid.Workers(consumer):
+            consumer.send("order")
+            await wait_until(lambda: len(made) == 1)
+        queue = (await consumer.status())["queue"]
+    finally:
+        for coroutine in made:
+            coroutine.close()  # no "never awaited" warning from this test
+    assert ran == []
+    assert queue["handled"] == 0
+    assert queue["failed"] == 1
