@@ -365,9 +365,14 @@ class Dispatcher(BaseDispatcher[MessageT, Callable[[MessageT], None]]):
         # which one failed, at no cost to the loop when none does.
         for handler in (left := iter(handlers)):
             try:
-                # A handler's result is dropped; only an awaitable is an error,
-                # and None (the usual result) costs one identity test.
-                if (result := handler(message)) is not None and inspect.isawaitable(result):
+                # A handler's result is dropped; only an awaitable that nothing
+                # will run is an error (a future or task runs by itself: fire
+                # and forget), and None (the usual result) costs one test.
+                if (
+                    (result := handler(message)) is not None
+                    and inspect.isawaitable(result)
+                    and not asyncio.isfuture(result)
+                ):
                     _refuse_awaitable(handler, result)
             except Exception as exc:
                 errors = [exc] if errors is None else [*errors, exc]

@@ -15,12 +15,15 @@ logger = logging.getLogger("fluid")
 
 # With no heartbeat, a function that never waits makes the loop call it
 # again at once, for ever: one core at 100% and nothing else to see. Every
-# _BUSY_CALLS calls the worker looks at the clock; if they took less than
-# _BUSY_SECONDS (under 60 us a call, yield included), it warns once per run.
-# A function that polls something (a socket, a queue that is often empty)
-# takes longer than that, since it waits.
+# _BUSY_CALLS calls the worker looks at the clock: a window of calls that
+# took less than _BUSY_SECONDS is fast (under 60 us a call, yield included),
+# and when fast windows follow one another for _BUSY_FOR seconds, it warns,
+# once per run. A function that polls something (a socket, a queue that is
+# often empty) is slower, since it waits; one draining a backlog is fast
+# only until the backlog is gone.
 _BUSY_CALLS = 4096
 _BUSY_SECONDS = 0.25
+_BUSY_FOR = 2.0
 
 
 class WorkerFunction(Worker):
@@ -31,9 +34,10 @@ class WorkerFunction(Worker):
     heartbeat. With the default ``heartbeat=0`` it only yields to the loop
     between two calls: right for a function that waits for its work (a
     queue, a socket), a busy loop for one that never waits. Such a worker
-    logs a warning once per run, when its calls come faster than one every
-    60 microseconds over 4,096 calls. An exception from ``run_function`` ends the worker with that
-    error (``shutdown()`` raises it; a parent tree stops).
+    logs a warning once per run, when its calls have come faster than one
+    every 60 microseconds for 2 seconds. An exception from ``run_function``
+    ends the worker with that error (``shutdown()`` raises it; a parent tree
+    stops).
 
     If ``run_function`` returns ``False`` (that exact value, not just a falsy
     one) the worker stops by itself and ends ``STOPPED`` without an error, as
@@ -108,26 +112,28 @@ class WorkerFunction(Worker):
             # the same loop, with a look at its pace every _BUSY_CALLS calls
             clock = asyncio.get_running_loop().time
             calls = 0
-            since = clock()
+            since = fast_since = clock()
             while self.is_running():
                 if await run_function() is False:
                     return
                 await self.sleep(0)
                 calls += 1
                 if calls == _BUSY_CALLS:
-                    took = clock() - since
-                    if took < _BUSY_SECONDS:
+                    now = clock()
+                    if now - since >= _BUSY_SECONDS:
+                        fast_since = now  # a slow window: the pace is fine
+                    elif now - fast_since >= _BUSY_FOR:
                         logger.warning(
-                            "worker %r called its function %d times in %.3f s with "
-                            "heartbeat=0: it never waits, so it keeps a core busy; "
-                            "give it a heartbeat",
+                            "worker %r has not waited for %.1f s: its function, called "
+                            "with heartbeat=0, returns at once (%d calls a second), so "
+                            "it keeps a core busy; if it polls, give it a heartbeat",
                             self.worker_name,
-                            calls,
-                            took,
+                            now - fast_since,
+                            calls / (now - since),
                         )
                         break  # once per run: the plain loop goes on
                     calls = 0
-                    since = clock()
+                    since = now
         while self.is_running():
             if await run_function() is False:
                 return

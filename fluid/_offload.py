@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import pickle
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar
 
 from ._validate import check_async_callable, is_async_callable
@@ -90,7 +91,17 @@ async def consume_offloaded(
     )
 
     async def call(message: MessageT) -> Any:
-        return await pool.run(fn, message)
+        result = await pool.run(fn, message)
+        if result is not None and inspect.isawaitable(result):
+            # a lambda wrapping a coroutine function: nothing ran it, in a
+            # thread with no loop; the message fails instead of passing
+            if isinstance(result, Coroutine):
+                result.close()  # no "never awaited" warning besides
+            raise TypeError(
+                f"on_message {fn!r} returned an awaitable in a {run_in}: run_in="
+                f"{run_in!r} calls a sync function; an async handler runs on the loop"
+            )
+        return result
 
     try:
         await consume(call)

@@ -489,6 +489,8 @@ class Workers(Worker):
             if key in ancestors:
                 raise ValueError(f"worker {worker.worker_name!r} cannot be its own descendant")
             parent = worker._parent
+            if parent is self:
+                raise ValueError(f"worker {worker.worker_name!r} is already in tree {self._name!r}")
             if key in seen or (parent is not None and not _all_stopped(parent)):
                 owner = parent.worker_name if parent is not None else self._name
                 raise ValueError(f"worker {worker.worker_name!r} already belongs to tree {owner!r}")

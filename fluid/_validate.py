@@ -150,6 +150,8 @@ def _never_awaitable(fn: object) -> bool:
     # a plain function annotated as returning a plain value (the usual slip:
     # a sync ``def job() -> None`` given where a coroutine function goes);
     # an unannotated one, like a lambda, may return a coroutine
+    if hasattr(fn, "__wrapped__"):  # functools.wraps copied the annotations of another
+        return False
     returns = fn.__annotations__.get("return", _UNSAID) if fn.__annotations__ else _UNSAID
     try:
         return returns in _PLAIN_RETURNS
@@ -177,7 +179,12 @@ def _awaiting(what: str, fn: Callable[..., Any]) -> Callable[..., Awaitable[Any]
             "be a coroutine function (async def) or return an awaitable"
         )
 
-    return functools.update_wrapper(awaiting, fn)
+    functools.update_wrapper(awaiting, fn)
+    if not isinstance(getattr(fn, "__name__", None), str):
+        # a callable object or a partial names nothing: neither does the
+        # wrapper, so a worker's default name is not "awaiting"
+        awaiting.__name__ = awaiting.__qualname__ = ""
+    return awaiting
 
 
 def function_name(fn: object) -> str:

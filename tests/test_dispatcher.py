@@ -193,17 +193,23 @@ async def test_async_dispatcher_takes_any_callable_returning_an_awaitable(
     assert dispatcher.unregister_handler("a.partial") is handlers["a.partial"]
 
 
+def _says_none(message: Msg) -> None:
+    pass
+
+
 @pytest.mark.parametrize("concurrent", [False, True])
 async def test_async_dispatcher_fails_a_handler_returning_no_awaitable_naming_it(
     concurrent: bool,
 ) -> None:
     got: list[str] = []
 
-    def sync(message: Msg) -> None:
-        got.append("sync ran")
+    def sync(message: Msg):  # type: ignore[no-untyped-def]
+        got.append("sync ran")  # no "-> None": nothing says it returns no awaitable
 
     dispatcher = fluid.AsyncDispatcher[Msg](message_type=msg_type, concurrent=concurrent)
-    dispatcher.register_handler("a.sync", sync)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="or a callable returning an awaitable"):
+        dispatcher.register_handler("a.slip", _says_none)  # type: ignore[arg-type]
+    dispatcher.register_handler("a.sync", sync)
     dispatcher.register_handler("a.after", lambda m: _record(got, "after"))
     with pytest.raises(TypeError) as caught:
         await dispatcher.dispatch(Msg("a"))

@@ -130,12 +130,13 @@ async def test_a_falsy_value_other_than_false_does_not_stop_the_worker() -> None
 
 
 def _busy_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage() for r in caplog.records if "never waits" in r.getMessage()]
+    return [r.getMessage() for r in caplog.records if "has not waited" in r.getMessage()]
 
 
 async def test_a_function_that_never_waits_with_no_heartbeat_is_reported_once_per_run(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(fluid_function, "_BUSY_FOR", 0.1)  # not 2 s: a test
     calls = 0
 
     async def spin() -> None:
@@ -152,7 +153,7 @@ async def test_a_function_that_never_waits_with_no_heartbeat_is_reported_once_pe
                 await wait_until(lambda enough=enough: calls > enough)  # type: ignore[misc]
             assert len(_busy_warnings(caplog)) == run
     (message, *_) = _busy_warnings(caplog)
-    assert "'spinner'" in message
+    assert "'spinner' has not waited for" in message
     assert "heartbeat=0" in message
     assert "give it a heartbeat" in message
     assert worker.worker_state is WorkerState.STOPPED
@@ -174,6 +175,38 @@ async def test_a_function_that_waits_with_no_heartbeat_is_not_reported(
     with caplog.at_level(logging.WARNING, logger="fluid"):
         async with fluid.WorkerFunction(poll):
             await wait_until(lambda: calls >= 3 * 64)
+    assert _busy_warnings(caplog) == []
+
+
+async def test_a_function_draining_a_backlog_is_not_reported(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # fast windows that stop before _BUSY_FOR: the backlog ran out, the
+    # function waits again (a slow window), and the fast pace starts over
+    monkeypatch.setattr(fluid_function, "_BUSY_CALLS", 64)
+    monkeypatch.setattr(fluid_function, "_BUSY_FOR", 0.5)
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    drained = 0
+
+    async def drain() -> None:
+        nonlocal drained
+        try:
+            async with asyncio.timeout(0.05):  # returns when idle, so a stop is seen
+                await queue.get()
+        except TimeoutError:
+            return
+        drained += 1
+
+    loop = asyncio.get_running_loop()
+    with caplog.at_level(logging.WARNING, logger="fluid"):
+        async with fluid.WorkerFunction(drain):
+            for _ in range(3):  # backlogs of 2,000 taking well under 0.5 s each
+                for item in range(2000):
+                    queue.put_nowait(item)
+                target = drained + 2000
+                await wait_until(lambda target=target: drained >= target)  # type: ignore[misc]
+                pause_until = loop.time() + 0.3  # then an empty queue: slow windows
+                await wait_until(lambda pause_until=pause_until: loop.time() >= pause_until)  # type: ignore[misc]
     assert _busy_warnings(caplog) == []
 
 

@@ -1,8 +1,11 @@
 """Issue 14, attacked as a hostile aio-fluid user moving over would.
 
-Each strict xfail is a defect found in what was built for issue 14: it fails
-today for the reason it names, and passes once the defect is fixed. The other
-tests pin what was attacked and held: handlers as "any callable returning an
+The review found eight defects, each written as a strict xfail and fixed
+since (the tests now hold the fixes): a functools.wraps wrapper refused, a
+child re-added to its own stopped tree, workers named after fluid's wrapper,
+a sync handler's Task reported failed, the busy-loop warning for a backlog,
+ValidationError's pickling and args, a thread handler's coroutine dropped.
+The other tests pin what was attacked and held: handlers as "any callable returning an
 awaitable" through cancellation and forced stops, the sync dispatcher's
 refusals, a worker moving from a stopped tree, names with ``/``, the busy-loop
 warning, cron across DST in more zones, the aio-fluid error classes.
@@ -27,6 +30,7 @@ import pytest
 import fluid
 import fluid.redis
 from fluid import WorkerState
+from fluid import _function as fluid_function
 from fluid.utils.errors import ValidationError
 
 from .helpers import wait_until
@@ -66,12 +70,6 @@ def names(tree: fluid.Workers) -> list[str]:
 # ------------------------------------------------------------------ defects
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a plain-def wrapper made with functools.wraps around an async def carries its "
-    "'-> None' annotation, so _validate._never_awaitable refuses it at construction, "
-    "though mypy --strict accepts it and aio-fluid ran it",
-)
 @pytest.mark.parametrize(
     "build",
     [
@@ -88,12 +86,6 @@ def test_a_functools_wraps_wrapper_of_an_async_function_is_accepted(
     build()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="tree rule: a child of a stopped tree passes _check_each's 'parent stopped' test "
-    "when added again to that same tree, so it is taken, renamed tick-2 and moved to the "
-    "end, instead of the documented ValueError for a worker already in the tree",
-)
 async def test_adding_a_child_again_to_its_own_stopped_tree_is_refused() -> None:
     again = fluid.WorkerFunction(tick)
     tree = fluid.Workers(again, fluid.WorkerFunction(tick, name="x"), name="t")
@@ -113,12 +105,6 @@ class Poller:
         return tick()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="default_name() reads the wrapper _validate._awaiting made, and "
-    "functools.update_wrapper leaves it named 'awaiting' when the callable has no "
-    "__name__: fluid's internal name becomes the worker's name and path",
-)
 @pytest.mark.parametrize(
     "build",
     [
@@ -140,12 +126,6 @@ def test_a_callable_object_does_not_name_its_worker_after_fluids_wrapper(
         assert "awaiting" not in build(fn).worker_name
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Dispatcher.dispatch raises TypeError ('never awaits') for a handler that "
-    "returned a Task, yet the Task runs on: the handler's work is done and reported "
-    "failed (aio-fluid ran it as fire-and-forget)",
-)
 async def test_a_sync_handler_returning_a_task_is_not_reported_failed_while_it_runs() -> None:
     ran: list[str] = []
     tasks: list[asyncio.Task[None]] = []
@@ -170,12 +150,6 @@ async def test_a_sync_handler_returning_a_task_is_not_reported_failed_while_it_r
     assert not (raised and ran == ["o1"])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the heartbeat=0 busy-loop warning fires for a function that does wait (on an "
-    "asyncio.Queue) while it drains a backlog of 4,096+ ready items: it says 'it never "
-    "waits, so it keeps a core busy', which is false",
-)
 async def test_no_busy_loop_warning_for_a_function_draining_a_backlog(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -192,15 +166,9 @@ async def test_no_busy_loop_warning_for_a_function_draining_a_backlog(
         await worker.startup()
         await asyncio.wait_for(worker.wait_for_shutdown(), 10)
     assert worker.worker_state is WorkerState.STOPPED
-    assert not [r for r in caplog.records if "never waits" in r.getMessage()]
+    assert not [r for r in caplog.records if "has not waited" in r.getMessage()]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ValidationError.__reduce__ returns only (type, fields): the instance __dict__ "
-    "(its __notes__, e.g. a tree's 'raised by worker ...' note, and any attribute) is "
-    "lost on pickling, where a plain ValueError keeps it",
-)
 def test_validation_error_pickles_with_its_notes() -> None:
     error = ValidationError("price", "must be positive", "number", -1)
     error.add_note("raised by worker 'prices' of tree 'app'")
@@ -491,7 +459,10 @@ def test_a_derived_name_with_a_slash_is_refused() -> None:
 # ------------------------------------------------------- busy-loop warning
 
 
-async def test_the_busy_loop_warning_comes_once_per_run(caplog: pytest.LogCaptureFixture) -> None:
+async def test_the_busy_loop_warning_comes_once_per_run(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(fluid_function, "_BUSY_FOR", 0.05)  # fast for 50 ms, not 2 s
     calls = 0
     limit = 0
 
@@ -503,10 +474,10 @@ async def test_the_busy_loop_warning_comes_once_per_run(caplog: pytest.LogCaptur
     worker = fluid.WorkerFunction(spin)
     with caplog.at_level(logging.WARNING, logger="fluid"):
         for run in (1, 2):
-            limit = calls + 3 * 4096
+            limit = calls + 6 * 4096
             await worker.startup()
             await asyncio.wait_for(worker.wait_for_shutdown(), 10)
-            warned = [r for r in caplog.records if "never waits" in r.getMessage()]
+            warned = [r for r in caplog.records if "has not waited" in r.getMessage()]
             assert len(warned) == run, warned
             assert "'spin'" in warned[-1].getMessage()
 
@@ -523,7 +494,7 @@ async def test_no_busy_loop_warning_with_a_heartbeat(caplog: pytest.LogCaptureFi
         worker = fluid.WorkerFunction(quick, heartbeat=0.0001)
         await worker.startup()
         await asyncio.wait_for(worker.wait_for_shutdown(), 10)
-    assert not [r for r in caplog.records if "never waits" in r.getMessage()]
+    assert not [r for r in caplog.records if "has not waited" in r.getMessage()]
 
 
 # ------------------------------------------------------------------ cron
@@ -616,12 +587,6 @@ async def test_a_dispatcher_handler_task_is_cancelled_and_its_message_kept_on_a_
     assert all(task.cancelled() for task in made)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="aio-fluid's ValidationError keeps its constructor arguments as args (it never "
-    "calls Exception.__init__): ('price', 'bad'); fluid's has ('bad',), an undocumented "
-    "difference for code reading error.args",
-)
 def test_validation_error_args_are_aio_fluids() -> None:
     assert ValidationError("price", "bad").args == ("price", "bad")
 
@@ -664,12 +629,6 @@ async def test_each_function_worker_runs_a_lambda_a_partial_and_a_callable_objec
     assert (await tree.status())["error"] is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="run_in='thread': a handler that returns a coroutine (a lambda wrapping an async "
-    "def, the slip issue 14 closed for the sync Dispatcher) has its coroutine dropped "
-    "unawaited, and the message is counted handled though nothing ran",
-)
 async def test_a_thread_handler_returning_a_coroutine_fails_its_message() -> None:
     ran: list[str] = []
     made: list[Coroutine[Any, Any, None]] = []

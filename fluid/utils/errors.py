@@ -65,15 +65,13 @@ class ValidationError(FluidValueError):
         self.field_type = field_type
         self.msg = msg or "validation error"
         self.value = value
-        super().__init__(self.msg)
+        # No super().__init__(), as in aio-fluid: args stay the arguments as
+        # given (BaseException.__new__ keeps them), and it pickles (to a
+        # parent process, from a process pool) as any exception does: rebuilt
+        # from args, then its fields, notes and attributes restored.
 
     def __str__(self) -> str:
         return self.msg
-
-    def __reduce__(self) -> tuple[type[ValidationError], tuple[str, str, str, object]]:
-        # Rebuilt from its fields, not from ``args``: it pickles (to a parent
-        # process, from a process pool) with everything it carried.
-        return type(self), (self.field, self.msg, self.field_type, self.value)
 
 
 class FlamegraphError(FluidError):
