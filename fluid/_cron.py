@@ -188,7 +188,19 @@ class CronExpression:
         return datetime.fromtimestamp(self._next(when.timestamp()), self._tz)
 
     def next_timestamp(self, after: float) -> float:
-        """Like [`next_after`][fluid.CronExpression.next_after] with POSIX timestamps."""
+        """Like [`next_after`][fluid.CronExpression.next_after] with POSIX timestamps.
+
+        Raises:
+            TypeError: ``after`` is not a number.
+            ValueError: ``after`` is not finite, or the expression does not
+                fire within 50 years.
+        """
+        if type(after) is not float and (
+            isinstance(after, bool) or not isinstance(after, int | float)
+        ):
+            raise TypeError(f"after must be a POSIX timestamp, got {after!r}")
+        if not math.isfinite(after):
+            raise ValueError(f"after must be a finite POSIX timestamp, got {after!r}")
         return self._next(after)
 
     def _next(self, after: float) -> float:

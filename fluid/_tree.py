@@ -491,9 +491,17 @@ class Workers(Worker):
             parent = worker._parent
             if parent is self:
                 raise ValueError(f"worker {worker.worker_name!r} is already in tree {self._name!r}")
-            if key in seen or (parent is not None and not _all_stopped(parent)):
+            holding = None if parent is None else _not_stopped(parent)
+            if key in seen or holding is not None:
                 owner = parent.worker_name if parent is not None else self._name
-                raise ValueError(f"worker {worker.worker_name!r} already belongs to tree {owner!r}")
+                above = (
+                    f" (tree {holding.worker_name!r} above it is {holding.worker_state})"
+                    if holding is not None and holding is not parent
+                    else ""
+                )
+                raise ValueError(
+                    f"worker {worker.worker_name!r} already belongs to tree {owner!r}{above}"
+                )
             if worker._state in _STARTED:
                 raise ValueError(
                     f"worker {worker.worker_name!r} is {worker.worker_state}: add workers to "
@@ -702,13 +710,16 @@ class Workers(Worker):
             self._wakeup = None
 
 
-def _all_stopped(tree: Worker | None) -> bool:
-    """True if ``tree`` and every tree above it ran and stopped: they let their workers go."""
+def _not_stopped(tree: Worker | None) -> Worker | None:
+    """The first of ``tree`` and the trees above it that has not stopped, if any.
+
+    None when all ran and stopped: they let their workers go.
+    """
     while tree is not None:
         if tree._state not in _ENDED:
-            return False
+            return tree
         tree = tree._parent
-    return True
+    return None
 
 
 def _new_names(workers: Sequence[Worker]) -> list[str] | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import math
 from datetime import UTC, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
@@ -539,3 +540,21 @@ def test_next_after_follows_the_dst_rules_minute_by_minute(
         t += 60
     if got < end:
         assert fires_at(expression, tz, got)
+
+
+@pytest.mark.parametrize(
+    ("after", "error", "text"),
+    [
+        (math.nan, ValueError, "after must be a finite POSIX timestamp"),
+        (math.inf, ValueError, "after must be a finite POSIX timestamp"),
+        ("0", TypeError, "after must be a POSIX timestamp"),
+        (True, TypeError, "after must be a POSIX timestamp"),
+    ],
+)
+def test_a_bad_timestamp_is_named_not_taken_for_a_calendar_end(
+    after: object, error: type[Exception], text: str
+) -> None:
+    # NaN used to answer "does not fire within 50 years"
+    with pytest.raises(error, match=text):
+        CronExpression("* * * * *").next_timestamp(after)  # type: ignore[arg-type]
+    assert CronExpression("* * * * *").next_timestamp(0) == 60.0

@@ -217,7 +217,10 @@ async def test_only_a_tree_that_ran_and_stopped_with_all_above_it_lets_a_worker_
             fluid.Workers(held)  # its tree is running
         await outer.stop_workers("inner")
         assert inner.is_stopped()
-        with pytest.raises(ValueError, match="already belongs to tree 'inner'"):
+        with pytest.raises(
+            ValueError,
+            match=r"already belongs to tree 'inner' \(tree 'outer' above it is running\)",
+        ):
             fluid.Workers(held)  # its tree stopped, but the tree above runs
     taker = fluid.Workers(held, name="taker")
     assert held.worker_path == "taker/held"
@@ -827,13 +830,25 @@ def _expected_names(tree: fluid.Workers, workers: list[Any]) -> list[str] | tupl
         if id(worker) in ancestors:
             return "ValueError", f"worker {worker.worker_name!r} cannot be its own descendant"
         parent = worker._parent
-        node, let_go = parent, parent is not None
+        if parent is tree:
+            return "ValueError", (
+                f"worker {worker.worker_name!r} is already in tree {tree.worker_name!r}"
+            )
+        node, holding = parent, None
         while node is not None:  # a tree that ran and stopped, with all above it, lets go
-            let_go = let_go and node.is_stopped()
+            if holding is None and not node.is_stopped():
+                holding = node
             node = node._parent
-        if (parent is not None and not let_go) or id(worker) in seen:
+        if holding is not None or id(worker) in seen:
             owner = parent.worker_name if parent is not None else tree.worker_name
-            return "ValueError", f"worker {worker.worker_name!r} already belongs to tree {owner!r}"
+            above = (
+                f" (tree {holding.worker_name!r} above it is {holding.worker_state})"
+                if holding is not None and holding is not parent
+                else ""
+            )
+            return "ValueError", (
+                f"worker {worker.worker_name!r} already belongs to tree {owner!r}{above}"
+            )
         if worker.is_running() or worker.is_stopping():
             return "ValueError", (
                 f"worker {worker.worker_name!r} is {worker.worker_state}: add workers to "
