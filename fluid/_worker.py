@@ -1171,7 +1171,8 @@ class Worker(ABC):
         Not from a task the worker started: the worker may be waiting for
         that task, so it cannot wait for the worker; its cancellation goes on.
         """
-        self.force_stop(f"{method}() of worker {self._name!r} was cancelled")
+        if not self._forced:  # forced already: the same stop asked again (see below)
+            self.force_stop(f"{method}() of worker {self._name!r} was cancelled")
         if not inside:
             await self._wait_exit_uninterrupted()
 

@@ -443,3 +443,39 @@ async def test_a_supervised_worker_ended_by_a_stray_cancel_is_restarted() -> Non
     async with asyncio.timeout(10), tree:
         await wait_until(lambda: len(runs) == 2 and child.is_running())
     assert tree.worker_state is fluid.WorkerState.STOPPED
+
+
+@pytest.mark.parametrize("method", ["wait_stopped", "shutdown"])
+async def test_a_waiter_cancelled_at_every_turn_does_not_cut_a_forced_workers_on_shutdown(
+    method: str,
+) -> None:
+    # anyio re-delivers a cancelled scope's cancel at every loop turn; each
+    # must not force the worker again while its on_shutdown() closes
+    class Closes(fluid.Worker):
+        closed = False
+
+        async def run(self) -> None:
+            await asyncio.get_running_loop().create_future()  # ends by a cancel only
+
+        async def on_shutdown(self) -> None:
+            for _ in range(5):
+                await asyncio.sleep(0.002)  # a flush, a connection's close
+            self.closed = True
+
+    worker = Closes(name="closes", stopping_grace_period=30)
+    await worker.startup()
+    await asyncio.sleep(0)
+    worker.force_stop("the deploy is out of time")
+    waiter = asyncio.ensure_future(getattr(worker, method)())
+    await asyncio.sleep(0)  # the waiter waits
+    cancels = 0
+    async with asyncio.timeout(10):
+        while not waiter.done():
+            waiter.cancel()
+            cancels += 1
+            await asyncio.sleep(0)
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert worker.worker_state is WorkerState.FORCE_STOPPED
+    assert worker.closed  # its on_shutdown() completed (it took several turns)
+    assert cancels > 5
