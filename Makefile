@@ -28,11 +28,13 @@ test: lint typecheck pytest
 
 # Fault injection for longer: every scenario of tests/stress for 20 s each;
 # then the rest of the suite with every async test on the shuffling loop
-# (tests/_interleave.py) under a fresh seed, shown in the header and test ids.
+# (tests/_interleave.py) under a fresh seed, shown in the header and test ids,
+# and the Hypothesis state machines at ten times their examples.
 stress: $(STAMP)
 	FLUID_STRESS_SECONDS=$${FLUID_STRESS_SECONDS:-20} FLUID_STRESS_REPORT=stress-report.json \
 		$(BIN)/pytest tests/stress -o timeout=300 -q
 	FLUID_INTERLEAVE_SEED=$${FLUID_INTERLEAVE_SEED:-random} \
+		FLUID_STRESS_SECONDS=$${FLUID_STRESS_SECONDS:-20} \
 		$(BIN)/pytest tests --ignore=tests/stress -o timeout=300 -q
 
 docs: $(STAMP)

@@ -33,6 +33,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import os
 import threading
 from collections import Counter
 from collections.abc import Callable, Coroutine, Iterator
@@ -354,7 +355,8 @@ def test_can_become_is_the_documented_diagram() -> None:
 
 
 @settings(
-    max_examples=80,
+    # more under `make stress`'s scenarios' setting, as test_tree_stateful
+    max_examples=400 if os.environ.get("FLUID_STRESS_SECONDS") else 40,
     stateful_step_count=25,
     deadline=None,
     # the explain phase traces every line (Python < 3.12): far too slow for the timings here
