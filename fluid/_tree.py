@@ -273,6 +273,8 @@ class Workers(Worker):
         """Workers whose name matches a glob ``pattern``, at any depth.
 
         ``*`` matches any run of characters, ``?`` one, ``[seq]`` one of seq.
+        To find a name holding those characters as they are (``poll[1]``),
+        escape it: ``tree.find(glob.escape(name))``.
 
         Raises:
             TypeError: ``pattern`` is not a string.
