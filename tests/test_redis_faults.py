@@ -1434,3 +1434,45 @@ async def test_a_stop_while_the_server_is_away_is_bounded(
     assert broker.closed
     print(f"\nstop with the server {how}: {took:.3f}s, {worker.worker_state.value}")
     assert took < 10
+
+
+async def test_a_renewal_does_not_take_back_an_entry_a_peer_claimed(redis_url: str) -> None:
+    """After renewals that failed (an outage), a peer may own the entry: it stays the peer's.
+
+    A plain ``XCLAIM`` took it back once idle past the renewal's threshold,
+    then the peer's renewal took it again, and so on, both handling it.
+    """
+    (taken, kept) = await send(redis_url, [1, 2])
+    broker = _broker(redis_url, "holder")
+    await broker.open()
+    try:
+        read = await broker.read_new(10, 0.1)
+        assert [entry.id for entry in read] == [taken, kept]
+        async with client(redis_url) as redis:
+            await redis.xclaim(STREAM, GROUP, "peer", 0, [taken], justid=True)
+
+            async def owners() -> dict[str, tuple[str, int]]:
+                rows: list[dict[str, Any]] = await redis.xpending_range(STREAM, GROUP, "-", "+", 10)
+                return {
+                    _decoded(row["message_id"]): (
+                        _decoded(row["consumer"]),
+                        int(row["time_since_delivered"]),
+                    )
+                    for row in rows
+                }
+
+            async def idle_past_threshold() -> bool:
+                return all(idle > 60 for _, idle in (await owners()).values())
+
+            await eventually(idle_past_threshold, 10, "both entries idle past 60 ms")
+            await broker.renew([taken, kept], 0.05)  # the holder's renewal of both
+            after = await owners()
+        assert after[taken][0] == "peer"  # not taken back
+        assert after[kept][0] == "holder"
+        assert after[kept][1] < after[taken][1]  # the holder's own entry was renewed
+    finally:
+        await broker.close()
+
+
+def _decoded(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -59,6 +59,19 @@ _CLAIM = """
 return redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4],
                   'COUNT', ARGV[5], 'JUSTID')
 """
+# XCLAIM each entry to the consumer only while the consumer still owns it:
+# after renewals that failed (an outage) a peer may have claimed it, and a
+# plain XCLAIM would take it back, then the peer's renewal again, and so on
+_RENEW = """
+local renewed = 0
+for i = 3, #ARGV do
+    if #redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1, ARGV[2]) > 0 then
+        redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
+        renewed = renewed + 1
+    end
+end
+return renewed
+"""
 _TEXT_FIELD = "data"
 _UNREACHABLE = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
 
@@ -280,6 +293,7 @@ class RedisBroker:
         self._claim_from = "0-0"  # XAUTOCLAIM's cursor: the scan goes on where it stopped
         self._dead_letter_script: Any = None
         self._claim_script: Any = None
+        self._renew_script: Any = None
 
     @property
     def stream(self) -> str:
@@ -311,6 +325,7 @@ class RedisBroker:
             self._reader = _new_client(self._source, blocking=True)
             self._dead_letter_script = self._redis.register_script(_DEAD_LETTER)
             self._claim_script = self._redis.register_script(_CLAIM)
+            self._renew_script = self._redis.register_script(_RENEW)
         await self._make_group()
 
     async def close(self) -> None:
@@ -467,15 +482,11 @@ class RedisBroker:
             await self.redis.xack(self._stream, self._group, *ids)
 
     async def renew(self, ids: Sequence[str], min_idle: float) -> None:
+        # only the entries this consumer still owns (see _RENEW): one taken by
+        # a peer meanwhile stays the peer's; its handler here goes on, and the
+        # first of the two to finish acks it
         async with self._call("XCLAIM"):
-            await self.redis.xclaim(
-                self._stream,
-                self._group,
-                self._consumer,
-                min_idle_time=int(min_idle * 1000),
-                message_ids=list(ids),
-                justid=True,
-            )
+            await self._renew_script(keys=[self._stream], args=[self._group, self._consumer, *ids])
 
     async def release(self, ids: Sequence[str], delay: float, min_idle: float) -> None:
         idle_ms = max(0, int((min_idle - delay) * 1000))
