@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 import fluid
+from fluid import cli
 from fluid.integrations import aiohttp as fluid_aiohttp
 from fluid.integrations import starlette as fluid_starlette
 
@@ -564,3 +565,15 @@ async def test_one_child_crash_looping_gives_up_after_its_own_five_restarts(
     assert "child-1 ended by itself" in program.output  # the mixed case: sensible so far
     assert "TooManyRestarts" in program.output
     assert program.output.count("child-2 crashed") <= 6, program.output
+
+
+def test_an_unexpanded_tilde_app_dir_is_named_as_given(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `--app-dir=~/x` reaches the program unexpanded (the shell expands `~` only
+    # at the start of a word): the sentence quotes it as typed, so it can be seen.
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    assert cli.main(["run", "m:w", "--app-dir=~/no_such_project_dir"]) == 2
+    assert capsys.readouterr().err == (
+        "fluid run: error: --app-dir '~/no_such_project_dir' does not exist\n"
+    )
