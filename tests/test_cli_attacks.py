@@ -551,8 +551,9 @@ PREFORK_SCRIPT = textwrap.dedent(
     strict=True,
     reason="the restart budget is shared: one child crash-looping while the others ended "
     "spends all 5 x processes restarts (docs: '5 per child per minute'); with the default "
-    "backoff capped at 10 s, 10 restarts never fit in 60 s, so with --processes 2 or more "
-    "a single crash-looping child is respawned forever and never reported",
+    "backoff (0.5 s doubling, capped at 10 s, jitter 10%) 10 restarts take about 60 s or "
+    "more, so with --processes 2 or more a single crash-looping child is practically "
+    "respawned forever and the crash loop never reported",
 )
 async def test_one_child_crash_looping_gives_up_after_its_own_five_restarts(
     tmp_path: Path,
