@@ -53,7 +53,7 @@ from ._status import ProcessStatus, WorkerStatus
 from ._sync_body import check_sync_target, run_body
 from ._validate import check_seconds, function_name
 from ._waiting import release
-from ._worker import STOPPING_GRACE_PERIOD, Worker, logged_where_raised
+from ._worker import STOPPING_GRACE_PERIOD, Worker, log_in_one_line
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
@@ -416,12 +416,34 @@ class ProcessWorker(Worker):
         where = f"the process of worker {self._name!r} (pid {child.pid})"
         if self._outcome is not None:
             error = unpack_error(self._outcome, where)
-            # an async tree in the child logged its failure there already
-            return error if self._factory is None else logged_where_raised(error)
+            # logged in one line and the child's traceback (the note
+            # unpack_error added): the parent's frames are fluid's own
+            child_traceback = "\n" + error.__notes__[-1]
+            if not isinstance(error, Exception):
+                # SystemExit, KeyboardInterrupt: the child's way out, not the
+                # parent's; raised here it would end the parent's process
+                wrapped = ProcessWorkerError(
+                    f"{where} ended by {type(error).__name__}({_exit_argument(error)})",
+                    exitcode=child.exitcode,
+                )
+                wrapped.__cause__ = error
+                return log_in_one_line(wrapped, child_traceback)
+            if self._factory is not None and self._setup_done:
+                # an async tree in the child logged its failure there already
+                return log_in_one_line(error, " (its traceback is logged where it was raised)")
+            return log_in_one_line(error, child_traceback)
         code = child.exitcode
         if code:
-            return ProcessWorkerError(f"{where} {describe_exit(code)}", exitcode=code)
+            # an exit code or a signal: no Python traceback to show
+            return log_in_one_line(
+                ProcessWorkerError(f"{where} {describe_exit(code)}", exitcode=code)
+            )
         return None
+
+
+def _exit_argument(error: BaseException) -> str:
+    """What ``SystemExit(3)`` was given, for the message: ``3``; nothing for others."""
+    return repr(error.code) if isinstance(error, SystemExit) and error.code is not None else ""
 
 
 def _child_main(worker: ProcessWorker, conn: Connection) -> None:

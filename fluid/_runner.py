@@ -46,7 +46,7 @@ from ._state import WorkerState
 from ._target import NotAWorker, WorkerOrFactory, build_worker, check_target
 from ._validate import check_seconds
 from ._waiting import run_worker
-from ._worker import Worker
+from ._worker import Worker, one_line_reason
 
 __all__ = [
     "EXIT_FAILURE",
@@ -424,9 +424,20 @@ async def _run_to_the_end(worker: Worker, task: asyncio.Task[Any], signals: _Sig
         # else: the worker's own error, a cancellation it raised: raised again below
     except Exception as exc:
         if not running:
-            logger.error(
-                "worker %r failed to start: exit status %d", name, EXIT_FAILURE, exc_info=exc
-            )
+            why = one_line_reason(exc)
+            if why is None:
+                logger.error(
+                    "worker %r failed to start: exit status %d", name, EXIT_FAILURE, exc_info=exc
+                )
+            else:  # a child process's error: its own traceback, not fluid's frames here
+                logger.error(
+                    "worker %r failed to start (%s: %s): exit status %d%s",
+                    name,
+                    type(exc).__name__,
+                    exc,
+                    EXIT_FAILURE,
+                    why,
+                )
             return EXIT_FAILURE
         # the worker's error: raised again below
     signals.done = True
@@ -443,11 +454,27 @@ async def _run_to_the_end(worker: Worker, task: asyncio.Task[Any], signals: _Sig
         code = 128 + signals.forced_by
         logger.warning("worker %r was forced to stop: exit status %d", name, code)
         return code
+    if signals.signum and (forced := _forced_inside(worker)):
+        # stopped within the program's grace, but not all of it gracefully:
+        # a worker (a prefork child) was cancelled after its own grace period
+        code = 128 + signals.signum
+        logger.warning(
+            "worker %r stopped, but %s was forced to stop: exit status %d", name, forced, code
+        )
+        return code
     if worker.worker_state is WorkerState.FORCE_STOPPED:
         logger.warning("worker %r was cancelled: exit status %d", name, EXIT_FAILURE)
         return EXIT_FAILURE
     logger.info("worker %r stopped: exit status %d", name, EXIT_OK)
     return EXIT_OK
+
+
+def _forced_inside(worker: Worker) -> str:
+    """A worker of the tree that ended forced (its name, quoted), or ""."""
+    for leaf in worker.workers():
+        if leaf.worker_state is WorkerState.FORCE_STOPPED:
+            return repr(leaf.worker_name)
+    return ""
 
 
 def _failed(name: str, error: BaseException, *, with_traceback: bool = False) -> int:

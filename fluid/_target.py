@@ -210,7 +210,18 @@ def build_worker(target: WorkerOrFactory) -> Worker:
     """
     if isinstance(target, Worker):
         return target
-    worker: object = target()
+    try:
+        worker: object = target()
+    except TypeError as exc:
+        if exc.__traceback__ is not None and exc.__traceback__.tb_next is None:
+            # raised by the call itself, not from inside the factory: a
+            # callable whose signature could not be read (C code) needs
+            # arguments
+            raise NotAWorker(
+                f"{target!r} cannot be called without arguments ({exc}): a target is "
+                "a fluid.Worker or a function without arguments that returns one"
+            ) from None
+        raise
     if asyncio.iscoroutine(worker):
         worker.close()
         raise NotAWorker(
@@ -248,8 +259,10 @@ def _check_no_arguments(target: object, name: str, error: type[Exception]) -> No
 
 def _required_parameters(target: object) -> list[str]:
     """The parameters ``target(...)`` must be given: no default, not ``*args``/``**kwargs``."""
+    # the target's own signature, not the one functools.wraps points to: a
+    # decorator may supply the arguments the wrapped function needs
     try:
-        signature = inspect.signature(target)  # type: ignore[arg-type]
+        signature = inspect.signature(target, follow_wrapped=False)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return []
     variadic = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)

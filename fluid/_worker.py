@@ -110,18 +110,24 @@ def _path_part(name: str) -> str:
     return name
 
 
-_LOGGED_WHERE_RAISED = "__fluid_logged_where_raised__"
+_ONE_LINE = "__fluid_logged_in_one_line__"
 
 
-def logged_where_raised(error: BaseException) -> BaseException:
-    """Mark ``error`` as logged, with its traceback, where it was raised; return it.
+def log_in_one_line(error: BaseException, why: str = "") -> BaseException:
+    """Mark ``error`` to be logged in one line when it ends a worker; return it.
 
-    A process worker's child logs its worker's failure itself (relayed on the
-    child's stderr); the same error, raised again in the parent, then ends
-    the parent's worker, which logs one line instead of the traceback again.
+    For an error whose traceback tells nothing here: one a child process
+    logged where it was raised (``why`` says so), or a child process's exit
+    code or signal, which has no Python traceback at all.
     """
-    setattr(error, _LOGGED_WHERE_RAISED, True)
+    setattr(error, _ONE_LINE, why)
     return error
+
+
+def one_line_reason(error: BaseException) -> str | None:
+    """What ``log_in_one_line`` gave ``error``, or None if it was not marked."""
+    why = getattr(error, _ONE_LINE, None)
+    return why if isinstance(why, str) else None
 
 
 _current_worker: contextvars.ContextVar[Worker | None] = contextvars.ContextVar(
@@ -918,13 +924,9 @@ class Worker(ABC):
                 logger.error("worker %r ended by a cancellation nobody asked for", self._name)
                 self._fail(exc)
         except Exception as exc:
-            if getattr(exc, _LOGGED_WHERE_RAISED, False):
-                logger.error(
-                    "worker %r failed: %s: %s (its traceback is logged where it was raised)",
-                    self._name,
-                    type(exc).__name__,
-                    exc,
-                )
+            why = one_line_reason(exc)
+            if why is not None:
+                logger.error("worker %r failed: %s: %s%s", self._name, type(exc).__name__, exc, why)
             else:
                 logger.error("worker %r failed", self._name, exc_info=exc)
             self._fail(exc)

@@ -189,8 +189,10 @@ def _run(args: argparse.Namespace) -> int:
     if not os.path.isdir(app_dir):
         what = "is not a directory" if os.path.exists(app_dir) else "does not exist"
         return _error(f"--app-dir {args.app_dir!r} {what}")
-    if app_dir not in sys.path:
-        sys.path.insert(0, app_dir)
+    # first, also when already on the path further down (PYTHONPATH)
+    while app_dir in sys.path:
+        sys.path.remove(app_dir)
+    sys.path.insert(0, app_dir)
     try:
         loop_factory(args.uvloop)
         target = load_target(args.target, app_dir=app_dir)

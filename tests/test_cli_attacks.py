@@ -267,12 +267,6 @@ def test_targets_that_need_arguments_raise_type_error_at_the_call(
             call()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="false positive: inspect.signature follows __wrapped__, so a functools.wraps "
-    "decorator that supplies the argument itself is refused for the wrapped function's "
-    "parameters",
-)
 def test_a_decorator_that_supplies_the_arguments_is_not_refused() -> None:
     assert build_injected().worker_state is not None  # callable without arguments
     fluid.Prefork(build_injected, processes=1)
@@ -303,11 +297,6 @@ async def test_the_command_accepts_and_refuses_the_same_targets(app_dir: Path) -
         )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a builtin whose signature cannot be read is let through: calling it raises "
-    "TypeError, logged with a traceback from fluid/_target.py, exit 1 instead of 2",
-)
 async def test_a_c_callable_that_needs_arguments_exits_2_with_one_sentence(app_dir: Path) -> None:
     status, output = await exit_status_and_output(app_dir, "c_callable")
     assert "Traceback" not in output, output
@@ -340,11 +329,6 @@ async def test_app_dir_errors_name_the_directory(app_dir: Path, tmp_path: Path) 
     assert "[child 1] quick ran" in via_link.output  # the children import from DIR too
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="--app-dir DIR is not put first on sys.path when DIR is already on it (e.g. "
-    "from PYTHONPATH): a module of the same name earlier on the path wins",
-)
 async def test_app_dir_comes_first_even_when_already_on_the_path(tmp_path: Path) -> None:
     for name in ("first", "app"):
         (tmp_path / name).mkdir()
@@ -389,22 +373,12 @@ async def test_a_childs_failing_run_logs_its_traceback_once(
     assert program.output.count("[child 1] ValueError: boom in run\n") == 1, program.output
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a child's failed start is logged with two tracebacks: the master's re-raise "
-    "through fluid's internals (_runner, _tree, _processes), then the child's",
-)
 async def test_a_childs_failing_start_logs_its_traceback_once(app_dir: Path) -> None:
     status, output = await exit_status_and_output(app_dir, "FailsStartup", "--processes", "1")
     assert status == 1, output
     assert output.count("Traceback (most recent call last)") == 1, output
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a child killed by SIGKILL makes the master log 'worker child-1 failed' with a "
-    "traceback of fluid's own frames (_worker.py, _processes.py), besides the crash line",
-)
 async def test_a_child_killed_by_sigkill_is_one_line_and_no_traceback(app_dir: Path) -> None:
     async with await fluid_run(app_dir, "Forever", "--processes", "1", "--grace", "0.2") as program:
         pid = int((await program.expect(r"forever started \(pid (\d+)\)"))[1])
@@ -419,12 +393,6 @@ async def test_a_child_killed_by_sigkill_is_one_line_and_no_traceback(app_dir: P
     assert "Traceback" not in program.output, program.output
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SystemExit / KeyboardInterrupt raised by a child's worker is re-raised in the "
-    "master: it logs 'restarting it', then SIGTERMs the other children and exits with the "
-    "child's status (3, or 130 'interrupted' with no signal sent) instead of respawning",
-)
 @pytest.mark.parametrize("target", ["system_exit_once", "interrupt_once"])
 async def test_a_childs_system_exit_is_a_crash_of_the_child_not_the_masters_exit(
     app_dir: Path, marker: dict[str, str], target: str
@@ -513,11 +481,6 @@ async def test_ctrl_c_twice_to_the_process_group_exits_130_with_no_orphan(app_di
     assert "crashed" not in program.output, program.output
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="children forced (SIGTERM) after their grace period leave the master's exit "
-    "status 0, 'stopped'; the same target without --processes exits 143, 'forced'",
-)
 async def test_children_forced_after_their_grace_exit_as_without_processes(
     app_dir: Path,
 ) -> None:
@@ -529,7 +492,7 @@ async def test_children_forced_after_their_grace_exit_as_without_processes(
             return await program.wait(15)
 
     statuses = await asyncio.gather(stop(), stop("--processes", "1"))
-    assert statuses == (143, 143), statuses
+    assert statuses == [143, 143], statuses
 
 
 @pytest.mark.xfail(
