@@ -492,7 +492,7 @@ async def test_children_forced_after_their_grace_exit_as_without_processes(
             return await program.wait(15)
 
     statuses = await asyncio.gather(stop(), stop("--processes", "1"))
-    assert statuses == [143, 143], statuses
+    assert list(statuses) == [143, 143], statuses
 
 
 @pytest.mark.xfail(
