@@ -165,8 +165,10 @@ class Prefork(Workers):
             to run its ``on_shutdown`` hooks before it is killed.
         backoff: the delay before a respawn; by default 0.5 s doubling up
             to 10 s.
-        max_restarts: respawns (crashes) allowed within ``period``; by
-            default 5 per child.
+        max_restarts: respawns (crashes) allowed within ``period``, all
+            children counted together; by default 5. Not per child: with
+            the backoff capped at 10 s, one child crashing in a loop among
+            several would never exceed a budget of 5 per child.
         period: the window of ``max_restarts``, in seconds.
         use_uvloop: the children's loop: ``None`` uvloop when installed,
             ``True`` uvloop, ``False`` asyncio's.
@@ -250,7 +252,7 @@ class Prefork(Workers):
             stopping_grace_period=master_grace_period(grace_period, kill_after),
             strategy="one_for_one",
             restart="transient",  # a clean end is not a crash: see the module docstring
-            max_restarts=5 * processes if max_restarts is None else max_restarts,
+            max_restarts=5 if max_restarts is None else max_restarts,
             period=period,
             backoff=backoff or Backoff(initial=0.5, maximum=10.0),
             concurrent_stop=True,

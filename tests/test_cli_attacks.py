@@ -536,14 +536,6 @@ PREFORK_SCRIPT = textwrap.dedent(
 )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the restart budget is shared: one child crash-looping while the others ended "
-    "spends all 5 x processes restarts (docs: '5 per child per minute'); with the default "
-    "backoff (0.5 s doubling, capped at 10 s, jitter 10%) 10 restarts take about 60 s or "
-    "more, so with --processes 2 or more a single crash-looping child is practically "
-    "respawned forever and the crash loop never reported",
-)
 async def test_one_child_crash_looping_gives_up_after_its_own_five_restarts(
     tmp_path: Path,
 ) -> None:
