@@ -411,7 +411,8 @@ async def _run_to_the_end(worker: Worker, task: asyncio.Task[Any], signals: _Sig
     def started() -> None:
         nonlocal running
         running = True
-        logger.info("worker %r is running: SIGINT or SIGTERM stops it", name)
+        if worker.is_running():  # not when a signal came while it started
+            logger.info("worker %r is running: SIGINT or SIGTERM stops it", name)
 
     try:
         # A forced stop cancels this task: the worker is then forced and waited for.

@@ -140,6 +140,7 @@ class Workers(Worker):
     """
 
     __slots__ = (
+        "_child_starting",
         "_children",
         "_concurrent_stop",
         "_default_restart",
@@ -191,6 +192,9 @@ class Workers(Worker):
         self._on_child_exit = self._child_exited  # one bound method for every slot
         self._wakeup: asyncio.Future[None] | None = None
         self._name_counts: dict[str, int] = {}
+        # the child whose startup() the tree awaits, and the timer that forces
+        # it once a stop of the tree has given it its grace period
+        self._child_starting: tuple[Worker, asyncio.TimerHandle | None] | None = None
         self.add_workers(*workers)
 
     @property
@@ -568,13 +572,15 @@ class Workers(Worker):
                 continue
             child = slot.worker
             try:
-                await child.startup()
+                await self._start_child(child)
             except asyncio.CancelledError:
                 await force(started, f"startup of tree {self._name!r} was cancelled")
                 raise
             except Exception as exc:
                 if not slot.watched:
                     continue  # removed or stopped while it started: its remover has the error
+                if self._forced_by_the_stop(child):
+                    break
                 exc.add_note(f"while starting worker {child.worker_name!r} of tree {self._name!r}")
                 members = [w for w in started if w._parent is self]
                 for worker, error in await shutdown_in_reverse(members):
@@ -591,10 +597,12 @@ class Workers(Worker):
                 continue
             child = slot.worker
             try:
-                await child.startup()
+                await self._start_child(child)
             except Exception as exc:
                 if not slot.watched:
                     continue
+                if self._forced_by_the_stop(child):
+                    return
                 if self._supervisor is not None:
                     # The worker does not keep an error startup() raised: log
                     # it, as a failed restart is (the supervisor restarts it).
@@ -603,6 +611,45 @@ class Workers(Worker):
                 else:
                     self._child_failed(child, exc)
                     self.gracefully_stop()
+
+    async def _start_child(self, child: Worker) -> None:
+        """``child.startup()``; a stop of the tree meanwhile gives it its grace, then forces it.
+
+        A child's start steps (a connect, a child process's setup) run in
+        the tree's task: without this a stop requested while one hangs would
+        wait for the tree's own grace period, whatever the child's.
+        """
+        self._child_starting = (child, None)
+        try:
+            await child.startup()
+        finally:
+            starting, self._child_starting = self._child_starting, None
+            if starting is not None and starting[1] is not None:
+                starting[1].cancel()
+
+    def _stop_starting_child(self) -> None:
+        """The tree is asked to stop while a child starts: stop it as a running one."""
+        starting = self._child_starting
+        if starting is None or starting[1] is not None:
+            return
+        child = starting[0]
+        child.gracefully_stop()  # its start steps see is_running() False
+        reason = f"tree {self._name!r} stopped while worker {child.worker_name!r} was starting"
+        timer = asyncio.get_running_loop().call_later(
+            child.stopping_grace_period, child.force_stop, reason
+        )
+        self._child_starting = (child, timer)
+
+    def _forced_by_the_stop(self, child: Worker) -> bool:
+        """A child whose start the tree's stop forced: not a failure of the tree."""
+        if self._state is _RUNNING or child.worker_state is not WorkerState.FORCE_STOPPED:
+            return False
+        logger.warning(
+            "worker %r of tree %r was forced to stop while it started",
+            child.worker_name,
+            self._name,
+        )
+        return True
 
     def _child_exited(self, slot: Slot) -> None:
         """A child's task ended (called through its slot, from that task's last step)."""
@@ -686,6 +733,7 @@ class Workers(Worker):
 
     def _stop_requested(self) -> None:
         super()._stop_requested()
+        self._stop_starting_child()
         self._wake()
 
     def _find_all(self, patterns: tuple[str, ...]) -> list[Worker]:

@@ -495,12 +495,6 @@ async def test_children_forced_after_their_grace_exit_as_without_processes(
     assert list(statuses) == [143, 143], statuses
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a child still in its on_startup when the master is stopped does not get the "
-    "stop plan the master announces (its grace, then SIGTERM): it waits the master's whole "
-    "grace period, then the master is forced",
-)
 async def test_a_child_hung_in_startup_is_stopped_on_the_announced_plan(app_dir: Path) -> None:
     async with await fluid_run(
         app_dir, "HungStart", "--processes", "1", "--grace", "0.2"

@@ -131,8 +131,8 @@ async def test_awaited_subtask_calling_shutdown_ends_within_grace_without_spinni
 class SlowOpener(fluid.Worker):
     """An on_startup that hangs, like a connect to a database that is down."""
 
-    def __init__(self, swallow: int = 0) -> None:
-        super().__init__(stopping_grace_period=0.1)
+    def __init__(self, swallow: int = 0, grace: float = 0.1) -> None:
+        super().__init__(stopping_grace_period=grace)
         self.entered = asyncio.Event()
         self.swallow = swallow
         self.closed = False
@@ -198,16 +198,35 @@ async def test_force_stop_during_startup_lets_the_callers_own_cancel_through() -
 
 
 async def test_tree_stopped_while_a_child_hangs_in_on_startup() -> None:
-    child = SlowOpener()
+    # the tree's grace runs out before the child's: the tree is forced, its startup raises
+    child = SlowOpener(grace=30)
     tree = fluid.Workers(child, stopping_grace_period=0.1)
     starting = asyncio.create_task(tree.startup())
     await child.entered.wait()
     async with asyncio.timeout(BOUND):
         await tree.shutdown()
-    assert tree.is_stopped()
+    assert tree.worker_state is WorkerState.FORCE_STOPPED
     assert child.is_stopped()
     with pytest.raises(fluid.WorkerStateError):
         await starting
+
+
+async def test_a_tree_stopped_while_a_child_starts_gives_that_child_its_own_grace() -> None:
+    # as a running child would be: its grace, then forced; the tree itself
+    # stops gracefully, long before its own grace period (30 s)
+    child = SlowOpener(grace=0.1)
+    tree = fluid.Workers(child, stopping_grace_period=30)
+    starting = asyncio.create_task(tree.startup())
+    await child.entered.wait()
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    async with asyncio.timeout(BOUND):
+        await tree.shutdown()
+        await starting  # not forced: the tree's start just ends early
+    took = loop.time() - began
+    assert 0.09 <= took < 10, took
+    assert child.worker_state is WorkerState.FORCE_STOPPED
+    assert tree.worker_state is WorkerState.STOPPED
 
 
 # ------------------------------------------------------ force_stop, wait_stopped
