@@ -419,9 +419,11 @@ class ProcessWorker(Worker):
             # logged in one line and the child's traceback (the note
             # unpack_error added): the parent's frames are fluid's own
             child_traceback = "\n" + error.__notes__[-1]
-            if not isinstance(error, Exception):
-                # SystemExit, KeyboardInterrupt: the child's way out, not the
-                # parent's; raised here it would end the parent's process
+            if not isinstance(error, Exception) and self._factory is not None:
+                # SystemExit, KeyboardInterrupt of the async tree the child
+                # runs, a program of its own (a prefork child): that program's
+                # way out, not the parent's; raised here it would end the
+                # parent (a sync target's cross back as is, as a thread's do)
                 wrapped = ProcessWorkerError(
                     f"{where} ended by {type(error).__name__}({_exit_argument(error)})",
                     exitcode=child.exitcode,
