@@ -314,7 +314,8 @@ class Prefork(Workers):
                 relay.flush()
             if not self.is_running():  # stopped by the master: nothing to say
                 return
-            why = self._why[name] = f"pid {child.pid} {_how_it_ended(event.error)}"
+            process = f"pid {child.pid}" if child.pid else "its process (never started)"
+            why = self._why[name] = f"{process} {_how_it_ended(event.error)}"
             if event.kind == "crashed":  # respawned, unless too often: the supervisor says
                 logger.warning("%s: %s crashed: %s", self._name, name, why)
             elif event.kind == "stopped":
@@ -333,7 +334,9 @@ class Prefork(Workers):
     def _announce_stop(self) -> None:
         """Say what the stop of the children may take: the figures ``--help`` gives."""
         grace, kill_after = self._stop_plan
-        count = self.processes
+        count = sum(1 for child in self.children if child.has_started() and not child.is_stopped())
+        if not count:  # every child ended by itself: nothing left to stop
+            return
         logger.info(
             "%s: stopping %d %s: %gs each to stop gracefully, then SIGTERM, "
             "then SIGKILL %gs later (%gs in all)",

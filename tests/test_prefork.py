@@ -156,6 +156,7 @@ async def test_a_child_that_ends_cleanly_is_not_respawned_and_the_master_exits_0
             output,
         ), output
     assert "prefork: every child ended by itself: stopping" in output
+    assert "SIGKILL" not in output  # no stop plan announced: no child was left to stop
     assert "worker 'prefork' stopped: exit status 0" in output
 
 
