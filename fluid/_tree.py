@@ -140,6 +140,7 @@ class Workers(Worker):
     """
 
     __slots__ = (
+        "_child_start_timer",
         "_child_starting",
         "_children",
         "_concurrent_stop",
@@ -194,7 +195,8 @@ class Workers(Worker):
         self._name_counts: dict[str, int] = {}
         # the child whose startup() the tree awaits, and the timer that forces
         # it once a stop of the tree has given it its grace period
-        self._child_starting: tuple[Worker, asyncio.TimerHandle | None] | None = None
+        self._child_starting: Worker | None = None
+        self._child_start_timer: asyncio.TimerHandle | None = None
         self.add_workers(*workers)
 
     @property
@@ -571,8 +573,12 @@ class Workers(Worker):
             if not slot.to_start:
                 continue
             child = slot.worker
+            self._child_starting = child  # a stop meanwhile applies to it: see _stop_starting_child
             try:
-                await self._start_child(child)
+                try:
+                    await child.startup()
+                finally:
+                    self._child_started()
             except asyncio.CancelledError:
                 await force(started, f"startup of tree {self._name!r} was cancelled")
                 raise
@@ -596,8 +602,12 @@ class Workers(Worker):
             if not slot.to_start:
                 continue
             child = slot.worker
+            self._child_starting = child  # a stop meanwhile applies to it: see _stop_starting_child
             try:
-                await self._start_child(child)
+                try:
+                    await child.startup()
+                finally:
+                    self._child_started()
             except Exception as exc:
                 if not slot.watched:
                     continue
@@ -612,33 +622,30 @@ class Workers(Worker):
                     self._child_failed(child, exc)
                     self.gracefully_stop()
 
-    async def _start_child(self, child: Worker) -> None:
-        """``child.startup()``; a stop of the tree meanwhile gives it its grace, then forces it.
+    def _stop_starting_child(self) -> None:
+        """The tree is asked to stop while a child starts: stop it as a running one.
 
         A child's start steps (a connect, a child process's setup) run in
         the tree's task: without this a stop requested while one hangs would
-        wait for the tree's own grace period, whatever the child's.
+        wait for the tree's own grace period, whatever the child's. It is
+        asked to stop, then forced after its own grace period.
         """
-        self._child_starting = (child, None)
-        try:
-            await child.startup()
-        finally:
-            starting, self._child_starting = self._child_starting, None
-            if starting is not None and starting[1] is not None:
-                starting[1].cancel()
-
-    def _stop_starting_child(self) -> None:
-        """The tree is asked to stop while a child starts: stop it as a running one."""
-        starting = self._child_starting
-        if starting is None or starting[1] is not None:
+        child = self._child_starting
+        if child is None or self._child_start_timer is not None:
             return
-        child = starting[0]
         child.gracefully_stop()  # its start steps see is_running() False
         reason = f"tree {self._name!r} stopped while worker {child.worker_name!r} was starting"
-        timer = asyncio.get_running_loop().call_later(
+        self._child_start_timer = asyncio.get_running_loop().call_later(
             child.stopping_grace_period, child.force_stop, reason
         )
-        self._child_starting = (child, timer)
+
+    def _child_started(self) -> None:
+        """The start in progress ended, however: nothing to force any more."""
+        self._child_starting = None
+        timer = self._child_start_timer
+        if timer is not None:
+            self._child_start_timer = None
+            timer.cancel()
 
     def _forced_by_the_stop(self, child: Worker) -> bool:
         """A child whose start the tree's stop forced: not a failure of the tree."""
