@@ -382,6 +382,8 @@ async def test_a_childs_failing_start_logs_its_traceback_once(app_dir: Path) -> 
 async def test_a_child_killed_by_sigkill_is_one_line_and_no_traceback(app_dir: Path) -> None:
     async with await fluid_run(app_dir, "Forever", "--processes", "1", "--grace", "0.2") as program:
         pid = int((await program.expect(r"forever started \(pid (\d+)\)"))[1])
+        # killed once it runs: a kill during its start fails the master's start
+        await program.expect("worker 'prefork' is running")
         os.kill(pid, signal.SIGKILL)
         await program.expect(rf"child-1 crashed: pid {pid} was killed by SIGKILL")
         await program.expect(
