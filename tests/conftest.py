@@ -38,6 +38,8 @@ import pytest
 import pytest_asyncio
 
 if TYPE_CHECKING:
+    import redis.asyncio as aioredis
+
     from ._redis_server import RedisServer
 
 _PR_SET_CHILD_SUBREAPER = 36
@@ -212,6 +214,18 @@ def redis_url(redis_server: RedisServer) -> str:
         redis_server.start()
     redis_server.flush()
     return redis_server.url
+
+
+@pytest.fixture
+async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    """A redis-py client of the session's server (emptied for the test), closed after it."""
+    import redis.asyncio as aioredis  # here, as for the server: redis is an extra
+
+    redis = aioredis.Redis.from_url(redis_url)
+    try:
+        yield redis
+    finally:
+        await redis.aclose()
 
 
 @pytest.fixture(autouse=True)

@@ -780,6 +780,25 @@ def _broker(url: str, consumer: str, stream: str = STREAM) -> RedisBroker:
     return RedisBroker(url, stream, GROUP, consumer, JsonSerializer(), f"{stream}:dead")
 
 
+class Counting:
+    """A handler that takes ``seconds``: what it handled, and the most it ran at once."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.running = 0
+        self.most = 0
+        self.handled: list[int] = []
+
+    async def __call__(self, n: int) -> None:
+        self.running += 1
+        self.most = max(self.most, self.running)
+        try:
+            await asyncio.sleep(self.seconds)
+        finally:
+            self.running -= 1
+        self.handled.append(n)
+
+
 class Proxy:
     """A broker in front of ``RedisBroker``: counts, books and can hold each call.
 
@@ -1170,19 +1189,8 @@ async def test_an_entry_read_by_the_cancelled_read_is_released_at_the_stop(
 async def test_the_buffer_bound_holds_while_a_slow_handler_runs(redis_url: str) -> None:
     """At every read, what the consumer holds plus what it asks for is at most maxsize."""
     maxsize, total = 5, 40
-    running = 0
-    most = 0
-    handled: list[int] = []
-
-    async def slow(n: int) -> None:
-        nonlocal running, most
-        running += 1
-        most = max(most, running)
-        try:
-            await asyncio.sleep(0.01)
-        finally:
-            running -= 1
-        handled.append(n)
+    slow = Counting(0.01)
+    handled = slow.handled
 
     broker = Proxy(_broker(redis_url, "c"))
     worker = StreamConsumer(
@@ -1213,24 +1221,13 @@ async def test_the_buffer_bound_holds_while_a_slow_handler_runs(redis_url: str) 
     assert max(samples) <= maxsize
     assert max(pending_samples) <= maxsize
     assert broker.worst <= maxsize, broker.worst
-    assert most == 2
+    assert slow.most == 2
 
 
 async def test_concurrency_above_maxsize_runs_at_most_maxsize_handlers(redis_url: str) -> None:
     maxsize, total = 3, 30
-    running = 0
-    most = 0
-    handled: list[int] = []
-
-    async def handler(n: int) -> None:
-        nonlocal running, most
-        running += 1
-        most = max(most, running)
-        try:
-            await asyncio.sleep(0.005)
-        finally:
-            running -= 1
-        handled.append(n)
+    handler = Counting(0.005)
+    handled = handler.handled
 
     broker = Proxy(_broker(redis_url, "c"))
     worker = StreamConsumer(
@@ -1245,7 +1242,7 @@ async def test_concurrency_above_maxsize_runs_at_most_maxsize_handlers(redis_url
         finally:
             await worker.shutdown()
     assert sorted(handled) == list(range(total))
-    assert most <= maxsize
+    assert handler.most <= maxsize
     assert broker.worst <= maxsize
 
 
