@@ -64,9 +64,9 @@ return redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4],
 # plain XCLAIM would take it back, then the peer's renewal again, and so on
 _RENEW = """
 local renewed = 0
-for i = 3, #ARGV do
+for i = 4, #ARGV do
     if #redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1, ARGV[2]) > 0 then
-        redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
+        redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[i], 'JUSTID')
         renewed = renewed + 1
     end
 end
@@ -486,7 +486,10 @@ class RedisBroker:
         # a peer meanwhile stays the peer's; its handler here goes on, and the
         # first of the two to finish acks it
         async with self._call("XCLAIM"):
-            await self._renew_script(keys=[self._stream], args=[self._group, self._consumer, *ids])
+            await self._renew_script(
+                keys=[self._stream],
+                args=[self._group, self._consumer, int(min_idle * 1000), *ids],
+            )
 
     async def release(self, ids: Sequence[str], delay: float, min_idle: float) -> None:
         idle_ms = max(0, int((min_idle - delay) * 1000))
