@@ -109,32 +109,43 @@ class WorkerFunction(Worker):
         run_function = self._run_function
         heartbeat = self._heartbeat
         if not heartbeat:
-            # the same loop, with a look at its pace every _BUSY_CALLS calls
-            clock = asyncio.get_running_loop().time
-            calls = 0
-            since = fast_since = clock()
-            while self.is_running():
-                if await run_function() is False:
-                    return
-                await self.sleep(0)
-                calls += 1
-                if calls == _BUSY_CALLS:
-                    now = clock()
-                    if now - since >= _BUSY_SECONDS:
-                        fast_since = now  # a slow window: the pace is fine
-                    elif now - fast_since >= _BUSY_FOR:
-                        logger.warning(
-                            "worker %r has not waited for %.1f s: its function, called "
-                            "with heartbeat=0, returns at once (%d calls a second), so "
-                            "it keeps a core busy; if it polls, give it a heartbeat",
-                            self.worker_name,
-                            now - fast_since,
-                            calls / (now - since),
-                        )
-                        break  # once per run: the plain loop goes on
-                    calls = 0
-                    since = now
+            await self._run_without_heartbeat()
+            return
+        # every idle worker of a tree waits in this frame: it holds no more
+        # locals than this loop needs (the one above has its own frame)
         while self.is_running():
             if await run_function() is False:
                 return
             await self.sleep(heartbeat)
+
+    async def _run_without_heartbeat(self) -> None:
+        """The loop with no heartbeat, with a look at its pace every _BUSY_CALLS calls."""
+        run_function = self._run_function
+        clock = asyncio.get_running_loop().time
+        calls = 0
+        since = fast_since = clock()
+        while self.is_running():
+            if await run_function() is False:
+                return
+            await self.sleep(0)
+            calls += 1
+            if calls == _BUSY_CALLS:
+                now = clock()
+                if now - since >= _BUSY_SECONDS:
+                    fast_since = now  # a slow window: the pace is fine
+                elif now - fast_since >= _BUSY_FOR:
+                    logger.warning(
+                        "worker %r has not waited for %.1f s: its function, called "
+                        "with heartbeat=0, returns at once (%d calls a second), so "
+                        "it keeps a core busy; if it polls, give it a heartbeat",
+                        self.worker_name,
+                        now - fast_since,
+                        calls / (now - since),
+                    )
+                    break  # once per run: the plain loop goes on
+                calls = 0
+                since = now
+        while self.is_running():
+            if await run_function() is False:
+                return
+            await self.sleep(0)

@@ -116,7 +116,13 @@ class Slot:
         Not when it was removed, stopped on request or is restarting, nor
         when someone started it by hand meanwhile; a stopped one starts again.
         """
-        return self.watched and self.worker.worker_state not in _ACTIVE
+        # watched, written out: the tree asks this of each child it starts
+        return (
+            self.member
+            and not self.held
+            and not self.restarting
+            and self.worker.worker_state not in _ACTIVE
+        )
 
     def exited(self) -> None:
         """Called by the worker from the last step of its task: tell the tree, if it still cares."""

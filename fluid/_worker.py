@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 from ._errors import WorkerStartError, WorkerStateError
 from ._lifecycle import Observer, emit
+from ._per_thread import thread_ident, timer_context
 from ._state import WorkerState
 from ._status import WorkerStatus
 from ._validate import check_name, check_seconds
@@ -129,6 +130,11 @@ def one_line_reason(error: BaseException) -> str | None:
     why = getattr(error, _ONE_LINE, None)
     return why if isinstance(why, str) else None
 
+
+_observed = False
+"""Whether an observer was ever added, to any worker: until then no transition
+is told (``emit`` walks a worker's ancestors, three times in each run of each
+worker of a large tree). Never reset: set from any thread, it only turns true."""
 
 _current_worker: contextvars.ContextVar[Worker | None] = contextvars.ContextVar(
     "fluid_current_worker", default=None
@@ -331,6 +337,8 @@ class Worker(ABC):
         """
         if not callable(observer):
             raise TypeError(f"observer must be callable, got {observer!r}")
+        global _observed
+        _observed = True
         if self._observers is None:
             self._observers = []
         self._observers.append(observer)
@@ -415,7 +423,7 @@ class Worker(ABC):
             raise WorkerStartError(f"worker {self._name!r} cannot start: it is {self._state}")
         loop = asyncio.get_running_loop()
         self._loop = loop
-        self._thread_id = threading.get_ident()
+        self._thread_id = thread_ident()  # one int object for the thread's workers
         self._error = self._traceback = None
         self._forced = 0
         self._state = _RUNNING  # from INIT, STOPPED or FORCE_STOPPED: checked above
@@ -444,12 +452,16 @@ class Worker(ABC):
         if self._forced:  # forced while on_startup swallowed the cancel: never run
             await self._abort_startup(asyncio.CancelledError(), opened=True)
             raise asyncio.CancelledError  # the caller's own, swallowed with ours
-        self._task = task = loop.create_task(self._main(), name=f"fluid:{self._name}")
+        # named by the worker's own name string: a formatted name would be
+        # one more string a worker (about 60 bytes), the same for every run
+        context = contextvars.copy_context()  # one copy for the task and its callback
+        self._task = task = loop.create_task(self._main(), name=self._name, context=context)
         # the starter's context: a worker cancelled before its first step
         # ends in a task the callback makes, whose on_shutdown() sees it
-        task.add_done_callback(self._task_done)
+        task.add_done_callback(self._task_done, context=context)
         self._started_at = loop.time()
-        emit(self, "started")
+        if _observed:
+            emit(self, "started")
 
     def _overridden_hooks(self) -> int:
         """The hooks this worker overrides, on its class or its instance (see ``_HOOKS``)."""
@@ -535,7 +547,8 @@ class Worker(ABC):
                 self.on_stop_requested()
             except Exception:  # a bug in a subclass must not break the stop request
                 logger.exception("on_stop_requested of worker %r failed", self._name)
-        emit(self, "stopping")
+        if _observed:
+            emit(self, "stopping")
 
     async def shutdown(self) -> None:
         """Stop the worker gracefully, cancel it after the grace period, wait for it.
@@ -671,7 +684,8 @@ class Worker(ABC):
             return asyncio.sleep(0)
         # wait_released() written out, and no coroutine: every idle worker
         # sleeps here, and a frame and a set less per sleeper is about 470
-        # bytes. The worker holds the one future it sleeps on, and its timer.
+        # bytes. The worker holds the one future it sleeps on, and its timer,
+        # whose callback runs in the thread's empty context (see _per_thread).
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[None] = loop.create_future()
         current = self._sleeper
@@ -680,10 +694,10 @@ class Worker(ABC):
             if timer is not None:
                 timer.cancel()  # the last sleep was cancelled before its time
             self._sleeper = waiter
-            self._sleep_timer = loop.call_later(seconds, release, waiter)
+            self._sleep_timer = loop.call_later(seconds, release, waiter, context=timer_context())
             return waiter
         # another task of this worker sleeps as well: a waiter of the set
-        timer = loop.call_later(seconds, release, waiter)
+        timer = loop.call_later(seconds, release, waiter, context=timer_context())
         self._add_waiter(waiter)
         waiter.add_done_callback(lambda _: timer.cancel())
         return waiter
@@ -924,12 +938,7 @@ class Worker(ABC):
                 logger.error("worker %r ended by a cancellation nobody asked for", self._name)
                 self._fail(exc)
         except Exception as exc:
-            why = one_line_reason(exc)
-            if why is not None:
-                logger.error("worker %r failed: %s: %s%s", self._name, type(exc).__name__, exc, why)
-            else:
-                logger.error("worker %r failed", self._name, exc_info=exc)
-            self._fail(exc)
+            self._run_failed(exc)
         except GeneratorExit:  # the coroutine is being closed: no await is possible
             self._watch_end(task)
             raise
@@ -947,6 +956,20 @@ class Worker(ABC):
         except BaseException:
             self._watch_end(task)  # what escaped ends the worker from the done callback
             raise
+
+    def _run_failed(self, error: Exception) -> None:
+        """``run()`` raised ``error``: log it and keep it as the outcome.
+
+        Out of ``_main``, as everything but the await of ``run()`` is: the
+        frame of ``_main`` lives as long as the worker runs, and its size
+        grows with the locals and the call arguments written in it.
+        """
+        why = one_line_reason(error)
+        if why is not None:
+            logger.error("worker %r failed: %s: %s%s", self._name, type(error).__name__, error, why)
+        else:
+            logger.error("worker %r failed", self._name, exc_info=error)
+        self._fail(error)
 
     def _watch_end(self, task: asyncio.Task[None] | None) -> None:
         """Give ``task``'s end back to ``_task_done``: something leaves ``_main`` abnormally."""
@@ -1055,7 +1078,9 @@ class Worker(ABC):
             for waiter in waiters:
                 release(waiter)
         self._notify_after_shutdown(reported)
-        if self._error is not None or reported is not None:
+        if not _observed:
+            pass
+        elif self._error is not None or reported is not None:
             emit(self, "crashed", error=self._error or reported)
         else:
             emit(self, "force_stopped" if state is _FORCE_STOPPED else "stopped")

@@ -22,6 +22,12 @@ async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> No
         await asyncio.sleep(0.001)
 
 
+def live_tasks() -> list[asyncio.Task[object]]:
+    """The loop's tasks not done, but the caller's own: what a stopped worker must not leave."""
+    current = asyncio.current_task()
+    return [t for t in asyncio.all_tasks() if t is not current and not t.done()]
+
+
 class Recorder:
     """An async message handler that records what it got and can be awaited."""
 

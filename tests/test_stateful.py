@@ -36,7 +36,7 @@ import json
 import os
 import threading
 from collections import Counter
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
@@ -328,13 +328,18 @@ async def outcome(operation: Callable[[], Coroutine[Any, Any, None]]) -> Excepti
     return None
 
 
-def live_fluid_tasks(loop: asyncio.AbstractEventLoop) -> Counter[str]:
-    """Worker names of the loop's tasks not done: ``fluid:NAME``, helpers ``fluid:NAME#i``."""
-    return Counter(
+def live_fluid_tasks(loop: asyncio.AbstractEventLoop, names: Iterable[str]) -> Counter[str]:
+    """How many of the loop's tasks not done each worker of ``names`` has.
+
+    A worker's task is named by its worker's name, its helpers ``fluid:NAME#i``.
+    """
+    wanted = set(names)
+    found = (
         task.get_name().removeprefix("fluid:").split("#")[0]
         for task in asyncio.all_tasks(loop)
-        if not task.done() and task.get_name().startswith("fluid:")
+        if not task.done()
     )
+    return Counter(name for name in found if name in wanted)
 
 
 def test_can_become_is_the_documented_diagram() -> None:
@@ -763,7 +768,7 @@ class Lifecycle(RuleBasedStateMachine):
             )
 
     def check_no_task(self, workers: list[Probe]) -> None:
-        live = live_fluid_tasks(self.loop)
+        live = live_fluid_tasks(self.loop, (w.worker_name for w in workers))
         for worker in workers:
             count = live[worker.worker_name]
             if worker.worker_state in LIVE:
@@ -897,7 +902,7 @@ class Lifecycle(RuleBasedStateMachine):
         )
 
     async def check_world(self) -> None:
-        loop_tasks = live_fluid_tasks(self.loop)
+        loop_tasks = live_fluid_tasks(self.loop, self.world)
         for name, worker in self.world.items():
             assert not worker.violations, f"{name}: {worker.violations}"
             self.check_trace(worker)
@@ -1020,7 +1025,8 @@ class Lifecycle(RuleBasedStateMachine):
         for name, consumer in self.consumers.items():
             self.check_books(consumer)
             assert consumer.take_undelivered() == self.pending[name], f"{name} lost messages"
-        assert not live_fluid_tasks(self.loop), f"tasks left: {live_fluid_tasks(self.loop)}"
+        left = live_fluid_tasks(self.loop, self.world)
+        assert not left, f"tasks left: {left}"
 
     def close_loop(self) -> None:
         loop = self.loop

@@ -13,7 +13,7 @@ import pytest
 import fluid
 from fluid import WorkerState
 
-from .helpers import Idle
+from .helpers import Idle, live_tasks
 from .test_tree import BOUND, busy_tree, remove_when_it_crashes, wait_until
 
 NO_WAIT = fluid.Backoff(initial=0, jitter=0)
@@ -622,8 +622,7 @@ async def test_chaos_every_crash_is_restarted_and_accounted_for() -> None:
         assert worker.restarts == sum(1 for e in restarts if e.worker is worker)
         assert worker.is_stopped()
     assert tree.worker_state is WorkerState.STOPPED
-    fluid_tasks = [t for t in asyncio.all_tasks() if t.get_name().startswith("fluid:")]
-    assert not [t for t in fluid_tasks if not t.done()]
+    assert not live_tasks()
 
 
 RESTARTING = "worker %r of tree %r ended: restarting it in %.3gs (%d of at most %d restarts in %ss)"

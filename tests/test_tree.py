@@ -14,7 +14,7 @@ import fluid
 from fluid import WorkerState
 
 from . import helpers
-from .helpers import Deaf, Idle
+from .helpers import Deaf, Idle, live_tasks
 
 BOUND = 10.0
 """Seconds a wait may take before the test fails: a bug here is a hang, not a slow run."""
@@ -56,10 +56,6 @@ class Crash(fluid.Worker):
             raise self.error
 
 
-def fluid_tasks() -> list[asyncio.Task[object]]:
-    return [t for t in asyncio.all_tasks() if t.get_name().startswith("fluid:") and not t.done()]
-
-
 # ----------------------------------------------------------- 12. start order
 
 
@@ -86,7 +82,7 @@ async def test_a_child_failing_to_start_undoes_the_others_and_raises() -> None:
     assert log == ["start:a", "start:b", "stop:b", "stop:a"]
     assert tree.worker_state is WorkerState.STOPPED
     assert all(not child.is_running() for child in tree.children)
-    assert not fluid_tasks()
+    assert not live_tasks()
 
 
 async def test_children_added_while_running_are_started() -> None:
@@ -289,7 +285,7 @@ async def test_a_forced_tree_stops_every_descendant() -> None:
     assert tree.worker_state is WorkerState.FORCE_STOPPED
     assert all(w.is_stopped() for w in deep)
     assert all(w.cancelled for w in deep)
-    assert not fluid_tasks()
+    assert not live_tasks()
 
 
 async def test_cancelling_a_tree_shutdown_leaves_no_orphan() -> None:
@@ -302,7 +298,7 @@ async def test_cancelling_a_tree_shutdown_leaves_no_orphan() -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert all(c.is_stopped() for c in children)
-    assert not fluid_tasks()
+    assert not live_tasks()
 
 
 async def test_a_cancelled_tree_startup_stops_started_children() -> None:
@@ -320,7 +316,7 @@ async def test_a_cancelled_tree_startup_stops_started_children() -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert first.is_stopped()
-    assert not fluid_tasks()
+    assert not live_tasks()
 
 
 # --------------------------------------------- 14. no policy: a child exit stops
@@ -653,7 +649,7 @@ async def test_a_child_removed_while_its_tree_starts_is_never_started(held_by: s
     finally:
         await tree.shutdown()
         await later.shutdown()  # an orphan, on the code this guards against
-    assert not fluid_tasks()
+    assert not live_tasks()
 
 
 @pytest.mark.parametrize("held_by", ["child", "tree"])
@@ -677,7 +673,7 @@ async def test_a_child_stopped_while_its_tree_starts_stays_stopped_until_started
     with pytest.raises(ValueError, match="later failed"):
         async with asyncio.timeout(BOUND):
             await tree.wait_for_shutdown()
-    assert not fluid_tasks()
+    assert not live_tasks()
 
 
 async def test_a_child_started_by_hand_while_its_tree_starts_is_not_started_twice() -> None:
@@ -712,7 +708,7 @@ async def test_a_child_started_by_hand_while_its_tree_fails_to_start_is_stopped(
         assert child.is_stopped()
     finally:
         await child.shutdown()  # an orphan, on the code this guards against
-    assert not fluid_tasks()
+    assert not live_tasks()
 
 
 async def test_start_workers_leaves_a_child_of_a_stopped_tree_to_start_with_it() -> None:

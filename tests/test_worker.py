@@ -14,7 +14,7 @@ import pytest
 import fluid
 from fluid import WorkerState
 
-from .helpers import Deaf, Idle
+from .helpers import Deaf, Idle, live_tasks
 
 
 class Recording(fluid.Worker):
@@ -53,10 +53,6 @@ class Recording(fluid.Worker):
         self.calls.append(f"after_shutdown:{reason}:{code}")
 
 
-def fluid_tasks() -> list[asyncio.Task[object]]:
-    return [t for t in asyncio.all_tasks() if t.get_name().startswith("fluid:") and not t.done()]
-
-
 # --------------------------------------------------------------- 1. startup
 
 
@@ -79,7 +75,7 @@ async def test_on_startup_error_is_raised_by_startup_and_worker_ends_stopped() -
     assert worker.worker_state is WorkerState.STOPPED
     assert "run" not in worker.calls
     assert "on_shutdown" not in worker.calls
-    assert not fluid_tasks()
+    assert not live_tasks()
     await worker.shutdown()  # nothing to raise: startup() reported the error
 
 
@@ -124,7 +120,7 @@ async def test_cancelled_startup_leaves_the_worker_stopped() -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert worker.worker_state is WorkerState.STOPPED
-    assert not fluid_tasks()
+    assert not live_tasks()
 
 
 # ---------------------------------------------------- 2. stop and grace period
@@ -150,7 +146,7 @@ async def test_shutdown_cancels_a_worker_that_ignores_the_stop() -> None:
         await worker.shutdown()
     assert worker.worker_state is WorkerState.FORCE_STOPPED
     assert worker.cancelled
-    assert not fluid_tasks()
+    assert not live_tasks()
 
 
 async def test_shutdown_on_a_worker_never_started_returns() -> None:
@@ -260,7 +256,7 @@ async def test_a_hanging_on_shutdown_is_cancelled_too() -> None:
     async with asyncio.timeout(3):
         await worker.shutdown()
     assert worker.worker_state is WorkerState.FORCE_STOPPED
-    assert not fluid_tasks()
+    assert not live_tasks()
 
 
 # ------------------------------------------------------------ 5. errors kept
@@ -331,10 +327,10 @@ async def test_no_task_is_left_after_shutdown_even_forced() -> None:
     workers = [Idle(name="idle"), Deaf(name="deaf")]
     for worker in workers:
         await worker.startup()
-    assert len(fluid_tasks()) == 2
+    assert len(live_tasks()) == 2
     for worker in workers:
         await worker.shutdown()
-    assert not fluid_tasks()
+    assert not live_tasks()
 
 
 async def test_cancelling_shutdown_still_stops_the_worker() -> None:
@@ -347,13 +343,13 @@ async def test_cancelling_shutdown_still_stops_the_worker() -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert worker.worker_state is WorkerState.FORCE_STOPPED
-    assert not fluid_tasks()
+    assert not live_tasks()
 
 
 async def test_a_worker_cancelled_from_outside_ends_force_stopped() -> None:
     worker = Idle()
     await worker.startup()
-    (task,) = fluid_tasks()
+    (task,) = live_tasks()
     task.cancel()
     async with asyncio.timeout(1):
         await worker.wait_for_shutdown()
@@ -491,3 +487,16 @@ async def test_an_error_after_the_run_ends_the_worker_instead_of_hanging() -> No
         async with asyncio.timeout(2):
             await worker.shutdown()
     assert worker.is_stopped()
+
+
+async def test_an_observer_added_to_a_running_tree_hears_its_workers_stop() -> None:
+    """Transitions are told only once an observer exists (a flag), from then on all of them."""
+    worker = Idle(name="idle")
+    tree = fluid.Workers(worker, name="tree")
+    await tree.startup()
+    heard: list[tuple[str, str]] = []
+    tree.add_observer(lambda t: heard.append((t.kind, t.path)))
+    await tree.shutdown()
+    assert ("stopping", "tree/idle") in heard
+    assert ("stopped", "tree/idle") in heard
+    assert heard[-1] == ("stopped", "tree")
