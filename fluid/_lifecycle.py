@@ -21,6 +21,7 @@ worker goes on: observing never changes what is observed.
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, TypeAlias
@@ -28,7 +29,16 @@ from typing import TYPE_CHECKING, Literal, TypeAlias
 if TYPE_CHECKING:
     from ._worker import Worker
 
-__all__ = ["EventKind", "LifecycleEvent", "Observer", "Transition", "TransitionKind", "emit"]
+__all__ = [
+    "EventKind",
+    "LifecycleEvent",
+    "Observer",
+    "Transition",
+    "TransitionKind",
+    "emit",
+    "observe",
+    "unobserve",
+]
 
 logger = logging.getLogger("fluid")
 
@@ -80,6 +90,31 @@ LifecycleEvent = Transition
 EventKind: TypeAlias = TransitionKind
 
 
+_observers: weakref.WeakKeyDictionary[Worker, list[Observer]] = weakref.WeakKeyDictionary()
+"""Each observed worker's observers, in the order they were added.
+
+Kept here, by worker, not in a field of every worker: few workers are
+observed (a tree's root, a process's own worker), and a field is 8 bytes on
+each of the ten thousand that are not. A worker that goes away takes its
+observers with it.
+"""
+
+
+def observe(worker: Worker, observer: Observer) -> None:
+    """Add ``observer`` to the observers of ``worker`` (``Worker.add_observer``)."""
+    observers = _observers.get(worker)
+    if observers is None:
+        observers = _observers[worker] = []
+    observers.append(observer)
+
+
+def unobserve(worker: Worker, observer: Observer) -> None:
+    """Remove ``observer`` from those of ``worker``, if it is one (``Worker.remove_observer``)."""
+    observers = _observers.get(worker)
+    if observers and observer in observers:
+        observers.remove(observer)
+
+
 def emit(
     worker: Worker,
     kind: TransitionKind,
@@ -91,7 +126,7 @@ def emit(
     transition: Transition | None = None
     node: Worker | None = worker
     while node is not None:
-        observers = node._observers
+        observers = _observers.get(node)
         if observers:
             if transition is None:
                 transition = Transition(

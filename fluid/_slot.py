@@ -24,7 +24,6 @@ Why a slot, and not fields on the worker:
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ._state import WorkerState
@@ -37,6 +36,12 @@ if TYPE_CHECKING:
 __all__ = ["Slot"]
 
 _ACTIVE = frozenset((WorkerState.RUNNING, WorkerState.STOPPING))
+# Slot._flags: three bits of membership, then the restart type's index
+_MEMBER, _HELD, _RESTARTING = 1, 2, 4
+_MEMBERSHIP = _MEMBER | _HELD | _RESTARTING
+_RESTART_SHIFT = 3
+_RESTART_TYPES: tuple[RestartType, ...] = ("permanent", "transient", "temporary")
+_RESTART_BITS = {kind: i << _RESTART_SHIFT for i, kind in enumerate(_RESTART_TYPES)}
 
 
 class Slot:
@@ -61,35 +66,18 @@ class Slot:
         restarting: stopped by the supervisor for a restart that is pending.
     """
 
-    __slots__ = (
-        "_on_exit",
-        "backoff_step",
-        "held",
-        "member",
-        "restart",
-        "restarting",
-        "restarts",
-        "tree",
-        "worker",
-    )
+    __slots__ = ("_flags", "backoff_step", "restarts", "tree", "worker")
 
-    def __init__(
-        self,
-        tree: Workers,
-        worker: Worker,
-        name: str,
-        restart: RestartType,
-        on_exit: Callable[[Slot], None],
-    ) -> None:
+    def __init__(self, tree: Workers, worker: Worker, name: str, restart: RestartType) -> None:
         self.tree = tree
         self.worker = worker
-        self.restart: RestartType = restart
         self.restarts = 0
         self.backoff_step = 0
-        self.member = True
-        self.held = False
-        self.restarting = False
-        self._on_exit = on_exit
+        # member, held, restarting and the restart type in one int: a tree
+        # of ten thousand children keeps ten thousand slots (24 bytes less
+        # each), and what the tree asks of each child it starts is whether
+        # the membership bits are "member" alone: one mask, one comparison
+        self._flags = _MEMBER | _RESTART_BITS[restart]
         # Joining a tree sets the worker's name in the tree (a derived name
         # may get a suffix), its slot and its parent: the worker does it.
         worker._join(self, name)
@@ -100,14 +88,42 @@ class Slot:
         return f"<Slot {self.worker.worker_name!r} of {self.tree.worker_name!r}{status}{flags}>"
 
     @property
+    def restart(self) -> RestartType:
+        """The child's restart type in this tree."""
+        return _RESTART_TYPES[self._flags >> _RESTART_SHIFT]
+
+    @property
+    def member(self) -> bool:
+        """False once the child was removed: nothing it does reaches the tree."""
+        return self._flags & _MEMBER != 0
+
+    @property
+    def held(self) -> bool:
+        """Stopped on request (``stop_workers``): not restarted, not started with the tree."""
+        return self._flags & _HELD != 0
+
+    @held.setter
+    def held(self, value: bool) -> None:
+        self._flags = self._flags | _HELD if value else self._flags & ~_HELD
+
+    @property
+    def restarting(self) -> bool:
+        """Stopped by the supervisor for a restart that is pending."""
+        return self._flags & _RESTARTING != 0
+
+    @restarting.setter
+    def restarting(self, value: bool) -> None:
+        self._flags = self._flags | _RESTARTING if value else self._flags & ~_RESTARTING
+
+    @property
     def parent(self) -> Workers | None:
         """The tree while the child belongs to it, else None."""
-        return self.tree if self.member else None
+        return self.tree if self._flags & _MEMBER else None
 
     @property
     def watched(self) -> bool:
         """True while the tree acts on the child's end: a member, not held, not restarting."""
-        return self.member and not self.held and not self.restarting
+        return self._flags & _MEMBERSHIP == _MEMBER
 
     @property
     def to_start(self) -> bool:
@@ -116,28 +132,18 @@ class Slot:
         Not when it was removed, stopped on request or is restarting, nor
         when someone started it by hand meanwhile; a stopped one starts again.
         """
-        # watched, written out: the tree asks this of each child it starts
-        return (
-            self.member
-            and not self.held
-            and not self.restarting
-            and self.worker.worker_state not in _ACTIVE
-        )
+        return self._flags & _MEMBERSHIP == _MEMBER and self.worker.worker_state not in _ACTIVE
 
     def exited(self) -> None:
         """Called by the worker from the last step of its task: tell the tree, if it still cares."""
-        if self.member:
-            self._on_exit(self)
+        if self._flags & _MEMBER:
+            self.tree._child_exited(self)
 
     def leave(self) -> None:
         """The child is removed from its tree: from now on its end changes nothing."""
-        self.member = False
-        self.held = False
-        self.worker._leave(self)
-        self.restarting = False
+        self._flags &= ~_MEMBERSHIP  # neither a member, nor held, nor restarting
 
     def new_run(self) -> None:
         """The tree starts a new run: the child starts afresh (no hold, backoff from 0)."""
-        self.held = False
-        self.restarting = False
+        self._flags &= ~(_HELD | _RESTARTING)
         self.backoff_step = 0

@@ -148,7 +148,6 @@ class Workers(Worker):
         "_exited",
         "_heartbeat",
         "_name_counts",
-        "_on_child_exit",
         "_supervisor",
         "_to_start",
         "_wakeup",
@@ -190,7 +189,6 @@ class Workers(Worker):
         self._children: dict[str, Slot] = {}  # by name, in start order
         self._to_start: list[Slot] = []  # added while running, not started yet
         self._exited: deque[Slot] = deque()  # ended while the tree ran, not handled yet
-        self._on_child_exit = self._child_exited  # one bound method for every slot
         self._wakeup: asyncio.Future[None] | None = None
         self._name_counts: dict[str, int] = {}
         # the child whose startup() the tree awaits, and the timer that forces
@@ -263,11 +261,10 @@ class Workers(Worker):
         names = self._check_new(workers)
         for worker in workers:
             slot = worker._slot
-            if worker._parent is not None and slot is not None:  # checked: its trees stopped
+            if slot is not None and slot.member:  # checked: its trees stopped
                 slot.tree._forget(slot)
-        on_exit = self._on_child_exit
         slots = [
-            Slot(self, worker, name, restart, on_exit)
+            Slot(self, worker, name, restart)
             for worker, name in zip(workers, names, strict=True)
         ]
         self._children.update(zip(names, slots, strict=True))
@@ -792,7 +789,7 @@ def _new_names(workers: Sequence[Worker]) -> list[str] | None:
     for worker in workers:
         if (
             Worker not in type(worker).__mro__
-            or worker._parent is not None
+            or (worker._slot is not None and worker._parent is not None)  # a new one has no slot
             or worker._state in _STARTED
         ):
             return None

@@ -32,7 +32,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 from ._errors import WorkerStartError, WorkerStateError
-from ._lifecycle import Observer, emit
+from ._lifecycle import Observer, emit, observe, unobserve
 from ._per_thread import thread_ident, timer_context
 from ._state import WorkerState
 from ._status import WorkerStatus
@@ -189,8 +189,6 @@ class Worker(ABC):
         "_hooked",
         "_loop",
         "_name",
-        "_observers",
-        "_parent",
         "_sleep_timer",
         "_sleeper",
         "_sleepers",
@@ -230,12 +228,9 @@ class Worker(ABC):
         self._sleeper: asyncio.Future[None] | None = None  # the future sleep() waits on
         self._sleep_timer: asyncio.TimerHandle | None = None  # and its timer
         self._sleepers: set[asyncio.Future[None]] | None = None  # other waiters of a stop
-        # its place in a tree: set and owned by the tree (see _slot.py), None outside one
+        # its place in a tree: set and owned by the tree (see _slot.py), None
+        # outside one; the tree, while a member, is _parent
         self._slot: Slot | None = None
-        # the tree while the worker is a member of it: kept beside the slot
-        # because every event and path walks it (see _join and _leave)
-        self._parent: Workers | None = None
-        self._observers: list[Observer] | None = None
         self._started_at = 0.0
         self._forced = 0  # cancellations force_stop() made in this run
         self._hooked = _ALL_HOOKS  # which hooks to call: all until startup() looks
@@ -264,12 +259,16 @@ class Worker(ABC):
         """Called by a new slot: the worker joins its tree under ``name``."""
         self._name = name
         self._slot = slot
-        self._parent = slot.tree
 
-    def _leave(self, slot: Slot) -> None:
-        """Called by a slot whose membership ended: the worker has no parent now."""
-        if self._slot is slot:
-            self._parent = None
+    @property
+    def _parent(self) -> Workers | None:
+        """The tree while the worker is a member of it: its slot's, read through the slot.
+
+        Not a field of its own: a copy of what the slot knows would be one
+        more thing to keep in step, and 8 bytes on each of ten thousand workers.
+        """
+        slot = self._slot
+        return None if slot is None else slot.parent
 
     @property
     def restarts(self) -> int:
@@ -339,14 +338,11 @@ class Worker(ABC):
             raise TypeError(f"observer must be callable, got {observer!r}")
         global _observed
         _observed = True
-        if self._observers is None:
-            self._observers = []
-        self._observers.append(observer)
+        observe(self, observer)
 
     def remove_observer(self, observer: Observer) -> None:
         """Stop calling ``observer``; does nothing if it was not added."""
-        if self._observers and observer in self._observers:
-            self._observers.remove(observer)
+        unobserve(self, observer)
 
     def _set_state(self, new: WorkerState) -> None:
         if not self._state.can_become(new):
