@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Awaitable, Callable
+from inspect import CO_COROUTINE
+from types import FunctionType
 
 from ._validate import async_callable, check_seconds, function_name
 from ._worker import STOPPING_GRACE_PERIOD, Worker
@@ -24,6 +27,7 @@ logger = logging.getLogger("fluid")
 _BUSY_CALLS = 4096
 _BUSY_SECONDS = 0.25
 _BUSY_FOR = 2.0
+_INF = math.inf
 
 
 class WorkerFunction(Worker):
@@ -92,9 +96,20 @@ class WorkerFunction(Worker):
         name: str = "",
         stopping_grace_period: float = STOPPING_GRACE_PERIOD,
     ) -> None:
-        self._run_function = async_callable("run_function", run_function)
-        self._heartbeat = check_seconds("heartbeat", heartbeat)
-        super().__init__(name, stopping_grace_period)
+        # The common case is checked here, without a call: an ``async def``
+        # and a float in range (a tree builds ten thousand of these); the
+        # checks of _validate give anything else its verdict and its message.
+        if type(run_function) is FunctionType and run_function.__code__.co_flags & CO_COROUTINE:
+            self._run_function: Callable[[], Awaitable[bool | None]] = run_function
+        else:
+            self._run_function = async_callable("run_function", run_function)
+        if type(heartbeat) is float and 0.0 <= heartbeat < _INF:
+            self._heartbeat = heartbeat
+        else:
+            self._heartbeat = check_seconds("heartbeat", heartbeat)
+        # the base by name: super() is a lookup along the MRO (a tenth of
+        # building this worker), and a WorkerFunction's base is Worker
+        Worker.__init__(self, name, stopping_grace_period)
 
     def default_name(self) -> str:
         return function_name(self._run_function) or super().default_name()

@@ -258,11 +258,9 @@ class Workers(Worker):
             ```
         """
         restart = self._default_restart if restart is None else check_restart(restart)
-        names = self._check_new(workers)
-        for worker in workers:
-            slot = worker._slot
-            if slot is not None and slot.member:  # checked: its trees stopped
-                slot.tree._forget(slot)
+        names, leaving = self._check_new(workers)
+        for slot in leaving:  # checked: their trees stopped
+            slot.tree._forget(slot)
         slots = [
             Slot(self, worker, name, restart)
             for worker, name in zip(workers, names, strict=True)
@@ -449,8 +447,11 @@ class Workers(Worker):
 
     # ------------------------------------------------------------- internals
 
-    def _check_new(self, workers: Sequence[Worker]) -> list[str]:
-        """Check every worker to add, before any is added; return their names in this tree.
+    def _check_new(self, workers: Sequence[Worker]) -> tuple[list[str], list[Slot]]:
+        """Check every worker to add, before any is added.
+
+        Return their names in this tree, and the slots of those that leave a
+        stopped tree for this one (none on the short path below: new workers).
 
         A large tree adds ten thousand workers at once, so the common case
         takes a short path: new workers are checked with one attribute test
@@ -470,7 +471,7 @@ class Workers(Worker):
             return self._check_each(workers, ancestors)
         children = self._children
         if len(set(names)) == len(names) and children.keys().isdisjoint(names):
-            return names
+            return names, []
         if len(set(map(id, workers))) != len(workers):  # the same worker twice
             return self._check_each(workers, ancestors)
         # New and distinct workers, some names taken: suffix or refuse those.
@@ -479,12 +480,15 @@ class Workers(Worker):
             if name in children or name in taken:
                 names[i] = name = self._free_name(workers[i], taken)
             taken.add(name)
-        return names
+        return names, []
 
-    def _check_each(self, workers: Sequence[Worker], ancestors: set[int]) -> list[str]:
+    def _check_each(
+        self, workers: Sequence[Worker], ancestors: set[int]
+    ) -> tuple[list[str], list[Slot]]:
         """Check the workers one by one: raise for the first problem, suffix derived names."""
         seen: set[int] = set()
         names: list[str] = []
+        leaving: list[Slot] = []
         taken: set[str] = set()
         children = self._children
         for worker in workers:
@@ -513,12 +517,15 @@ class Workers(Worker):
                     "a tree before starting them"
                 )
             seen.add(key)
+            slot = worker._slot
+            if parent is not None and slot is not None:  # its trees stopped: it moves
+                leaving.append(slot)
             name = worker._name
             if name in children or name in taken:
                 name = self._free_name(worker, taken)
             taken.add(name)
             names.append(name)
-        return names
+        return names, leaving
 
     def _free_name(self, worker: Worker, taken: set[str]) -> str:
         """The name of a worker whose name is taken: a suffix if it was derived, else refused."""
