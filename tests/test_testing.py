@@ -197,7 +197,7 @@ def test_run_returns_the_result_and_fails_on_tasks_left_running() -> None:
     async def forgotten_worker() -> None:
         await fluid.ScheduledWorker(tick, interval=60).startup()
 
-    with pytest.raises(AssertionError, match="fluid:tick"):
+    with pytest.raises(AssertionError, match="name='tick'"):
         fluid.testing.run(forgotten_worker())
 
 
