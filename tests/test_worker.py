@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import math
@@ -500,3 +501,41 @@ async def test_an_observer_added_to_a_running_tree_hears_its_workers_stop() -> N
     assert ("stopping", "tree/idle") in heard
     assert ("stopped", "tree/idle") in heard
     assert heard[-1] == ("stopped", "tree")
+
+
+class _Equal(Idle):
+    """A worker equal to any other of its class, and so unhashable (as a dataclass is)."""
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+async def test_observers_belong_to_one_worker_even_if_it_is_unhashable_or_equal_to_another() -> (
+    None
+):
+    first, second = _Equal(name="first"), _Equal(name="second")
+    heard: list[str] = []
+    first.add_observer(lambda t: heard.append(f"first heard {t.path} {t.kind}"))
+    async with second:
+        pass
+    async with first:
+        pass
+    assert heard == [
+        "first heard first started",
+        "first heard first stopping",
+        "first heard first stopped",
+    ]
+
+
+def test_a_worker_that_goes_away_takes_its_observers_with_it() -> None:
+    from fluid import _lifecycle
+
+    worker = Idle(name="gone")
+    worker.add_observer(print)
+    key = id(worker)
+    assert key in _lifecycle._observers
+    del worker
+    gc.collect()
+    assert key not in _lifecycle._observers
