@@ -29,10 +29,11 @@ import copy
 import gc
 import math
 import multiprocessing
+import pickle
 import threading
 import warnings
 import weakref
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import pytest
@@ -145,17 +146,41 @@ def test_a_dropped_prefork_is_freed() -> None:
     assert gone() is None, "a Prefork built and dropped is never freed"
 
 
+PICKLED_HEARD: list[str] = []
+
+
+def heard_after_pickling(transition: fluid.Transition) -> None:
+    """An observer that pickles by reference, as a module-level function does."""
+    PICKLED_HEARD.append(transition.kind)
+
+
 @pytest.mark.xfail(
     strict=True,
     reason="observers are no longer part of the worker: a copy of a worker loses them",
 )
-async def test_a_copied_worker_keeps_its_observers() -> None:
+@pytest.mark.parametrize("duplicate", [copy.copy, lambda w: pickle.loads(pickle.dumps(w))])
+async def test_a_copied_or_pickled_worker_keeps_its_observers(
+    duplicate: Callable[[Idle], Idle],
+) -> None:
+    PICKLED_HEARD.clear()
     worker = Idle(name="idle")
-    heard = kinds_of(worker)
-    twin = copy.copy(worker)
+    worker.add_observer(heard_after_pickling)
+    twin = duplicate(worker)
     await twin.startup()
     await twin.shutdown()
-    assert heard, "the copy's observers were lost"
+    assert PICKLED_HEARD, "the copy's observers were lost"
+
+
+async def test_an_observer_that_holds_its_worker_lets_it_go_once_removed() -> None:
+    monitor = Monitor()
+    async with monitor.worker:
+        pass
+    assert monitor.heard == ["started", "stopping", "stopped"]
+    monitor.worker.remove_observer(monitor.on_transition)
+    gone = weakref.ref(monitor.worker)
+    del monitor
+    gc.collect()
+    assert gone() is None
 
 
 class Traced(fluid.Worker):
