@@ -641,3 +641,90 @@ def test_a_generator_or_sync_function_is_still_refused() -> None:
     for function in (sync, agen):
         with pytest.raises(TypeError, match="run_function"):
             fluid.WorkerFunction(function)  # type: ignore[arg-type]
+
+
+# ------------------------------------ who waits on a run: stop and end, held
+
+
+async def test_stop_and_end_waiters_of_a_run_are_released_each_at_its_moment() -> None:
+    gate = asyncio.Event()
+    woke: list[str] = []
+
+    class Closing(fluid.Worker):
+        async def run(self) -> None:
+            helper = asyncio.create_task(self.helper())
+            await self.stop_requested()
+            woke.append("stop")
+            await gate.wait()  # a slow close: the end comes later than the stop
+            await helper
+
+        async def helper(self) -> None:
+            await self.sleep(60)  # a second sleeper of the worker: woken by the stop
+            woke.append("helper")
+
+    worker = Closing(name="closing")
+    for _ in range(2):  # a second run starts with none of the first's waiters
+        gate.clear()
+        woke.clear()
+        await worker.startup()
+        end = asyncio.create_task(worker.wait_for_shutdown())
+        stopped = worker.stop_requested()
+        await asyncio.sleep(0)
+        assert not stopped.done()
+        worker.gracefully_stop()
+        async with asyncio.timeout(BOUND):
+            await stopped
+            await wait_until(lambda: sorted(woke) == ["helper", "stop"], BOUND)
+        assert not end.done()
+        gate.set()
+        async with asyncio.timeout(BOUND):
+            await end
+        assert worker.worker_state is WorkerState.STOPPED
+
+
+async def test_a_wait_for_the_end_given_up_leaves_the_others_to_be_released() -> None:
+    worker = Idle(name="idle")
+    await worker.startup()
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.01):
+            await worker.wait_for_shutdown()
+    kept = asyncio.create_task(worker.wait_for_shutdown())
+    stop = worker.stop_requested()
+    await asyncio.sleep(0)
+    await worker.shutdown()
+    async with asyncio.timeout(BOUND):
+        await kept
+    assert stop.done()
+    assert worker.worker_state is WorkerState.STOPPED
+
+
+class Batcher(fluid.Worker):
+    """A user's worker that keeps its own ``_waiters``, a name asyncio's primitives use too."""
+
+    def __init__(self) -> None:
+        super().__init__(name="batcher")
+        self._waiters: list[asyncio.Future[int]] = []
+
+    async def submit(self) -> int:
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._waiters.append(future)
+        return await future
+
+    async def run(self) -> None:
+        while self.is_running():
+            await self.sleep(0.001)
+            waiters, self._waiters = self._waiters, []
+            for i, future in enumerate(waiters):
+                future.set_result(i)
+
+
+async def test_a_subclass_keeping_its_own_waiters_attribute_runs_and_stops() -> None:
+    worker = Batcher()
+    await worker.startup()
+    end = asyncio.create_task(worker.wait_for_shutdown())
+    async with asyncio.timeout(BOUND):
+        assert sorted(await asyncio.gather(worker.submit(), worker.submit())) == [0, 1]
+    await worker.shutdown()
+    async with asyncio.timeout(BOUND):
+        await end
+    assert worker.worker_state is WorkerState.STOPPED
