@@ -107,9 +107,7 @@ class WorkerFunction(Worker):
             self._heartbeat = heartbeat
         else:
             self._heartbeat = check_seconds("heartbeat", heartbeat)
-        # the base by name: super() is a lookup along the MRO (a tenth of
-        # building this worker), and a WorkerFunction's base is Worker
-        Worker.__init__(self, name, stopping_grace_period)
+        super().__init__(name, stopping_grace_period)  # a Worker mixin may follow in the MRO
 
     def default_name(self) -> str:
         return function_name(self._run_function) or super().default_name()

@@ -21,7 +21,6 @@ worker goes on: observing never changes what is observed.
 from __future__ import annotations
 
 import logging
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, TypeAlias
@@ -36,8 +35,6 @@ __all__ = [
     "Transition",
     "TransitionKind",
     "emit",
-    "observe",
-    "unobserve",
 ]
 
 logger = logging.getLogger("fluid")
@@ -90,51 +87,6 @@ LifecycleEvent = Transition
 EventKind: TypeAlias = TransitionKind
 
 
-_observers: dict[int, tuple[weakref.ref[Worker], list[Observer]]] = {}
-"""Each observed worker's observers, in the order they were added, by ``id()``.
-
-Kept here, by worker, not in a field of every worker: few workers are
-observed (a tree's root, a process's own worker), and a field is 8 bytes on
-each of the ten thousand that are not. Keyed by identity, not by the worker
-(a worker may define ``__eq__``, or be unhashable, as a dataclass is); a
-worker that goes away takes its entry with it (the weak reference's
-callback), and a lookup checks the entry is that worker's.
-"""
-
-
-def _forget(key: int) -> Callable[[weakref.ref[Worker]], None]:
-    def forget(ref: weakref.ref[Worker]) -> None:
-        entry = _observers.get(key)
-        if entry is not None and entry[0] is ref:
-            del _observers[key]
-
-    return forget
-
-
-def _observers_of(worker: Worker) -> list[Observer] | None:
-    entry = _observers.get(id(worker))
-    if entry is None or entry[0]() is not worker:
-        return None
-    return entry[1]
-
-
-def observe(worker: Worker, observer: Observer) -> None:
-    """Add ``observer`` to the observers of ``worker`` (``Worker.add_observer``)."""
-    observers = _observers_of(worker)
-    if observers is None:
-        key = id(worker)
-        observers = []
-        _observers[key] = (weakref.ref(worker, _forget(key)), observers)
-    observers.append(observer)
-
-
-def unobserve(worker: Worker, observer: Observer) -> None:
-    """Remove ``observer`` from those of ``worker``, if it is one (``Worker.remove_observer``)."""
-    observers = _observers_of(worker)
-    if observers and observer in observers:
-        observers.remove(observer)
-
-
 def emit(
     worker: Worker,
     kind: TransitionKind,
@@ -146,7 +98,7 @@ def emit(
     transition: Transition | None = None
     node: Worker | None = worker
     while node is not None:
-        observers = _observers_of(node)
+        observers = node._observers
         if observers:
             if transition is None:
                 transition = Transition(

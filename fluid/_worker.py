@@ -32,7 +32,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 from ._errors import WorkerStartError, WorkerStateError
-from ._lifecycle import Observer, emit, observe, unobserve
+from ._lifecycle import Observer, emit
 from ._per_thread import thread_ident, timer_context
 from ._state import WorkerState
 from ._status import WorkerStatus
@@ -142,6 +142,22 @@ _current_worker: contextvars.ContextVar[Worker | None] = contextvars.ContextVar(
 """The worker whose task (or a task that task started) is running: set by ``_main``."""
 
 
+class _Waiters:
+    """Who waits on a worker's run besides its own sleep: made only while someone does.
+
+    Most workers never have any (a tree's ten thousand idle children), so a
+    worker keeps one field for both kinds, None until the first waiter.
+    """
+
+    __slots__ = ("on_exit", "on_stop")
+
+    def __init__(self) -> None:
+        # released at a stop request and at the end: stop_requested(), and
+        # the sleeps of the worker's other tasks
+        self.on_stop: set[asyncio.Future[None]] = set()
+        self.on_exit: list[asyncio.Future[None]] = []  # released at the end (_wait_exit)
+
+
 class Worker(ABC):
     """A long-running async job with a managed lifecycle.
 
@@ -183,15 +199,15 @@ class Worker(ABC):
         "__weakref__",
         "_auto_name",
         "_error",
-        "_exit_waiters",
         "_forced",
         "_grace",
         "_hooked",
         "_loop",
         "_name",
+        "_observers",
+        "_run_waiters",
         "_sleep_timer",
         "_sleeper",
-        "_sleepers",
         "_slot",
         "_started_at",
         "_starting",
@@ -224,10 +240,10 @@ class Worker(ABC):
         self._thread_id = 0
         self._error: BaseException | None = None
         self._traceback: TracebackType | None = None
-        self._exit_waiters: list[asyncio.Future[None]] | None = None
         self._sleeper: asyncio.Future[None] | None = None  # the future sleep() waits on
         self._sleep_timer: asyncio.TimerHandle | None = None  # and its timer
-        self._sleepers: set[asyncio.Future[None]] | None = None  # other waiters of a stop
+        self._run_waiters: _Waiters | None = None  # who else waits on this run, while someone does
+        self._observers: list[Observer] | None = None
         # its place in a tree: set and owned by the tree (see _slot.py), None
         # outside one; the tree, while a member, is _parent
         self._slot: Slot | None = None
@@ -338,11 +354,14 @@ class Worker(ABC):
             raise TypeError(f"observer must be callable, got {observer!r}")
         global _observed
         _observed = True
-        observe(self, observer)
+        if self._observers is None:
+            self._observers = []
+        self._observers.append(observer)
 
     def remove_observer(self, observer: Observer) -> None:
         """Stop calling ``observer``; does nothing if it was not added."""
-        unobserve(self, observer)
+        if self._observers and observer in self._observers:
+            self._observers.remove(observer)
 
     def _set_state(self, new: WorkerState) -> None:
         if not self._state.can_become(new):
@@ -450,11 +469,18 @@ class Worker(ABC):
             raise asyncio.CancelledError  # the caller's own, swallowed with ours
         # named by the worker's own name string: a formatted name would be
         # one more string a worker (about 60 bytes), the same for every run
-        context = contextvars.copy_context()  # one copy for the task and its callback
-        self._task = task = loop.create_task(self._main(), name=self._name, context=context)
+        main = self._main()
+        try:
+            # no context= argument: a task factory of asyncio's older form
+            # (loop, coro) does not take it
+            self._task = task = loop.create_task(main, name=self._name)
+        except BaseException as exc:  # a task factory that failed: the worker never ran
+            main.close()
+            await self._abort_startup(exc, opened=True)
+            raise
         # the starter's context: a worker cancelled before its first step
         # ends in a task the callback makes, whose on_shutdown() sees it
-        task.add_done_callback(self._task_done, context=context)
+        task.add_done_callback(self._task_done)
         self._started_at = loop.time()
         if _observed:
             emit(self, "started")
@@ -873,11 +899,12 @@ class Worker(ABC):
 
     def _add_waiter(self, waiter: asyncio.Future[None]) -> None:
         """Keep ``waiter`` until a stop request or the end of the run resolves it."""
-        sleepers = self._sleepers
-        if sleepers is None:
-            sleepers = self._sleepers = set()
-        sleepers.add(waiter)
-        waiter.add_done_callback(sleepers.discard)
+        waiters = self._run_waiters
+        if waiters is None:
+            waiters = self._run_waiters = _Waiters()
+        on_stop = waiters.on_stop
+        on_stop.add(waiter)
+        waiter.add_done_callback(on_stop.discard)
 
     # fluid's own types' steps, around the public hooks (see the note above)
 
@@ -900,9 +927,9 @@ class Worker(ABC):
         if timer is not None:  # also the timer of a sleep its task's cancel ended
             self._sleep_timer = None
             timer.cancel()
-        sleepers = self._sleepers
-        if sleepers:
-            for waiter in sleepers:  # nothing leaves the set meanwhile: discards come later
+        waiters = self._run_waiters
+        if waiters is not None:
+            for waiter in waiters.on_stop:  # nothing leaves the set meanwhile: discards come later
                 release(waiter)
 
     def _fail(self, error: BaseException) -> None:
@@ -1068,10 +1095,9 @@ class Worker(ABC):
             self._fail(error)
         # stop_requested() futures of this run are done once it ended, however it ended
         self._wake_sleepers()
-        self._sleepers = None
-        waiters, self._exit_waiters = self._exit_waiters, None
-        if waiters:
-            for waiter in waiters:
+        waiters, self._run_waiters = self._run_waiters, None
+        if waiters is not None:
+            for waiter in waiters.on_exit:
                 release(waiter)
         self._notify_after_shutdown(reported)
         if not _observed:
@@ -1159,16 +1185,17 @@ class Worker(ABC):
             return True
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[None] = loop.create_future()
-        waiters = self._exit_waiters
+        waiters = self._run_waiters
         if waiters is None:
-            waiters = self._exit_waiters = []
-        waiters.append(waiter)
+            waiters = self._run_waiters = _Waiters()
+        on_exit = waiters.on_exit
+        on_exit.append(waiter)
         try:
             await wait_released(waiter, timeout)
         finally:
             if not self._state.is_final:
                 with contextlib.suppress(ValueError):
-                    waiters.remove(waiter)
+                    on_exit.remove(waiter)
         return self._state.is_final
 
     async def _wait_or_force(self) -> None:

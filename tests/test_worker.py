@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import json
 import logging
 import math
@@ -527,15 +526,3 @@ async def test_observers_belong_to_one_worker_even_if_it_is_unhashable_or_equal_
         "first heard first stopping",
         "first heard first stopped",
     ]
-
-
-def test_a_worker_that_goes_away_takes_its_observers_with_it() -> None:
-    from fluid import _lifecycle
-
-    worker = Idle(name="gone")
-    worker.add_observer(print)
-    key = id(worker)
-    assert key in _lifecycle._observers
-    del worker
-    gc.collect()
-    assert key not in _lifecycle._observers
