@@ -1,24 +1,27 @@
 """Issue 16 (lighter workers), attacked as a hostile user would: no behaviour may change.
 
-The lighter workers keep their observers in a registry of ``_lifecycle``,
-start their task and its done callback in one context copy, run their sleep
-timers in the thread's empty context, pack a slot's membership bits and
-restart type into one int, read a worker's parent through its slot, and
-build a ``WorkerFunction`` by calling ``Worker.__init__`` by name.
+The lighter workers (3fb7b99, 1744d08, 2e27049) kept their observers in a
+registry of ``_lifecycle``, started their task and its done callback in one
+context copy, ran their sleep timers in the thread's empty context, packed a
+slot's membership bits and restart type into one int, read a worker's parent
+through its slot, and built a ``WorkerFunction`` by calling
+``Worker.__init__`` by name.
 
-The defects found are strict xfails, each failing for the reason it
-states: a task factory of asyncio's legacy two-argument form no longer
-starts a worker; an observer that refers to its worker keeps it alive
-forever (every ``Prefork`` is immortal); a copy of a worker loses its
-observers; a ``WorkerFunction`` subclass skips the ``__init__`` of a Worker
-mixin. Three more (a worker class with ``__eq__`` could take no observer,
-failed ``startup()`` once anything was observed, and shared observers with
-its equals) were fixed while this was written (24fece2) and are kept as
-plain tests. The others pin what was attacked and held: contexts kept apart
-between workers and from timers, a worker run in two threads' loops and in
-a forked child, observers added late or from another thread, restart types
-and membership through remove, re-add, hold, restart and moves between
-trees, and the inline checks of ``WorkerFunction``.
+The review found, as strict xfails, defects fixed since (24fece2, 10a8183):
+a task factory of asyncio's legacy two-argument form no longer started a
+worker; an observer referring to its worker kept it alive for ever (every
+``Prefork`` was immortal); a worker class with ``__eq__`` could take no
+observer, failed ``startup()`` once anything was observed, and shared its
+observers with its equals; a copy or an unpickled worker lost its
+observers; a ``WorkerFunction`` subclass skipped the ``__init__`` of a
+Worker mixin; and the first version of the fix named a new Worker slot
+``_waiters``, which a subclass's own attribute (asyncio's primitives use the
+name) clobbered. These tests now hold the fixes. The others pin what was
+attacked and held: contexts kept apart between workers and from timers, a
+worker run in two threads' loops and in a forked child, observers added late
+or from another thread, restart types and membership through remove,
+re-add, hold, restart and moves between trees, the waiters of a run, a task
+factory that fails, and the inline checks of ``WorkerFunction``.
 """
 
 from __future__ import annotations
@@ -69,7 +72,7 @@ def never_observed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(fluid_worker, "_observed", False, raising=False)
 
 
-# ------------------------------------------------------------------ defects
+# ---------------------------------------- defects found here, fixed in 10a8183
 
 
 def legacy_factory(
@@ -79,12 +82,8 @@ def legacy_factory(
     return asyncio.Task(coro, loop=loop)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="startup() passes context= to create_task, which a legacy two-argument task "
-    "factory does not take: TypeError, and the worker is left RUNNING with no task",
-)
 async def test_a_legacy_task_factory_still_starts_a_worker() -> None:
+    """3fb7b99 passed context= to create_task: a (loop, coro) factory raised TypeError."""
     loop = asyncio.get_running_loop()
     loop.set_task_factory(legacy_factory)  # type: ignore[arg-type]
     worker = Idle(name="idle")
@@ -120,12 +119,8 @@ class Monitor:
         self.heard.append(transition.kind)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="observers live in a module-level registry (_lifecycle._observers) that holds "
-    "them strongly: an observer referring to its worker keeps the worker alive forever",
-)
 def test_an_observer_that_holds_its_worker_does_not_keep_it_alive() -> None:
+    """1744d08 kept observers in a module-level registry: one referring to its worker kept it."""
     monitor = Monitor()
     gone = weakref.ref(monitor.worker)
     del monitor
@@ -133,12 +128,8 @@ def test_an_observer_that_holds_its_worker_does_not_keep_it_alive() -> None:
     assert gone() is None, "the worker outlived everything that referred to it"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Prefork observes itself with its own bound method: held by the module-level "
-    "observer registry, every Prefork ever built stays alive",
-)
 def test_a_dropped_prefork_is_freed() -> None:
+    """A Prefork observes itself with a bound method: 1744d08 made every Prefork immortal."""
     prefork = fluid.Prefork("tests._process_targets:nothing", processes=1)
     gone = weakref.ref(prefork)
     del prefork
@@ -154,14 +145,11 @@ def heard_after_pickling(transition: fluid.Transition) -> None:
     PICKLED_HEARD.append(transition.kind)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="observers are no longer part of the worker: a copy of a worker loses them",
-)
 @pytest.mark.parametrize("duplicate", [copy.copy, lambda w: pickle.loads(pickle.dumps(w))])
 async def test_a_copied_or_pickled_worker_keeps_its_observers(
     duplicate: Callable[[Idle], Idle],
 ) -> None:
+    """1744d08 took the observers out of the worker: a copy or an unpickled worker lost them."""
     PICKLED_HEARD.clear()
     worker = Idle(name="idle")
     worker.add_observer(heard_after_pickling)
@@ -195,12 +183,8 @@ class TracedFunction(fluid.WorkerFunction, Traced):
     """MRO: TracedFunction, WorkerFunction, Traced, Worker: WorkerFunction's base is Traced."""
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="WorkerFunction.__init__ calls Worker.__init__ by name, skipping the __init__ of "
-    "a Worker mixin that follows it in a subclass's MRO",
-)
 def test_a_worker_function_with_a_worker_mixin_runs_the_mixins_init() -> None:
+    """2e27049 called Worker.__init__ by name, skipping a Worker mixin after WorkerFunction."""
     worker = TracedFunction(noop, heartbeat=1.0)
     assert getattr(worker, "trace", None) == ["init"], "Traced.__init__ was skipped"
 
@@ -739,3 +723,81 @@ async def test_a_subclass_keeping_its_own_waiters_attribute_runs_and_stops() -> 
     async with asyncio.timeout(BOUND):
         await end
     assert worker.worker_state is WorkerState.STOPPED
+
+
+# ------------------------------------------- a task factory that fails: held
+
+
+class Refusing:
+    """A task factory that refuses the coroutines of one worker class, as a buggy one might."""
+
+    def __init__(self, refused: str) -> None:
+        self.refused = refused
+
+    def __call__(
+        self, loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any], **kwargs: Any
+    ) -> asyncio.Task[Any]:
+        frame = getattr(coro, "cr_frame", None)
+        worker = None if frame is None else frame.f_locals.get("self")
+        if isinstance(worker, fluid.Worker) and worker.worker_name == self.refused:
+            raise RuntimeError(f"no task for {self.refused}")
+        return asyncio.Task(coro, loop=loop, **kwargs)  # context=, if given
+
+
+class Logged(Idle):
+    def __init__(self, name: str, log: list[str]) -> None:
+        super().__init__(name=name)
+        self.log = log
+
+    async def on_startup(self) -> None:
+        self.log.append(f"open:{self.worker_name}")
+
+    async def on_shutdown(self) -> None:
+        self.log.append(f"close:{self.worker_name}")
+
+    def after_shutdown(self, reason: str, code: int = 0) -> None:
+        self.log.append(f"after:{self.worker_name}:{reason}")
+
+
+async def test_a_task_factory_that_fails_ends_the_start_and_the_worker_can_start_again() -> None:
+    loop = asyncio.get_running_loop()
+    log: list[str] = []
+    worker = Logged("w", log)
+    heard = kinds_of(worker)
+    loop.set_task_factory(Refusing("w"))  # type: ignore[arg-type]
+    try:
+        with pytest.raises(RuntimeError, match="no task for w"):
+            async with asyncio.timeout(BOUND):
+                await worker.startup()
+    finally:
+        loop.set_task_factory(None)
+    gc.collect()  # a _main() never awaited would warn here (warnings are errors)
+    assert worker.worker_state is WorkerState.STOPPED
+    assert log == ["open:w", "close:w", "after:w:failed: RuntimeError: no task for w"]
+    assert [kind for kind, _ in heard] == ["crashed"]
+    async with asyncio.timeout(BOUND):
+        await worker.shutdown()  # nothing to raise: startup() reported the error
+        async with worker:
+            assert worker.is_running()
+    assert worker.worker_state is WorkerState.STOPPED
+
+
+async def test_a_tree_whose_child_gets_no_task_undoes_its_start() -> None:
+    loop = asyncio.get_running_loop()
+    log: list[str] = []
+    first, second = Logged("a", log), Logged("b", log)
+    tree = fluid.Workers(first, second, name="tree")
+    loop.set_task_factory(Refusing("b"))  # type: ignore[arg-type]
+    try:
+        with pytest.raises(RuntimeError, match="no task for b"):
+            async with asyncio.timeout(BOUND):
+                await tree.startup()
+    finally:
+        loop.set_task_factory(None)
+    gc.collect()
+    assert tree.worker_state is WorkerState.STOPPED
+    assert first.is_stopped()
+    assert second.is_stopped()
+    assert log[:4] == ["open:a", "open:b", "close:b", "after:b:failed: RuntimeError: no task for b"]
+    assert "close:a" in log
+    assert not live_tasks()
