@@ -262,8 +262,7 @@ class Workers(Worker):
         for slot in leaving:  # checked: their trees stopped
             slot.tree._forget(slot)
         slots = [
-            Slot(self, worker, name, restart)
-            for worker, name in zip(workers, names, strict=True)
+            Slot(self, worker, name, restart) for worker, name in zip(workers, names, strict=True)
         ]
         self._children.update(zip(names, slots, strict=True))
         if self._state is _RUNNING:

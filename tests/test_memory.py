@@ -10,9 +10,10 @@ The bound sits about 10% above what it measured when it was set (1,832
 bytes on CPython 3.11), and below what a worker cost before (2,147 bytes:
 a formatted name for its task, a copy of the caller's context for its sleep
 timer, its own int for its thread, larger frames, and three more fields on
-the worker and its slot): a change that brings them back fails here. The hand-written equivalent (a task per worker running
-``while True: await fn(); await asyncio.sleep(60)``) measures about 1,450
-bytes; ``make bench`` shows the ratio.
+the worker and its slot): a change that brings them back fails here. The
+hand-written equivalent (a task per worker running ``while True: await
+fn(); await asyncio.sleep(60)``) measures about 1,450 bytes; ``make bench``
+shows the ratio. CPython 3.12 and 3.13 measured 1,823 and 1,799 bytes.
 """
 
 from __future__ import annotations

@@ -158,18 +158,24 @@ async def test_a_cancelled_stop_requested_future_leaves_the_others_waiting() -> 
     assert not second.cancelled()
 
 
+def stop_waiters(worker: fluid.Worker) -> set[asyncio.Future[None]]:
+    """White box: the waiters of a stop the worker holds."""
+    waiters = worker._run_waiters
+    return set() if waiters is None else waiters.on_stop
+
+
 async def test_stop_requested_futures_are_not_kept_once_done() -> None:
     """A run that races stop_requested() against work in a loop does not grow."""
     worker = Traced()
     await worker.startup()
     await asyncio.sleep(0)  # run() waits on its own
-    before = len(worker._sleepers or ())  # white box: the waiters the worker holds
+    before = len(stop_waiters(worker))
     for _ in range(100):
         waiter = worker.stop_requested()
         waiter.cancel()
     await asyncio.sleep(0)
     pending = worker.stop_requested()
-    assert len(worker._sleepers or ()) == before + 1  # the cancelled ones were let go
+    assert len(stop_waiters(worker)) == before + 1  # the cancelled ones were let go
     worker.gracefully_stop()
     assert pending.done()
     await worker.shutdown()
