@@ -56,6 +56,7 @@ _RUNNING = WorkerState.RUNNING
 _STOPPING = WorkerState.STOPPING
 _STOPPED = WorkerState.STOPPED
 _FORCE_STOPPED = WorkerState.FORCE_STOPPED
+_ENDED = frozenset((_STOPPED, _FORCE_STOPPED))  # is_final, without a property call
 
 
 _OUTSIDE, _WITHIN, _ITSELF = 0, 1, 2  # where a caller runs, see Worker._caller_position
@@ -333,7 +334,7 @@ class Worker(ABC):
 
     def is_stopped(self) -> bool:
         """True once the worker ended, gracefully or forced."""
-        return self._state.is_final
+        return self._state in _ENDED
 
     def add_observer(self, observer: Observer) -> None:
         """Call ``observer`` with each lifecycle transition of this worker and its descendants.
@@ -597,12 +598,12 @@ class Worker(ABC):
         """
         inside = self._caller_inside("shutdown")  # before anything changes
         self.gracefully_stop()
-        if self._state is not _INIT and not self._state.is_final:
+        if self._state is not _INIT and self._state not in _ENDED:
             try:
                 # Most workers end within the loop turn that delivers the stop:
                 # look once before paying for a waiter and a grace-period timer.
                 await _yield_once()
-                if not self._state.is_final:
+                if self._state not in _ENDED:
                     await self._wait_or_force()
             except asyncio.CancelledError:
                 await self._force_for_cancelled_caller("shutdown", inside)
@@ -620,7 +621,7 @@ class Worker(ABC):
                 wait for itself forever.
         """
         self._caller_inside("wait_for_shutdown")
-        while self._state is not _INIT and not self._state.is_final:
+        while self._state is not _INIT and self._state not in _ENDED:
             await self._wait_exit(None)
         self._raise_error()
 
@@ -642,7 +643,7 @@ class Worker(ABC):
             assert worker.worker_state is fluid.WorkerState.FORCE_STOPPED
             ```
         """
-        if self._state is _INIT or self._state.is_final:
+        if self._state is _INIT or self._state in _ENDED:
             return
         if self._thread_id != threading.get_ident() and self._loop is not None:
             with contextlib.suppress(RuntimeError):  # the loop is closed: nothing runs
@@ -672,7 +673,7 @@ class Worker(ABC):
         """
         inside = self._caller_inside("wait_stopped")
         try:
-            while self._state is not _INIT and not self._state.is_final:
+            while self._state is not _INIT and self._state not in _ENDED:
                 if self._forced:
                     await self._wait_forced()
                 else:
@@ -974,7 +975,8 @@ class Worker(ABC):
             raise
         try:
             self._end_of_run()
-            forced = await self._call_on_shutdown(None) or forced
+            if self._hooked & _ON_SHUTDOWN:  # no coroutine made for a hook not overridden
+                forced = await self._call_on_shutdown(None) or forced
             self._finish(_FORCE_STOPPED if forced else _STOPPED, self._error)
         except BaseException:
             self._watch_end(task)  # what escaped ends the worker from the done callback
@@ -1022,7 +1024,7 @@ class Worker(ABC):
                 logger.exception("worker %r failed after a startup that did not run", self._name)
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
-        if task is not self._task or self._state.is_final:
+        if task is not self._task or self._state in _ENDED:
             if not task.cancelled():
                 # KeyboardInterrupt or SystemExit left _main() on purpose, after
                 # the worker was finished and the error kept: it propagates out
@@ -1181,7 +1183,7 @@ class Worker(ABC):
 
     async def _wait_exit(self, timeout: float | None) -> bool:
         """Wait until the worker ends or ``timeout`` passes; True if it ended."""
-        if self._state.is_final:
+        if self._state in _ENDED:
             return True
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[None] = loop.create_future()
@@ -1193,10 +1195,10 @@ class Worker(ABC):
         try:
             await wait_released(waiter, timeout)
         finally:
-            if not self._state.is_final:
+            if self._state not in _ENDED:
                 with contextlib.suppress(ValueError):
                     on_exit.remove(waiter)
-        return self._state.is_final
+        return self._state in _ENDED
 
     async def _wait_or_force(self) -> None:
         if await self._wait_exit(self._grace):
@@ -1239,7 +1241,7 @@ class Worker(ABC):
         loop = asyncio.get_running_loop()
         period = max(self._grace, 1.0)
         deadline = loop.time() + period
-        while not self._state.is_final:
+        while self._state not in _ENDED:
             try:
                 if await self._wait_exit(max(0.0, deadline - loop.time())):
                     return
