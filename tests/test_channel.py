@@ -11,12 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -25,7 +23,7 @@ import fluid
 from fluid import QueueStatus, WorkerState
 from fluid._channel import EMPTY, Channel
 
-from .helpers import Recorder, wait_until
+from .helpers import Recorder, tiny_switch_interval, wait_until
 
 EPSILON = 0.005
 """How much earlier than asked a timed wait may end (clock granularity)."""
@@ -36,17 +34,6 @@ SLACK = 5.0
 
 def balance(books: QueueStatus) -> int:
     return books["handled"] + books["failed"] + books["taken"] + books["size"] + books["in_flight"]
-
-
-@contextmanager
-def tiny_switch_interval() -> Iterator[None]:
-    """Make threads switch as often as the interpreter allows, so races show."""
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    try:
-        yield
-    finally:
-        sys.setswitchinterval(old)
 
 
 def start_thread(target: Callable[..., object], *args: object) -> threading.Thread:

@@ -423,39 +423,6 @@ async def test_an_observer_removing_itself_while_told_and_others_in_order() -> N
 # ------------------------------------- restart types and membership: what held
 
 
-@pytest.mark.parametrize(
-    ("restart", "crash", "restarted"),
-    [
-        ("permanent", True, True),
-        ("permanent", False, True),
-        ("transient", True, True),
-        ("transient", False, False),
-        ("temporary", True, False),
-        ("temporary", False, False),
-    ],
-)
-async def test_each_restart_type_is_kept_by_the_slot(
-    restart: fluid.RestartType, crash: bool, restarted: bool
-) -> None:
-    child = Crashy("child")
-    other = Idle(name="other")
-    tree = fluid.Workers(other, name="tree", strategy="one_for_one", backoff=NO_WAIT)
-    tree.add_workers(child, restart=restart)
-    async with tree:
-        heard = kinds_of(tree)
-        child.crash() if crash else child.finish()
-        if restarted:
-            await wait_until(lambda: ("restarted", "tree/child") in heard, BOUND)
-            assert child.is_running()
-            assert child.restarts == 1
-        else:
-            await wait_until(child.is_stopped, BOUND)
-            assert all(kind != "restarted" for kind, _ in heard)
-            assert child.restarts == 0
-        assert other.is_running()
-        assert tree.children == (other, child)
-
-
 async def test_a_child_re_added_with_another_restart_type_follows_the_new_one() -> None:
     child = Crashy("child")
     tree = fluid.Workers(Idle(name="other"), name="tree", strategy="one_for_one", backoff=NO_WAIT)

@@ -11,29 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import sys
 import threading
-from collections.abc import Iterator
-
-import pytest
 
 import fluid
 from fluid._per_thread import thread_ident, timer_context
 
+from .helpers import tiny_switch_interval
+
 THREADS = 3
 WORKERS = 200
 BEATS = 40
-
-
-@pytest.fixture
-def tiny_switch_interval() -> Iterator[None]:
-    """Threads switch every microsecond: two loops' timers interleave as much as they can."""
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    try:
-        yield
-    finally:
-        sys.setswitchinterval(old)
 
 
 def in_thread(function: object) -> object:
@@ -128,7 +115,6 @@ def run_loop_with_sleepers(errors: list[BaseException]) -> int:
     return beats
 
 
-@pytest.mark.usefixtures("tiny_switch_interval")
 def test_sleep_timers_of_loops_in_three_threads_fire_together_without_error() -> None:
     errors: list[BaseException] = []
     counts: list[int] = []
@@ -136,10 +122,11 @@ def test_sleep_timers_of_loops_in_three_threads_fire_together_without_error() ->
         threading.Thread(target=lambda: counts.append(run_loop_with_sleepers(errors)))
         for _ in range(THREADS)
     ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(20)
+    with tiny_switch_interval():  # the loops' timers interleave as much as they can
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(20)
     assert not any(t.is_alive() for t in threads)
     assert not errors, errors
     assert len(counts) == THREADS
