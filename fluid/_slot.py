@@ -50,8 +50,9 @@ class Slot:
     Creating the slot joins the worker to the tree under ``name``.
 
     The tree's supervisor updates ``restarts``, ``backoff_step`` and
-    ``restarting``; the tree updates ``member`` and ``held``. The worker only
-    calls ``exited()`` and reads ``parent`` and ``restarts``.
+    ``restarting``; the tree updates ``held``, and ``member`` through
+    ``leave()``. The worker only calls ``exited()`` and reads ``parent`` and
+    ``restarts``.
 
     Attributes:
         tree: the tree that owns the slot.
