@@ -28,14 +28,7 @@ from typing import TYPE_CHECKING, Literal, TypeAlias
 if TYPE_CHECKING:
     from ._worker import Worker
 
-__all__ = [
-    "EventKind",
-    "LifecycleEvent",
-    "Observer",
-    "Transition",
-    "TransitionKind",
-    "emit",
-]
+__all__ = ["EventKind", "LifecycleEvent", "Observer", "Transition", "TransitionKind", "emit"]
 
 logger = logging.getLogger("fluid")
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-__all__ = ["WorkerState"]
+__all__ = ["FINAL_STATES", "WorkerState"]
 
 
 class WorkerState(StrEnum):
@@ -56,7 +56,7 @@ class WorkerState(StrEnum):
     @property
     def is_final(self) -> bool:
         """True for ``STOPPED`` and ``FORCE_STOPPED``: the worker owns no task."""
-        return self in _FINAL
+        return self in FINAL_STATES
 
     def can_become(self, new: WorkerState) -> bool:
         """Whether the lifecycle allows going from this state to ``new``.
@@ -70,7 +70,8 @@ class WorkerState(StrEnum):
         return new in _TRANSITIONS[self]
 
 
-_FINAL = frozenset({WorkerState.STOPPED, WorkerState.FORCE_STOPPED})
+FINAL_STATES = frozenset({WorkerState.STOPPED, WorkerState.FORCE_STOPPED})
+"""The states of a worker that ended (``is_final``), as a set for the hot paths."""
 
 _TRANSITIONS: dict[WorkerState, frozenset[WorkerState]] = {
     WorkerState.INIT: frozenset({WorkerState.RUNNING}),

@@ -47,7 +47,7 @@ from fnmatch import fnmatchcase
 from ._errors import DuplicateWorkerName
 from ._group import force, shutdown_in_reverse, shutdown_together
 from ._slot import Slot
-from ._state import WorkerState
+from ._state import FINAL_STATES, WorkerState
 from ._status import WorkerStatus
 from ._supervision import (
     Backoff,
@@ -68,7 +68,7 @@ logger = logging.getLogger("fluid")
 _RUNNING = WorkerState.RUNNING
 _STOPPING = WorkerState.STOPPING
 _STARTED = frozenset((_RUNNING, _STOPPING))  # a worker in these states cannot be added
-_ENDED = frozenset((WorkerState.STOPPED, WorkerState.FORCE_STOPPED))
+_ENDED = FINAL_STATES
 
 
 class Workers(Worker):

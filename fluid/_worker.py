@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Self
 from ._errors import WorkerStartError, WorkerStateError
 from ._lifecycle import Observer, emit
 from ._per_thread import thread_ident, timer_context
-from ._state import WorkerState
+from ._state import FINAL_STATES, WorkerState
 from ._status import WorkerStatus
 from ._validate import check_name, check_seconds
 from ._validate import default_name as _class_name
@@ -56,7 +56,7 @@ _RUNNING = WorkerState.RUNNING
 _STOPPING = WorkerState.STOPPING
 _STOPPED = WorkerState.STOPPED
 _FORCE_STOPPED = WorkerState.FORCE_STOPPED
-_ENDED = frozenset((_STOPPED, _FORCE_STOPPED))  # is_final, without a property call
+_ENDED = FINAL_STATES  # is_final, without a property call
 
 
 _OUTSIDE, _WITHIN, _ITSELF = 0, 1, 2  # where a caller runs, see Worker._caller_position
