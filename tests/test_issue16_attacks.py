@@ -27,6 +27,7 @@ factory that fails, and the inline checks of ``WorkerFunction``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import copy
 import gc
@@ -36,7 +37,7 @@ import pickle
 import threading
 import warnings
 import weakref
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
 import pytest
@@ -82,24 +83,32 @@ def legacy_factory(
     return asyncio.Task(coro, loop=loop)
 
 
-async def test_a_legacy_task_factory_still_starts_a_worker() -> None:
-    """3fb7b99 passed context= to create_task: a (loop, coro) factory raised TypeError."""
+@contextlib.contextmanager
+def task_factory(factory: Callable[..., asyncio.Task[Any]]) -> Iterator[None]:
+    """The running loop makes its tasks with ``factory`` inside the block."""
     loop = asyncio.get_running_loop()
-    loop.set_task_factory(legacy_factory)  # type: ignore[arg-type]
-    worker = Idle(name="idle")
-    refused = None
+    loop.set_task_factory(factory)
     try:
-        await worker.startup()
-    except TypeError as exc:
-        refused = str(exc)
-        traceback = exc.__traceback__
-        while traceback is not None:  # close the _main() the factory never got
-            coro = traceback.tb_frame.f_locals.get("coro")
-            if isinstance(coro, Coroutine):
-                coro.close()
-            traceback = traceback.tb_next
+        yield
     finally:
         loop.set_task_factory(None)
+
+
+async def test_a_legacy_task_factory_still_starts_a_worker() -> None:
+    """3fb7b99 passed context= to create_task: a (loop, coro) factory raised TypeError."""
+    worker = Idle(name="idle")
+    refused = None
+    with task_factory(legacy_factory):
+        try:
+            await worker.startup()
+        except TypeError as exc:
+            refused = str(exc)
+            traceback = exc.__traceback__
+            while traceback is not None:  # close the _main() the factory never got
+                coro = traceback.tb_frame.f_locals.get("coro")
+                if isinstance(coro, Coroutine):
+                    coro.close()
+                traceback = traceback.tb_next
     if refused is not None:
         pytest.fail(f"startup() refused a legacy task factory: {refused}")
     assert worker.is_running()
@@ -727,17 +736,12 @@ class Logged(Idle):
 
 
 async def test_a_task_factory_that_fails_ends_the_start_and_the_worker_can_start_again() -> None:
-    loop = asyncio.get_running_loop()
     log: list[str] = []
     worker = Logged("w", log)
     heard = kinds_of(worker)
-    loop.set_task_factory(Refusing("w"))  # type: ignore[arg-type]
-    try:
-        with pytest.raises(RuntimeError, match="no task for w"):
-            async with asyncio.timeout(BOUND):
-                await worker.startup()
-    finally:
-        loop.set_task_factory(None)
+    with task_factory(Refusing("w")), pytest.raises(RuntimeError, match="no task for w"):
+        async with asyncio.timeout(BOUND):
+            await worker.startup()
     gc.collect()  # a _main() never awaited would warn here (warnings are errors)
     assert worker.worker_state is WorkerState.STOPPED
     assert log == ["open:w", "close:w", "after:w:failed: RuntimeError: no task for w"]
@@ -750,17 +754,12 @@ async def test_a_task_factory_that_fails_ends_the_start_and_the_worker_can_start
 
 
 async def test_a_tree_whose_child_gets_no_task_undoes_its_start() -> None:
-    loop = asyncio.get_running_loop()
     log: list[str] = []
     first, second = Logged("a", log), Logged("b", log)
     tree = fluid.Workers(first, second, name="tree")
-    loop.set_task_factory(Refusing("b"))  # type: ignore[arg-type]
-    try:
-        with pytest.raises(RuntimeError, match="no task for b"):
-            async with asyncio.timeout(BOUND):
-                await tree.startup()
-    finally:
-        loop.set_task_factory(None)
+    with task_factory(Refusing("b")), pytest.raises(RuntimeError, match="no task for b"):
+        async with asyncio.timeout(BOUND):
+            await tree.startup()
     gc.collect()
     assert tree.worker_state is WorkerState.STOPPED
     assert first.is_stopped()
